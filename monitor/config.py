@@ -1,0 +1,334 @@
+"""One typed configuration schema, with defaults and bounds, used by every component.
+
+Each setting is declared once with ``setting()`` (default, description, bounds). The loader
+rejects unknown keys, wrong types and out-of-range values, naming the dotted key and its
+YAML line, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``key`` is the dotted path, ``line`` the 1-based YAML line."""
+
+    def __init__(self, key: str, message: str, line: int | None = None):
+        self.key = key
+        self.line = line
+        where = f" (line {line})" if line else ""
+        super().__init__(f"config key '{key}'{where}: {message}")
+
+
+def setting(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+            choices: tuple | None = None) -> Any:
+    """Declare a field with its default, description and bounds in one place."""
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"help": (cls.__doc__ or "").strip()})
+
+
+@dataclass
+class AudioConfig:
+    """Microphone capture (`run`) and file replay (`replay`)."""
+
+    device: Optional[Union[int, str]] = setting(
+        None, "Input device: index, or a substring of its name; null = system default.")
+    capture_rate: Optional[int] = setting(
+        None, "Capture rate in Hz; null = the device's native rate (resampled to 16 kHz).", lo=8000, hi=192000)
+    block_seconds: float = setting(0.1, "Audio delivered per capture callback / replay read.", lo=0.01, hi=1.0)
+    queue_seconds: float = setting(
+        10.0, "Bounded capture queue; audio older than this is dropped and counted as overflow.", lo=1.0, hi=120.0)
+    retry_min_seconds: float = setting(1.0, "First wait before reopening a missing or failed microphone.", lo=0.1, hi=60)
+    retry_max_seconds: float = setting(30.0, "Longest wait between microphone retries (exponential backoff).",
+                                       lo=1.0, hi=600)
+
+
+@dataclass
+class PreprocessConfig:
+    """Conditioning shared by training and runtime, so both see identical input."""
+
+    bandwidth_hz: Optional[int] = setting(
+        4000, "Band-limit every source to this bandwidth (8 kHz-rate chain) so a model cannot learn "
+        "'narrow-band = cry'; null keeps the full 8 kHz band.", lo=3000, hi=8000)
+    target_dbfs: float = setting(-20.0, "Each window is normalised to this RMS level before the models.",
+                                 lo=-40.0, hi=-6.0)
+    max_gain_db: float = setting(30.0, "Loudness normalisation never amplifies by more than this.", lo=0.0, hi=60.0)
+    noise_reduction: bool = setting(False, "Spectral-gating noise reduction (training option; off: no gain measured).")
+    pitch_normalisation: bool = setting(False, "Pitch normalisation (training option; off: no gain measured).")
+
+
+@dataclass
+class GateConfig:
+    """Cheap VAD + energy gate in front of the models."""
+
+    vad_aggressiveness: int = setting(1, "webrtcvad aggressiveness, 0 (lenient) to 3 (strict).", lo=0, hi=3)
+    vad_min_fraction: float = setting(
+        0.1, "A window passes on VAD when at least this fraction of its 30 ms frames are voiced.", lo=0.0, hi=1.0)
+    energy_margin_db: float = setting(
+        6.0, "A window passes on energy when a frame is this far above the rolling noise floor.", lo=0.0, hi=40.0)
+    noise_floor_seconds: float = setting(30.0, "History the rolling noise floor is estimated over.", lo=2.0, hi=600.0)
+    noise_floor_percentile: float = setting(20.0, "Percentile of frame levels taken as the noise floor.",
+                                            lo=1.0, hi=50.0)
+    silence_dbfs: float = setting(-65.0, "Frames quieter than this never pass, whatever the floor.",
+                                  lo=-120.0, hi=-20.0)
+    hangover_windows: int = setting(2, "Keep passing this many windows after the last one that passed.", lo=0, hi=20)
+
+
+@dataclass
+class WindowConfig:
+    """Sliding analysis windows (length fixed by the model contract: 0.975 s)."""
+
+    hop_seconds: float = setting(0.5, "Step between windows; shorter = lower latency, more CPU.", lo=0.1, hi=0.975)
+
+
+@dataclass
+class ModelsConfig:
+    """ONNX models listed in the model manifest."""
+
+    manifest: str = setting("models/manifest.json", "Model manifest written by `nursery-monitor build-models`.")
+    threads: int = setting(1, "Intra-op threads per ONNX Runtime session.", lo=1, hi=16)
+    use_wav2vec2: bool = setting(True, "Run the Wav2Vec2 classifier (on gated windows).")
+    wav2vec2_variant: str = setting("default", "Which Wav2Vec2 file: the manifest's default, or float / int8.",
+                                    choices=("default", "float", "int8"))
+
+
+@dataclass
+class FusionConfig:
+    """Per-window fusion of the classifiers, then smoothing over time."""
+
+    weight_yamnet: float = setting(0.5, "Weight of the YAMNet head in probability averaging.", lo=0.0, hi=1.0)
+    weight_wav2vec2: float = setting(0.5, "Weight of the Wav2Vec2 classifier in probability averaging.",
+                                     lo=0.0, hi=1.0)
+    audioset_vote_threshold: float = setting(
+        0.2, "YAMNet's AudioSet cry/scream score that makes the third voter vote for that label.", lo=0.0, hi=1.0)
+    require_vote: bool = setting(True, "A window counts as alerting only if the majority vote agrees with the average.")
+    enter_threshold: float = setting(0.6, "Fused probability that makes a window count towards an event.",
+                                     lo=0.0, hi=1.0)
+    exit_threshold: float = setting(0.4, "Below this a window counts as a miss (hysteresis).", lo=0.0, hi=1.0)
+    k_windows: int = setting(2, "Start an event when k of the last n windows are alerting.", lo=1, hi=50)
+    n_windows: int = setting(3, "The n of k-of-n.", lo=1, hi=50)
+    min_duration_seconds: float = setting(0.0, "Drop events shorter than this (no start is published until reached).",
+                                          lo=0.0, hi=60.0)
+    hold_seconds: float = setting(3.0, "Keep an event open this long after the last alerting window.", lo=0.0, hi=120.0)
+    cooldown_seconds: float = setting(5.0, "After an event of a label ends, wait this long before a new one.",
+                                      lo=0.0, hi=600.0)
+    update_interval_seconds: float = setting(5.0, "Publish an update this often while an event is active.",
+                                             lo=0.5, hi=600.0)
+
+
+@dataclass
+class TlsConfig:
+    """TLS to the broker."""
+
+    enabled: bool = setting(False, "Connect with TLS.")
+    ca_file: Optional[str] = setting(None, "CA certificate that signed the broker's certificate.")
+    cert_file: Optional[str] = setting(None, "Client certificate (mutual TLS).")
+    key_file: Optional[str] = setting(None, "Client key (mutual TLS).")
+    insecure: bool = setting(False, "Skip hostname verification (never in production).")
+
+
+@dataclass
+class MqttConfig:
+    """Where and how alerts are published."""
+
+    enabled: bool = setting(True, "Publish to MQTT; off = events only printed / written as JSON lines.")
+    host: str = setting("localhost", "Broker host name or address.")
+    port: int = setting(1883, "Broker port.", lo=1, hi=65535)
+    topic_prefix: str = setting("nursery", "Topics are <prefix>/<device_id>/...")
+    client_id: Optional[str] = setting(None, "MQTT client id; null = nursery-monitor-<device_id>.")
+    username: Optional[str] = setting(None, "Broker user name.")
+    password_env: Optional[str] = setting(None, "Environment variable holding the password.")
+    password_file: Optional[str] = setting(None, "File holding the password (e.g. a systemd credential).")
+    keepalive_seconds: int = setting(30, "MQTT keepalive.", lo=5, hi=3600)
+    reconnect_min_seconds: float = setting(1.0, "First reconnect wait.", lo=0.1, hi=60.0)
+    reconnect_max_seconds: float = setting(30.0, "Longest reconnect wait (exponential backoff).", lo=1.0, hi=600.0)
+    outbox_path: Optional[str] = setting(
+        None, "SQLite queue of undelivered events; null = $STATE_DIRECTORY or ./state, file outbox.sqlite.")
+    discovery: bool = setting(False, "Publish Home Assistant discovery for the crying/screaming binary sensors.")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant discovery prefix.")
+    tls: TlsConfig = section(TlsConfig)
+
+
+@dataclass
+class HealthConfig:
+    """Liveness: systemd watchdog and periodic status."""
+
+    status_interval_seconds: float = setting(60.0, "Publish a status message this often.", lo=1.0, hi=3600.0)
+    stall_seconds: float = setting(10.0, "Stop petting the watchdog when no audio was processed for this long.",
+                                   lo=1.0, hi=600.0)
+    shutdown_seconds: float = setting(2.0, "Time allowed to end events and go offline on SIGTERM.", lo=0.5, hi=30.0)
+
+
+@dataclass
+class Config:
+    """Nursery Monitor configuration."""
+
+    device_id: str = setting("nursery", "Identifies this monitor in topics and events.")
+    log_level: str = setting("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    audio: AudioConfig = section(AudioConfig)
+    preprocess: PreprocessConfig = section(PreprocessConfig)
+    gate: GateConfig = section(GateConfig)
+    window: WindowConfig = section(WindowConfig)
+    models: ModelsConfig = section(ModelsConfig)
+    fusion: FusionConfig = section(FusionConfig)
+    mqtt: MqttConfig = section(MqttConfig)
+    health: HealthConfig = section(HealthConfig)
+
+    def resolve_path(self, value: str | None) -> Path | None:
+        """Relative paths in the config are relative to the config file."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path)
+
+    _base_dir: Path = field(default=Path("."), repr=False, compare=False, metadata={"internal": True})
+
+
+def _cross_field_rules(cfg: Config) -> None:
+    f = cfg.fusion
+    if f.exit_threshold > f.enter_threshold:
+        raise ConfigError("fusion.exit_threshold", "must not exceed fusion.enter_threshold")
+    if f.k_windows > f.n_windows:
+        raise ConfigError("fusion.k_windows", "must not exceed fusion.n_windows")
+    if f.weight_yamnet + f.weight_wav2vec2 <= 0:
+        raise ConfigError("fusion.weight_yamnet", "the two weights must not both be zero")
+    if cfg.audio.retry_min_seconds > cfg.audio.retry_max_seconds:
+        raise ConfigError("audio.retry_min_seconds", "must not exceed audio.retry_max_seconds")
+    if cfg.mqtt.reconnect_min_seconds > cfg.mqtt.reconnect_max_seconds:
+        raise ConfigError("mqtt.reconnect_min_seconds", "must not exceed mqtt.reconnect_max_seconds")
+    if cfg.mqtt.password_env and cfg.mqtt.password_file:
+        raise ConfigError("mqtt.password_env", "set password_env or password_file, not both")
+    if not cfg.device_id or "/" in cfg.device_id or "#" in cfg.device_id or "+" in cfg.device_id:
+        raise ConfigError("device_id", "must be non-empty and contain no '/', '#' or '+'")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines
+
+
+def _check_scalar(key: str, value: Any, annotation: Any, meta: dict) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_scalar(key, value, option, meta)
+            except ConfigError as exc:
+                errors.append(exc)
+        names = " or ".join(o.__name__ for o in options if o is not type(None))
+        raise ConfigError(key, f"expected {names}, got {type(value).__name__} {value!r}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        value = float(value)
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            raise ConfigError(key, f"must be between {lo} and {hi}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, lines: dict[str, int]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "<root>", f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(dotted, f"unknown key (known: {', '.join(sorted(known))})", lines.get(dotted))
+        annotation = hints[key]
+        try:
+            if dataclasses.is_dataclass(annotation):
+                kwargs[key] = _build(annotation, value, dotted + ".", lines)
+            else:
+                kwargs[key] = _check_scalar(dotted, value, annotation, dict(known[key].metadata))
+        except ConfigError as exc:
+            if exc.line is None:
+                exc = ConfigError(exc.key, str(exc).split(": ", 1)[1], lines.get(exc.key))
+            raise exc from None
+    return cls(**kwargs)
+
+
+def parse_config(text: str, base_dir: Path = Path(".")) -> Config:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"not valid YAML: {exc}") from None
+    lines = _key_lines(node) if node is not None else {}
+    cfg = _build(Config, data, "", lines)
+    try:
+        _cross_field_rules(cfg)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, str(exc).split(": ", 1)[1], lines.get(exc.key)) from None
+    cfg._base_dir = base_dir
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Load and validate ``path``; no path means all defaults (relative to the working directory)."""
+    if path is None:
+        return parse_config("", Path.cwd())
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("<file>", f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, path.resolve().parent)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every setting: feeds the README table and `check-config`."""
+    rows = []
+    default = cls()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe(type(value), f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,40 @@
+"""Contract values shared by training, export and the runtime.
+
+These are facts of the model input contract, not tunables: tunables live in
+``monitor.config`` with their defaults and bounds.
+"""
+
+SAMPLE_RATE = 16_000
+"""Every model sees 16 kHz mono float32 in [-1, 1]."""
+
+WINDOW_SAMPLES = 15_600
+"""YAMNet's fixed input: 0.975 s at 16 kHz. Wav2Vec2 uses the same window so both vote on the same audio."""
+
+WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
+
+VAD_FRAME_SAMPLES = 480
+"""webrtcvad accepts 10, 20 or 30 ms frames; 30 ms at 16 kHz."""
+
+LABELS = ("Crying", "Screaming", "Normal")
+"""Output order of every classifier head, the manifest and the fused scores."""
+
+ALERT_LABELS = ("Crying", "Screaming")
+
+DATASET_LABELS = {"cry": "Crying", "scream": "Screaming", "normal": "Normal"}
+"""Manifest label column -> product label."""
+
+YAMNET_EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean_Squeeze__273:0"
+YAMNET_EMBEDDING_SIZE = 1024
+YAMNET_AUDIOSET_CLASSES = 521
+
+YAMNET_VOTER_CLASSES = {
+    "Crying": (20, 19),  # "Baby cry, infant cry", "Crying, sobbing"
+    "Screaming": (11,),  # "Screaming"
+}
+"""AudioSet rows that make YAMNet's own scores a third voter (and the Frigate-style baseline)."""
+
+MODEL_MANIFEST_SCHEMA = 1
+EVENT_SCHEMA = 1
+
+EPSILON = 1e-12
+"""Guards log and division of silent signals."""
