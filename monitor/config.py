@@ -55,6 +55,11 @@ class AudioConfig:
     retry_min_seconds: float = setting(1.0, "First wait before reopening a missing or failed microphone.", lo=0.1, hi=60)
     retry_max_seconds: float = setting(30.0, "Longest wait between microphone retries (exponential backoff).",
                                        lo=1.0, hi=600)
+    no_data_seconds: float = setting(
+        3.0, "Close and reopen the microphone when it delivered no audio for this long.", lo=0.5, hi=60.0)
+    channels: Optional[int] = setting(
+        None, "Channels to open (averaged to mono); null = mono when the device allows it, else all of them.",
+        lo=1, hi=32)
 
 
 @dataclass
@@ -86,6 +91,12 @@ class GateConfig:
     silence_dbfs: float = setting(-65.0, "Frames quieter than this never pass, whatever the floor.",
                                   lo=-120.0, hi=-20.0)
     hangover_windows: int = setting(2, "Keep passing this many windows after the last one that passed.", lo=0, hi=20)
+    energy_min_fraction: float = setting(
+        0.05, "A window passes on energy when at least this fraction of its 30 ms frames clear the floor margin "
+        "(0.05 = 2 frames, 60 ms).", lo=0.0, hi=1.0)
+    noise_floor_warmup_seconds: float = setting(
+        3.0, "Until this much audio was heard the floor is unknown and every frame above silence_dbfs counts "
+        "as loud.", lo=0.0, hi=600.0)
 
 
 @dataclass
@@ -99,7 +110,9 @@ class WindowConfig:
 class ModelsConfig:
     """ONNX models listed in the model manifest."""
 
-    manifest: str = setting("models/manifest.json", "Model manifest written by `nursery-monitor build-models`.")
+    manifest: Optional[str] = setting(
+        None, "Model manifest written by `nursery-monitor build-models`; null = models/manifest.json in the "
+        "checkout (or $NURSERY_MODELS/manifest.json).")
     threads: int = setting(1, "Intra-op threads per ONNX Runtime session.", lo=1, hi=16)
     use_wav2vec2: bool = setting(True, "Run the Wav2Vec2 classifier (on gated windows).")
     wav2vec2_variant: str = setting("default", "Which Wav2Vec2 file: the manifest's default, or float / int8.",
@@ -158,6 +171,9 @@ class MqttConfig:
     reconnect_max_seconds: float = setting(30.0, "Longest reconnect wait (exponential backoff).", lo=1.0, hi=600.0)
     outbox_path: Optional[str] = setting(
         None, "SQLite queue of undelivered events; null = $STATE_DIRECTORY or ./state, file outbox.sqlite.")
+    outbox_max_rows: int = setting(
+        10000, "Most undelivered messages kept while the broker is away; when full the oldest state messages, "
+        "then the oldest events, are dropped with a warning.", lo=10, hi=1_000_000)
     discovery: bool = setting(False, "Publish Home Assistant discovery for the crying/screaming binary sensors.")
     discovery_prefix: str = setting("homeassistant", "Home Assistant discovery prefix.")
     tls: TlsConfig = section(TlsConfig)
@@ -319,16 +335,36 @@ def load_config(path: str | os.PathLike | None) -> Config:
     return parse_config(text, path.resolve().parent)
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted key, default, description) for every setting: feeds the README table and `check-config`."""
+def describe(obj: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, value, description) for every setting of ``obj`` (default: the defaults).
+
+    Feeds the README table, `check-config --defaults` and `check-config`'s effective values.
+    """
+    obj = Config() if obj is None else obj
     rows = []
-    default = cls()
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(obj):
         if f.metadata.get("internal"):
             continue
-        value = getattr(default, f.name)
+        value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            rows.extend(describe(type(value), f"{prefix}{f.name}."))
+            rows.extend(describe(value, f"{prefix}{f.name}."))
         else:
             rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
     return rows
+
+
+def default_yaml(cfg: Any = None, indent: str = "") -> str:
+    """The whole schema as commented YAML: the shipped config.yaml and `check-config --defaults`."""
+    obj = Config() if cfg is None else cfg
+    lines = []
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(obj, f.name)
+        lines.append(f"{indent}# {f.metadata.get('help', '')}")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:")
+            lines.append(default_yaml(value, indent + "  ").rstrip("\n"))
+        else:
+            lines.append(f"{indent}{f.name}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""`nursery-monitor`: the command line. Parsing and exit codes only; the work is in monitor.app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+EPILOG = """examples:
+  nursery-monitor run --config /etc/nursery-monitor/config.yaml     live microphone, alerts to MQTT
+  nursery-monitor replay recording.flac --events-jsonl -            simulate: events as JSON lines
+  nursery-monitor replay night.wav --realtime                       paced like a live stream
+  nursery-monitor classify clip.wav --json                          one label per file
+  nursery-monitor check-config --config config.yaml                 validate before (re)starting
+  nursery-monitor build-models                                      train + export from ../shared
+  nursery-monitor evaluate --out build/reports/eval                 metrics on the test split
+  nursery-monitor bench --hours 2                                   event-level benchmark
+  mosquitto_sub -t 'nursery/#' -v                                   watch what is published
+"""
+
+
+def default_config_path() -> str | None:
+    """$NURSERY_CONFIG, else ./config.yaml if present, else built-in defaults."""
+    env = os.environ.get("NURSERY_CONFIG")
+    if env:
+        return env
+    return "config.yaml" if Path("config.yaml").is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nursery-monitor", description="Recognises infant crying and screaming and publishes alerts to MQTT.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nursery-monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--config", default=default_config_path(),
+                         help="YAML config (default: $NURSERY_CONFIG or ./config.yaml or built-in defaults)")
+        return sub
+
+    command("run", "Listen to the microphone and publish alerts (the service).")
+    replay = command("replay", "Run the same pipeline over audio files instead of the microphone.")
+    replay.add_argument("files", nargs="+", help="wav / flac / ogg files, played as one continuous stream")
+    replay.add_argument("--realtime", action="store_true", help="pace the replay like a live stream")
+    replay.add_argument("--events-jsonl", metavar="PATH|-", help="also write events as JSON lines ('-' = stdout)")
+    replay.add_argument("--no-mqtt", action="store_true", help="do not publish (same as mqtt.enabled: false)")
+    replay.add_argument("--quiet", action="store_true", help="do not print the human-readable event lines")
+    classify = command("classify", "One label per file: Crying, Screaming or Normal.")
+    classify.add_argument("files", nargs="+")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line with probabilities")
+    check = command("check-config", "Validate a config file and print the effective settings.")
+    check.add_argument("--defaults", action="store_true", help="print every key with its default and description, as YAML")
+    command("devices", "List audio input devices.")
+    for name, help in (("build-models", "Train and export the models from labelled audio (needs the train extra)."),
+                       ("evaluate", "Evaluate the models on a manifest; writes metrics.json, plots, report."),
+                       ("bench", "Event-level benchmark on a long synthetic household stream.")):
+        sub = commands.add_parser(name, help=help, add_help=False)
+        sub.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    if command == "build-models":
+        from export.build import main as delegated
+    elif command == "evaluate":
+        from training.evaluate import main as delegated
+    else:
+        from bench.run import main as delegated
+    return int(delegated(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    if args.command in ("build-models", "evaluate", "bench"):
+        return _delegate(args.command, args.args)
+
+    from . import app
+    from .config import ConfigError, default_yaml, describe, load_config
+
+    if args.command == "check-config" and args.defaults:
+        print(default_yaml(), end="")
+        return EXIT_OK
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"nursery-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    app.setup_logging(cfg.log_level)
+    if args.command == "check-config":
+        print(f"{args.config or '<defaults>'}: OK")
+        for key, value, _ in describe(cfg):
+            print(f"  {key} = {json.dumps(value)}")
+        return EXIT_OK
+    handlers = {"run": app.run_live, "replay": app.run_replay, "classify": app.classify_files,
+                "devices": app.list_input_devices}
+    return handlers[args.command](cfg, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

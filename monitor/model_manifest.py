@@ -1,0 +1,145 @@
+"""The model manifest: which ONNX files the runtime may load, their hashes and input contract.
+
+Written by ``export/`` and read here, so a swapped, corrupted or mismatched model is refused at
+start-up with a message that says what to do, instead of producing wrong alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .constants import LABELS, MODEL_MANIFEST_SCHEMA, SAMPLE_RATE, WINDOW_SAMPLES
+
+REBUILD_HINT = "rebuild the models with `nursery-monitor build-models`"
+MODEL_KINDS = ("yamnet", "wav2vec2")
+
+
+class ModelError(Exception):
+    """A model or its manifest cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    file: Path
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    version: str
+    variants: dict[str, ModelVariant]
+    default_variant: str
+    input_name: str
+    normalisation: str
+    outputs: dict[str, str]
+    temperature: float
+    training: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def variant(self, name: str = "default") -> ModelVariant:
+        key = self.default_variant if name == "default" else name
+        if key not in self.variants:
+            raise ModelError(f"model '{self.name}' has no '{key}' variant (has: {', '.join(self.variants)})")
+        return self.variants[key]
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    path: Path
+    labels: tuple[str, ...]
+    models: dict[str, ModelEntry]
+    raw: dict[str, Any]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _require(data: dict, key: str, where: str) -> Any:
+    if key not in data:
+        raise ModelError(f"{where}: missing '{key}'; {REBUILD_HINT}")
+    return data[key]
+
+
+def _parse_entry(name: str, data: dict, base: Path, where: str) -> ModelEntry:
+    variants = {
+        variant_name: ModelVariant(base / _require(v, "file", f"{where}.{variant_name}"),
+                                   _require(v, "sha256", f"{where}.{variant_name}"), int(v.get("size_bytes", 0)))
+        for variant_name, v in _require(data, "variants", where).items()
+    }
+    model_input = _require(data, "input", where)
+    if model_input.get("sample_rate") != SAMPLE_RATE or model_input.get("window_samples") != WINDOW_SAMPLES:
+        raise ModelError(f"{where}: input contract {model_input} does not match {SAMPLE_RATE} Hz / "
+                         f"{WINDOW_SAMPLES} samples; {REBUILD_HINT}")
+    temperature = float(data.get("temperature", 1.0))
+    if not temperature > 0:
+        raise ModelError(f"{where}: temperature must be positive, got {temperature}")
+    default_variant = data.get("default_variant", next(iter(variants)))
+    if default_variant not in variants:
+        raise ModelError(f"{where}: default_variant '{default_variant}' is not among its variants")
+    return ModelEntry(
+        name=name, kind=_require(data, "kind", where), version=_require(data, "version", where),
+        variants=variants, default_variant=default_variant, input_name=_require(model_input, "name", where),
+        normalisation=model_input.get("normalisation", "none"), outputs=_require(data, "outputs", where),
+        temperature=temperature, training=data.get("training", {}), test_metrics=data.get("test_metrics", {}),
+    )
+
+
+def read_manifest(path: str | os.PathLike) -> ModelManifest:
+    """Parse and check the manifest's contract (not the file hashes: ``verify_variant`` does that)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model manifest {path} not found; {REBUILD_HINT}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model manifest {path} is unreadable ({exc}); {REBUILD_HINT}") from None
+    if raw.get("schema") != MODEL_MANIFEST_SCHEMA:
+        raise ModelError(f"model manifest {path} has schema {raw.get('schema')!r}, expected "
+                         f"{MODEL_MANIFEST_SCHEMA}; {REBUILD_HINT}")
+    labels = tuple(raw.get("labels", ()))
+    if labels != LABELS:
+        raise ModelError(f"model manifest {path} label order {labels} differs from {LABELS}; {REBUILD_HINT}")
+    models = {
+        name: _parse_entry(name, entry, path.parent, f"{path}: models.{name}")
+        for name, entry in _require(raw, "models", str(path)).items()
+    }
+    return ModelManifest(path=path, labels=labels, models=models, raw=raw)
+
+
+def verify_variant(entry: ModelEntry, variant: str = "default") -> Path:
+    """The file to load, after checking it exists and its sha256 matches the manifest."""
+    chosen = entry.variant(variant)
+    if not chosen.file.is_file():
+        raise ModelError(f"model file {chosen.file} ({entry.name}) is missing; {REBUILD_HINT}")
+    actual = sha256_file(chosen.file)
+    if actual != chosen.sha256:
+        raise ModelError(f"model file {chosen.file} ({entry.name}) does not match the manifest "
+                         f"(sha256 {actual[:12]}... != {chosen.sha256[:12]}...): corrupted or swapped; {REBUILD_HINT}")
+    return chosen.file
+
+
+def variant_record(path: str | os.PathLike, base: str | os.PathLike) -> dict[str, Any]:
+    """What the export writes for one model file: relative name, sha256 and size."""
+    path = Path(path)
+    return {"file": os.path.relpath(path, base), "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+def write_manifest(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Atomic write, so a crash mid-export never leaves a half manifest for the runtime."""
+    path = Path(path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

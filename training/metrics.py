@@ -1,0 +1,128 @@
+"""Classification metrics in plain numpy: confusion matrix, per-class report, one-vs-rest ROC curves.
+
+Kept free of scikit-learn so the evaluation report has no optional dependency and no warning spam:
+an undefined ratio (no predictions or no examples of a class) is reported as 0, and an undefined
+AUC (a class absent from the data) as ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _indices(values: Sequence[str], labels: Sequence[str], what: str) -> np.ndarray:
+    position = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({v for v in values if v not in position})
+    if unknown:
+        raise ValueError(f"{what} contains labels {unknown} outside {list(labels)}")
+    return np.array([position[v] for v in values], dtype=np.int64)
+
+
+def confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Counts (K, K): row = true label, column = predicted label, both in ``labels`` order."""
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} items, y_pred {len(y_pred)}")
+    true_idx = _indices(y_true, labels, "y_true")
+    pred_idx = _indices(y_pred, labels, "y_pred")
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(cm, (true_idx, pred_idx), 1)
+    return cm
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Element-wise division with 0 where the denominator is 0 (no runtime warning)."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    out = np.zeros_like(numerator)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def classification_report(cm: np.ndarray, labels: Sequence[str]) -> dict:
+    """Accuracy, macro precision / recall / F1 and per-class figures from a confusion matrix."""
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix shape {cm.shape} does not match {len(labels)} labels")
+    true_positives = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _ratio(true_positives, predicted)
+    recall = _ratio(true_positives, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    total = int(cm.sum())
+    return {
+        "accuracy": float(true_positives.sum() / total) if total else 0.0,
+        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i])}
+            for i, label in enumerate(labels)
+        },
+    }
+
+
+def binary_roc(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) for ``score >= threshold`` decisions, one point per distinct score.
+
+    The first point is (0, 0) at threshold +inf; tied scores move together, so the curve never
+    depends on the order of equal-score examples.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores = scores[order]
+    sorted_positive = positive[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1] if scores.size else []
+    tps = np.cumsum(sorted_positive)[last_of_tie]
+    fps = np.cumsum(~sorted_positive)[last_of_tie]
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    tpr = np.r_[0.0, _ratio(tps, np.full(len(tps), n_pos))]
+    fpr = np.r_[0.0, _ratio(fps, np.full(len(fps), n_neg))]
+    thresholds = np.r_[np.inf, sorted_scores[last_of_tie]]
+    return fpr, tpr, thresholds
+
+
+def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoidal area under a curve whose x never decreases."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def roc_curves(y_true: Sequence[str], scores: np.ndarray, labels: Sequence[str]) -> dict[str, dict]:
+    """One-vs-rest ROC per label: ``{label: {fpr, tpr, thresholds, auc}}`` (lists, JSON-ready).
+
+    ``scores[:, k]`` is the score of ``labels[k]``. AUC is ``None`` when the data hold no positive or
+    no negative example of a label, since the curve is then undefined.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(y_true), len(labels)):
+        raise ValueError(f"scores shape {scores.shape} does not match ({len(y_true)}, {len(labels)})")
+    true_idx = _indices(y_true, labels, "y_true")
+    curves = {}
+    for k, label in enumerate(labels):
+        positive = true_idx == k
+        fpr, tpr, thresholds = binary_roc(positive, scores[:, k])
+        defined = 0 < positive.sum() < positive.size
+        curves[label] = {
+            "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+            "thresholds": [None if not np.isfinite(t) else float(t) for t in thresholds],
+            "auc": area_under_curve(fpr, tpr) if defined else None,
+        }
+    return curves
+
+
+def grouped_accuracy(y_true: Sequence[str], y_pred: Sequence[str], keys: Sequence[str]) -> dict[str, dict]:
+    """``{key: {clips, accuracy}}``: accuracy within each group of examples sharing a key (e.g. source)."""
+    if not len(y_true) == len(y_pred) == len(keys):
+        raise ValueError("y_true, y_pred and keys must have the same length")
+    out: dict[str, dict] = {}
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
+        correct = sum(y_true[i] == y_pred[i] for i in members)
+        out[key] = {"clips": len(members), "accuracy": correct / len(members)}
+    return out
