@@ -23,11 +23,6 @@ log = logging.getLogger("monitor")
 EXIT_OK, EXIT_FAILURE = 0, 1
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def _fail(message: str) -> int:
     print(f"nursery-monitor: {message}", file=sys.stderr)
     return EXIT_FAILURE

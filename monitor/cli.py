@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("files", nargs="+")
     classify.add_argument("--json", action="store_true", help="one JSON object per line with probabilities")
     check = command("check-config", "Validate a config file and print the effective settings.")
-    check.add_argument("--defaults", action="store_true", help="print every key with its default and description, as YAML")
+    check.add_argument("--defaults", action="store_true", help="print all keys, defaults, descriptions")
     command("devices", "List audio input devices.")
     for name, help in (("build-models", "Train and export the models from labelled audio (needs the train extra)."),
                        ("evaluate", "Evaluate the models on a manifest; writes metrics.json, plots, report."),
@@ -90,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("build-models", "evaluate", "bench"):
         return _delegate(args.command, args.args)
 
-    from . import app
     from .config import ConfigError, default_yaml, describe, load_config
 
     if args.command == "check-config" and args.defaults:
@@ -101,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nursery-monitor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    app.setup_logging(cfg.log_level)
+    logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "check-config":
         print(f"{args.config or '<defaults>'}: OK")
         for key, value, _ in describe(cfg):
             print(f"  {key} = {json.dumps(value)}")
         return EXIT_OK
+    from . import app
+
     handlers = {"run": app.run_live, "replay": app.run_replay, "classify": app.classify_files,
                 "devices": app.list_input_devices}
     return handlers[args.command](cfg, args)

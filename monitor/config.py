@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -45,19 +45,20 @@ def section(cls: type) -> Any:
 class AudioConfig:
     """Microphone capture (`run`) and file replay (`replay`)."""
 
-    device: Optional[Union[int, str]] = setting(
+    device: int | str | None = setting(
         None, "Input device: index, or a substring of its name; null = system default.")
-    capture_rate: Optional[int] = setting(
+    capture_rate: int | None = setting(
         None, "Capture rate in Hz; null = the device's native rate (resampled to 16 kHz).", lo=8000, hi=192000)
     block_seconds: float = setting(0.1, "Audio delivered per capture callback / replay read.", lo=0.01, hi=1.0)
     queue_seconds: float = setting(
         10.0, "Bounded capture queue; audio older than this is dropped and counted as overflow.", lo=1.0, hi=120.0)
-    retry_min_seconds: float = setting(1.0, "First wait before reopening a missing or failed microphone.", lo=0.1, hi=60)
+    retry_min_seconds: float = setting(1.0, "First wait before reopening a missing or failed microphone.",
+                                       lo=0.1, hi=60)
     retry_max_seconds: float = setting(30.0, "Longest wait between microphone retries (exponential backoff).",
                                        lo=1.0, hi=600)
     no_data_seconds: float = setting(
         3.0, "Close and reopen the microphone when it delivered no audio for this long.", lo=0.5, hi=60.0)
-    channels: Optional[int] = setting(
+    channels: int | None = setting(
         None, "Channels to open (averaged to mono); null = mono when the device allows it, else all of them.",
         lo=1, hi=32)
 
@@ -66,7 +67,7 @@ class AudioConfig:
 class PreprocessConfig:
     """Conditioning shared by training and runtime, so both see identical input."""
 
-    bandwidth_hz: Optional[int] = setting(
+    bandwidth_hz: int | None = setting(
         4000, "Band-limit every source to this bandwidth (8 kHz-rate chain) so a model cannot learn "
         "'narrow-band = cry'; null keeps the full 8 kHz band.", lo=3000, hi=8000)
     target_dbfs: float = setting(-20.0, "Each window is normalised to this RMS level before the models.",
@@ -97,6 +98,12 @@ class GateConfig:
     noise_floor_warmup_seconds: float = setting(
         3.0, "Until this much audio was heard the floor is unknown and every frame above silence_dbfs counts "
         "as loud.", lo=0.0, hi=600.0)
+    vad_margin_db: float = setting(
+        3.0, "Voiced frames count only this far above the floor: webrtcvad calls loud steady rumble voice.",
+        lo=0.0, hi=40.0)
+    band_low_hz: float = setting(
+        150.0, "Gate levels are measured above this frequency, so room rumble (wind, traffic, handling) does not "
+        "mask a cry (infant cry F0 is 250-600 Hz); 0 = full band.", lo=0.0, hi=1000.0)
 
 
 @dataclass
@@ -110,7 +117,7 @@ class WindowConfig:
 class ModelsConfig:
     """ONNX models listed in the model manifest."""
 
-    manifest: Optional[str] = setting(
+    manifest: str | None = setting(
         None, "Model manifest written by `nursery-monitor build-models`; null = models/manifest.json in the "
         "checkout (or $NURSERY_MODELS/manifest.json).")
     threads: int = setting(1, "Intra-op threads per ONNX Runtime session.", lo=1, hi=16)
@@ -148,9 +155,9 @@ class TlsConfig:
     """TLS to the broker."""
 
     enabled: bool = setting(False, "Connect with TLS.")
-    ca_file: Optional[str] = setting(None, "CA certificate that signed the broker's certificate.")
-    cert_file: Optional[str] = setting(None, "Client certificate (mutual TLS).")
-    key_file: Optional[str] = setting(None, "Client key (mutual TLS).")
+    ca_file: str | None = setting(None, "CA certificate that signed the broker's certificate.")
+    cert_file: str | None = setting(None, "Client certificate (mutual TLS).")
+    key_file: str | None = setting(None, "Client key (mutual TLS).")
     insecure: bool = setting(False, "Skip hostname verification (never in production).")
 
 
@@ -162,14 +169,14 @@ class MqttConfig:
     host: str = setting("localhost", "Broker host name or address.")
     port: int = setting(1883, "Broker port.", lo=1, hi=65535)
     topic_prefix: str = setting("nursery", "Topics are <prefix>/<device_id>/...")
-    client_id: Optional[str] = setting(None, "MQTT client id; null = nursery-monitor-<device_id>.")
-    username: Optional[str] = setting(None, "Broker user name.")
-    password_env: Optional[str] = setting(None, "Environment variable holding the password.")
-    password_file: Optional[str] = setting(None, "File holding the password (e.g. a systemd credential).")
+    client_id: str | None = setting(None, "MQTT client id; null = nursery-monitor-<device_id>.")
+    username: str | None = setting(None, "Broker user name.")
+    password_env: str | None = setting(None, "Environment variable holding the password.")
+    password_file: str | None = setting(None, "File holding the password (e.g. a systemd credential).")
     keepalive_seconds: int = setting(30, "MQTT keepalive.", lo=5, hi=3600)
     reconnect_min_seconds: float = setting(1.0, "First reconnect wait.", lo=0.1, hi=60.0)
     reconnect_max_seconds: float = setting(30.0, "Longest reconnect wait (exponential backoff).", lo=1.0, hi=600.0)
-    outbox_path: Optional[str] = setting(
+    outbox_path: str | None = setting(
         None, "SQLite queue of undelivered events; null = $STATE_DIRECTORY or ./state, file outbox.sqlite.")
     outbox_max_rows: int = setting(
         10000, "Most undelivered messages kept while the broker is away; when full the oldest state messages, "
@@ -366,5 +373,6 @@ def default_yaml(cfg: Any = None, indent: str = "") -> str:
             lines.append(f"{indent}{f.name}:")
             lines.append(default_yaml(value, indent + "  ").rstrip("\n"))
         else:
-            lines.append(f"{indent}{f.name}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+            rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"{indent}{f.name}: {rendered}")
     return "\n".join(lines) + "\n"

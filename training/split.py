@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.constants import LABELS
+from monitor.paths import build_dir
 
 from .data import Clip
 
@@ -218,6 +219,11 @@ def _root(clips: list[Clip]) -> Path:
     """Common folder of the clips: split files store paths relative to it, so they survive moving the data."""
     parents = {str(c.path.parent) for c in clips}
     return Path(os.path.commonpath(sorted(parents)))
+
+
+def split_file_for(manifest_hash: str) -> Path:
+    """One split file per dataset, shared by both training branches and the evaluation."""
+    return build_dir() / "splits" / f"split-{manifest_hash[:12]}.json"
 
 
 def save_split(split: dict[str, list[Clip]], path: Path, seed: int | None = None,

@@ -306,19 +306,21 @@ def _windows_key(prepared: np.ndarray, model_path: Path) -> str:
 
 
 def extract_embeddings(prepared: np.ndarray, base: BaseModel | None = None, threads: int = 1,
-                       cache_dir: Path | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                       cache_dir: Path | None = None, progress: bool = True,
+                       cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (N,1024), audioset_scores (N,521)) of windows already passed through ``prepare_window``.
 
-    Cached as .npz keyed by the window bytes and the model hash, so re-training a head costs nothing.
+    Cached as .npz keyed by the window bytes and the model hash (unless ``cache`` is false, for callers
+    that cache at a higher level), so re-training a head costs nothing.
     """
     prepared = np.asarray(prepared, dtype=np.float32)
     if prepared.ndim != 2 or prepared.shape[1] != WINDOW_SAMPLES:
         raise ValueError(f"expected prepared windows of shape (N, {WINDOW_SAMPLES}), got {prepared.shape}")
     base = base or convert_yamnet()
     cache_dir = Path(cache_dir) if cache_dir is not None else build_dir() / "embeddings"
-    cache = cache_dir / f"yamnet-{_windows_key(prepared, base.path)}.npz"
-    if cache.is_file():
-        with np.load(cache) as data:
+    cache_file = cache_dir / f"yamnet-{_windows_key(prepared, base.path)}.npz" if cache else None
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file) as data:
             return data["embeddings"], data["scores"]
     session = make_session(base.path, threads)
     started = time.perf_counter()
@@ -326,10 +328,11 @@ def extract_embeddings(prepared: np.ndarray, base: BaseModel | None = None, thre
     elapsed = time.perf_counter() - started
     log.info("embedded %d windows in %.1f s (%.2f ms/window)", len(prepared), elapsed,
              1000 * elapsed / max(len(prepared), 1))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, embeddings=embeddings, scores=scores)
-    tmp.replace(cache)
+    if cache_file is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
+        np.savez(tmp, embeddings=embeddings, scores=scores)
+        tmp.replace(cache_file)
     return embeddings, scores
 
 

@@ -1,0 +1,471 @@
+"""One command from labelled audio to ``models/manifest.json``: ``nursery-monitor build-models``.
+
+prepare (dataset, split) -> YAMNet head -> Wav2Vec2 -> both to ONNX with parity checks -> evaluation
+on the test split -> install the ONNX files and the manifest into the models folder.
+
+Each step is keyed by a hash of its inputs, settings and the source of the code it runs; the key and
+the hashes of its outputs are kept in a stamp file under ``build/stamps/``. A step whose key and
+outputs are unchanged is skipped, so re-running with nothing changed takes seconds and says "up to
+date". ``--force`` re-runs every step. The models folder is only written once every step has passed,
+so a failed build never leaves a half-updated model set for the runtime.
+
+    python -m export.build [--data CSV|DIR] [--yamnet-tflite PATH] [--init PATH_OR_NAME] [--w2v-minutes M]
+                           [--quick] [--out DIR] [--force] [--skip-eval] [--config config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from monitor.config import Config, ConfigError, load_config
+from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
+from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
+
+log = logging.getLogger("export.build")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+STAMP_SCHEMA = 1
+"""Bump to invalidate every stamp (e.g. when the stamp format changes)."""
+QUICK_W2V_MINUTES = 3.0
+"""``--quick``: Wav2Vec2 budget for CI and smoke runs."""
+MANIFEST_NAME = "manifest.json"
+YAMNET_FILE = "yamnet_classifier.onnx"
+STAGING_DIR_NAME = "export"
+STAMP_DIR_NAME = "stamps"
+REPORT_DIR = Path("reports") / "eval"
+
+# Source files that make up each step's "code version" (module names; the files are hashed).
+DATA_CODE = ("training.data", "training.split", "training.windows", "training.augment", "training.options",
+             "training.calibration", "monitor.preprocess", "monitor.audiofile", "monitor.constants")
+YAMNET_CODE = (*DATA_CODE, "training.train_yamnet", "training.yamnet_features")
+WAV2VEC2_CODE = (*DATA_CODE, "training.train_wav2vec2")
+YAMNET_EXPORT_CODE = ("export.yamnet_onnx", "training.yamnet_features", "training.train_yamnet")
+WAV2VEC2_EXPORT_CODE = ("export.wav2vec2_onnx",)
+EVAL_CODE = ("training.evaluate", "training.metrics", "training.data", "training.split", "monitor.classify",
+             "monitor.fusion", "monitor.gate", "monitor.windows", "monitor.preprocess", "monitor.audiofile")
+
+
+class BuildError(Exception):
+    """A step failed; the message names the step and the cause in one line."""
+
+
+# --- hashing -------------------------------------------------------------------------------------
+
+def digest_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_version(modules: Iterable[str]) -> dict[str, str]:
+    """sha256 of each module's source file, found without importing it (torch stays unloaded)."""
+    versions = {}
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise BuildError(f"module {name} not found: is the checkout complete?")
+        versions[name] = sha256_file(spec.origin)
+    return versions
+
+
+def files_of(paths: Iterable[Path]) -> list[Path]:
+    """The files named, with folders expanded to every file inside them."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        out.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return out
+
+
+def hash_outputs(paths: Iterable[Path]) -> dict[str, str]:
+    return {str(p): sha256_file(p) for p in files_of(paths)}
+
+
+def folder_identity(path: Path) -> dict[str, str] | str:
+    """A local checkpoint folder by content, a hub name by name."""
+    path = Path(path)
+    return hash_outputs([path]) if path.exists() else str(path)
+
+
+# --- cached steps --------------------------------------------------------------------------------
+
+@dataclass
+class StepOutcome:
+    name: str
+    key: str
+    result: dict
+    cached: bool
+    seconds: float
+
+
+@dataclass
+class StepRunner:
+    """Runs the build's steps in order, each one skipped when its stamp says it is up to date."""
+
+    stamp_dir: Path
+    total: int
+    force: bool = False
+    outcomes: list[StepOutcome] = field(default_factory=list)
+
+    def _stamp_path(self, name: str) -> Path:
+        return self.stamp_dir / f"{name}.json"
+
+    def _reusable(self, name: str, key: str) -> dict | None:
+        path = self._stamp_path(name)
+        if self.force or not path.is_file():
+            return None
+        try:
+            stamp = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if stamp.get("key") != key:
+            return None
+        outputs = stamp.get("outputs", {})
+        for file, digest in outputs.items():
+            if not Path(file).is_file() or sha256_file(file) != digest:
+                log.info("      %s changed since the last build: re-running", file)
+                return None
+        return stamp
+
+    def run(self, name: str, title: str, inputs: dict, code: Iterable[str],
+            outputs: list[Path] | Callable[[dict], list[Path]], action: Callable[[], dict]) -> StepOutcome:
+        """``action`` does the work and returns a JSON-able result; ``outputs`` are the files / folders it makes
+        (or a function of the result that names them), checked by hash before a cached result is reused."""
+        key = digest_json({"schema": STAMP_SCHEMA, "inputs": inputs, "code": code_version(code)})
+        log.info("[%d/%d] %s", len(self.outcomes) + 1, self.total, title)
+        stamp = self._reusable(name, key)
+        if stamp is not None:
+            outcome = StepOutcome(name, key, stamp["result"], True, 0.0)
+            log.info("      up to date (built %s in %.1f s)", stamp.get("finished", "?"), stamp.get("seconds", 0))
+        else:
+            self._stamp_path(name).unlink(missing_ok=True)
+            started = time.perf_counter()
+            try:
+                result = action()
+            except Exception as exc:  # any failure of a step ends the build with its one-line cause
+                log.debug("step %s failed", name, exc_info=True)
+                raise BuildError(f"step '{name}' ({title}) failed: {type(exc).__name__}: "
+                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+            seconds = time.perf_counter() - started
+            outcome = StepOutcome(name, key, result, False, seconds)
+            self._write_stamp(name, key, result, outputs(result) if callable(outputs) else outputs, seconds)
+            log.info("      done in %.1f s", seconds)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _write_stamp(self, name: str, key: str, result: dict, outputs: list[Path], seconds: float) -> None:
+        missing = [str(p) for p in outputs if not Path(p).exists()]
+        if missing:
+            raise BuildError(f"step '{name}' did not produce {', '.join(missing)}")
+        stamp = {"key": key, "result": result, "outputs": hash_outputs(outputs), "seconds": round(seconds, 1),
+                 "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")}
+        self.stamp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._stamp_path(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(stamp, indent=1, default=str) + "\n", encoding="utf-8")
+        tmp.replace(self._stamp_path(name))
+
+
+# --- options -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildOptions:
+    data: Path
+    yamnet_tflite: Path
+    init: str | None
+    w2v_minutes: float | None
+    """None = the trainer's default budget."""
+    out: Path
+    force: bool
+    skip_eval: bool
+    seed: int
+    cfg: Config
+
+    @property
+    def staging(self) -> Path:
+        return build_dir() / STAGING_DIR_NAME
+
+    @property
+    def report_dir(self) -> Path:
+        return build_dir() / REPORT_DIR
+
+
+def _settings(cfg: Config, *sections: str) -> dict:
+    return {name: dataclasses.asdict(getattr(cfg, name)) for name in sections}
+
+
+# --- the steps -----------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    clips: list
+    split: dict
+    manifest_sha256: str
+    split_file: Path
+    split_sha256: str
+
+
+def prepare(opts: BuildOptions) -> Prepared:
+    from training.data import load_dataset, manifest_sha256
+    from training.split import load_or_make_split, split_file_for
+
+    clips = load_dataset(opts.data)
+    digest = manifest_sha256(opts.data)
+    split_file = split_file_for(digest)
+    split = load_or_make_split(clips, split_file, seed=opts.seed, manifest_hash=digest)
+    return Prepared(clips, split, digest, split_file, sha256_file(split_file))
+
+
+def _yamnet_head(opts: BuildOptions, head_dir: Path) -> dict:
+    from training.train_yamnet import HeadConfig, load_head, run_training
+    from training.yamnet_features import convert_yamnet
+
+    base = convert_yamnet(opts.yamnet_tflite)
+    run_training(opts.data, opts.seed, opts.cfg, HeadConfig(), out_dir=head_dir, base=base)
+    _, metadata = load_head(head_dir)
+    return {key: metadata.get(key) for key in ("temperature", "best_epoch", "hidden", "head_config", "metrics",
+                                               "timing", "training_windows")}
+
+
+def _wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
+    from training.train_wav2vec2 import DEFAULT_MAX_MINUTES, train_wav2vec2
+
+    minutes = opts.w2v_minutes if opts.w2v_minutes is not None else DEFAULT_MAX_MINUTES
+    metadata = train_wav2vec2(data.split, model_dir, init=opts.init, max_minutes=minutes, cfg=opts.cfg,
+                              extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
+                                                                "split_file": str(data.split_file)}})
+    return {key: metadata.get(key) for key in ("init", "checkpoint", "config", "temperature", "epochs", "best_epoch",
+                                               "stopped_by", "minutes", "val_metrics", "test_metrics",
+                                               "ece_before", "ece_after")}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _wav2vec2_files(export_result: dict) -> dict[str, Path]:
+    """Variant name -> file, from what ``export_wav2vec2`` reports."""
+    files = export_result.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BuildError(f"export_wav2vec2 returned no 'files' mapping (keys: {sorted(export_result)})")
+    return {variant: Path(path) for variant, path in files.items()}
+
+
+def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: StepOutcome,
+                    yamnet_export: StepOutcome, w2v_export: StepOutcome) -> dict:
+    """The manifest document for the staged files (``test_metrics`` empty until the evaluation)."""
+    from .manifest import WAV2VEC2_CONTRACT, YAMNET_CONTRACT, manifest_document, model_entry
+
+    staging = opts.staging
+    head_result, w2v_result, w2v_files = head.result, w2v.result, _wav2vec2_files(w2v_export.result)
+    yamnet_entry = model_entry(
+        YAMNET_CONTRACT, {"float": staging / YAMNET_FILE}, staging, "float",
+        temperature=float(head_result.get("temperature") or 1.0),
+        training={"init": "pretrained", "checkpoint": f"{opts.yamnet_tflite.name} (AudioSet)",
+                  "checkpoint_sha256": sha256_file(opts.yamnet_tflite),
+                  "head": head_result.get("head_config"), "training_windows": head_result.get("training_windows"),
+                  "val_metrics": (head_result.get("metrics") or {}).get("val")},
+        extra={"parity": yamnet_export.result})
+    w2v_training = {key: w2v_result.get(key) for key in ("init", "checkpoint", "config", "epochs", "best_epoch",
+                                                        "stopped_by", "minutes", "val_metrics")}
+    w2v_export_info = {k: v for k, v in w2v_export.result.items() if k not in ("files", "default_variant")}
+    w2v_entry = model_entry(
+        WAV2VEC2_CONTRACT, w2v_files, staging, w2v_export.result.get("default_variant", "float"),
+        temperature=float(w2v_result.get("temperature") or 1.0), training=w2v_training,
+        extra={"parity": w2v_export_info.pop("parity", {}), "quantization": w2v_export_info.pop("quantization", {}),
+               "export": w2v_export_info})
+    training_data = {"source": str(opts.data), "manifest_sha256": data.manifest_sha256, "clips": len(data.clips),
+                     "split_file": str(data.split_file), "split_seed": opts.seed,
+                     "split": {name: len(members) for name, members in data.split.items()}}
+    return manifest_document({"yamnet": yamnet_entry, "wav2vec2": w2v_entry}, training_data)
+
+
+def _evaluate(opts: BuildOptions, staged: Path) -> dict:
+    from monitor.classify import load_classifiers
+    from training.evaluate import evaluate, select_clips
+
+    cfg = dataclasses.replace(opts.cfg, models=dataclasses.replace(
+        opts.cfg.models, manifest=str(staged), use_wav2vec2=True, wav2vec2_variant="default"))
+    selection = select_clips(opts.data, "test", opts.seed)
+    metrics = evaluate(selection, load_classifiers(cfg), cfg, opts.report_dir)
+    return {"report": str(opts.report_dir), "clips": metrics["meta"]["clips"]}
+
+
+def install(document: dict, staging: Path, out: Path) -> bool:
+    """Copy the model files and write the manifest into ``out``; False when it already held exactly this."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for entry in document["models"].values():
+        for variant in entry["variants"].values():
+            source, target = staging / variant["file"], out / variant["file"]
+            if not target.is_file() or sha256_file(target) != variant["sha256"]:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                changed = True
+    manifest_path = out / MANIFEST_NAME
+    if not changed and manifest_path.is_file() and _same_content(_read_json(manifest_path), document):
+        return False
+    write_manifest(manifest_path, document)
+    read_manifest(manifest_path)  # the runtime must accept what was just written
+    return True
+
+
+def _same_content(a: dict, b: dict) -> bool:
+    """Equal apart from the creation time."""
+    return {**a, "created": None} == {**b, "created": None}
+
+
+def run_build(opts: BuildOptions) -> dict:
+    """All steps; returns the installed manifest document. Raises BuildError on the first failure."""
+    from .manifest import with_test_metrics
+
+    started = time.perf_counter()
+    runner = StepRunner(build_dir() / STAMP_DIR_NAME, total=7 if opts.skip_eval else 8, force=opts.force)
+    if not opts.yamnet_tflite.is_file():
+        raise BuildError(f"YAMNet base model not found: {opts.yamnet_tflite} (use --yamnet-tflite PATH)")
+    log.info("[1/%d] prepare: dataset %s", runner.total, opts.data)
+    data_started = time.perf_counter()
+    try:
+        data = prepare(opts)
+    except (ValueError, OSError) as exc:
+        raise BuildError(f"step 'prepare' failed: {exc}") from exc
+    runner.outcomes.append(StepOutcome("prepare", data.split_sha256, {}, False, time.perf_counter() - data_started))
+    log.info("      %d clips, split %s (%s)", len(data.clips),
+             "/".join(str(len(data.split[s])) for s in ("train", "val", "test")), data.split_file)
+    data_inputs = {"manifest_sha256": data.manifest_sha256, "split_sha256": data.split_sha256, "seed": opts.seed,
+                   "settings": _settings(opts.cfg, "preprocess", "gate", "window")}
+
+    head_dir = build_dir() / "yamnet_head"
+    head = runner.run("yamnet_head", "train the YAMNet head on frozen embeddings",
+                      {**data_inputs, "tflite_sha256": sha256_file(opts.yamnet_tflite)}, YAMNET_CODE, [head_dir],
+                      lambda: _yamnet_head(opts, head_dir))
+    w2v_dir = build_dir() / "wav2vec2"
+    budget = "default budget" if opts.w2v_minutes is None else f"{opts.w2v_minutes:g} min budget"
+    w2v = runner.run("wav2vec2", f"train Wav2Vec2 ({'from ' + opts.init if opts.init else 'from scratch'}, {budget})",
+                     {**data_inputs, "init": folder_identity(Path(opts.init)) if opts.init else None,
+                      "minutes": opts.w2v_minutes}, WAV2VEC2_CODE, [w2v_dir], lambda: _wav2vec2(opts, data, w2v_dir))
+
+    staging = opts.staging
+    staging.mkdir(parents=True, exist_ok=True)
+    yamnet_export = runner.run(
+        "export_yamnet", "export YAMNet + head to ONNX (parity against TFLite)",
+        {"head": head.key, "tflite_sha256": sha256_file(opts.yamnet_tflite)}, YAMNET_EXPORT_CODE,
+        [staging / YAMNET_FILE], lambda: _export_yamnet(opts, head_dir))
+    w2v_export = runner.run(
+        "export_wav2vec2", "export Wav2Vec2 to ONNX, float + int8 (parity against torch)",
+        {"model": w2v.key, "split_sha256": data.split_sha256}, WAV2VEC2_EXPORT_CODE,
+        lambda result: list(_wav2vec2_files(result).values()), lambda: _export_wav2vec2(opts, data, w2v_dir))
+    document = staged_manifest(opts, data, head, w2v, yamnet_export, w2v_export)
+    staged_path = staging / MANIFEST_NAME
+    write_manifest(staged_path, document)
+
+    if not opts.skip_eval:
+        versions = {kind: entry["version"] for kind, entry in document["models"].items()}
+        temperatures = {kind: entry["temperature"] for kind, entry in document["models"].items()}
+        runner.run("evaluate", "evaluate both models and the ensembles on the test split",
+                   {"versions": versions, "temperatures": temperatures, "split_sha256": data.split_sha256,
+                    "settings": _settings(opts.cfg, "preprocess", "gate", "window", "fusion")}, EVAL_CODE,
+                   [opts.report_dir / "metrics.json"], lambda: _evaluate(opts, staged_path))
+        document = with_test_metrics(document, _read_json(opts.report_dir / "metrics.json"), opts.report_dir)
+
+    log.info("[%d/%d] install into %s", runner.total, runner.total, opts.out)
+    changed = install(document, staging, opts.out)
+    _log_summary(runner.outcomes, time.perf_counter() - started, opts.out, document, changed)
+    return document
+
+
+def _export_yamnet(opts: BuildOptions, head_dir: Path) -> dict:
+    from .yamnet_onnx import export_yamnet
+
+    result = export_yamnet(opts.yamnet_tflite, head_dir, opts.staging / YAMNET_FILE, manifest=opts.data)
+    return {key: value for key, value in result.items() if key not in ("file", "temperature")}
+
+
+def _export_wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
+    from .wav2vec2_onnx import export_wav2vec2
+
+    result = export_wav2vec2(model_dir, opts.staging, data.split["val"])
+    result["files"] = {variant: str(path) for variant, path in _wav2vec2_files(result).items()}
+    return result
+
+
+def _log_summary(outcomes: list[StepOutcome], seconds: float, out: Path, document: dict, changed: bool) -> None:
+    steps = ", ".join(f"{o.name} {'cached' if o.cached else f'{o.seconds:.1f} s'}" for o in outcomes)
+    log.info("steps: %s", steps)
+    versions = ", ".join(entry["version"] for entry in document["models"].values())
+    headline = document.get("evaluation", {}).get("ensembles", {}).get("ensemble_average")
+    score = f"; test ensemble accuracy {headline['accuracy']:.3f}, macro-F1 {headline['macro_f1']:.3f}" \
+        if headline else ""
+    if changed:
+        log.info("models written to %s in %.1f s (%s)%s", out / MANIFEST_NAME, seconds, versions, score)
+    else:
+        log.info("up to date: %s already holds %s (checked in %.1f s)%s", out / MANIFEST_NAME, versions, seconds,
+                 score)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nursery-monitor build-models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, metavar="CSV|DIR",
+                        help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
+    parser.add_argument("--yamnet-tflite", type=Path, metavar="PATH",
+                        help="YAMNet base model (default: the shared yamnet.tflite)")
+    parser.add_argument("--init", metavar="PATH_OR_NAME",
+                        help="pretrained Wav2Vec2 checkpoint to fine-tune (default: train from scratch)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--w2v-minutes", type=float, metavar="M", help="Wav2Vec2 training budget in minutes")
+    budget.add_argument("--quick", action="store_true",
+                        help=f"short Wav2Vec2 budget ({QUICK_W2V_MINUTES:g} min) for CI and smoke runs")
+    parser.add_argument("--out", type=Path, help="models folder (default: models/ or $NURSERY_MODELS)")
+    parser.add_argument("--force", action="store_true", help="re-run every step, ignoring cached results")
+    parser.add_argument("--skip-eval", action="store_true", help="no test-split evaluation (test_metrics stay empty)")
+    parser.add_argument("--config", type=Path, help="config.yaml: preprocessing, gate, window and fusion settings")
+    parser.add_argument("--seed", type=int, default=None, help="split seed (default: the split module's)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, with the traceback of a failure")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
+    from training.split import DEFAULT_SEED
+
+    minutes = QUICK_W2V_MINUTES if args.quick else args.w2v_minutes
+    if minutes is not None and minutes <= 0:
+        raise BuildError(f"--w2v-minutes must be positive, got {minutes:g}")
+    return BuildOptions(
+        data=(args.data or default_manifest_csv()).resolve(),
+        yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
+        init=args.init, w2v_minutes=minutes, out=(args.out or models_dir()).resolve(), force=args.force,
+        skip_eval=args.skip_eval, seed=DEFAULT_SEED if args.seed is None else args.seed, cfg=cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.evaluate import setup_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"build-models: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging("DEBUG" if args.verbose else cfg.log_level)
+    try:
+        run_build(options_from_args(args, cfg))
+    except (BuildError, ModelError) as exc:
+        print(f"build-models: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The stream generator puts every cry and scream where its truth says, at the SNR it says, reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.stream import (
+    ACTIVITY_FRAME_SAMPLES,
+    ROLE_ALERT,
+    ROLE_BACKGROUND,
+    ROLE_BED,
+    StreamRenderer,
+    StreamSpec,
+    make_source_clip,
+    measure_activity,
+    plan_stream,
+    read_truth,
+    write_stream,
+)
+from monitor.constants import SAMPLE_RATE
+from monitor.preprocess import rms_dbfs
+
+SPEC = StreamSpec(hours=0.1, seed=5, quiet_s=(20.0, 30.0), gap_s=(0.5, 3.0))
+LEADING_SILENCE_S = 0.8
+SNR_TOLERANCE_DB = 0.1
+"""The 10 ms edge fades are the only thing between the requested and the measured SNR."""
+
+
+def _modulated_tone(freq: float, seconds: float, lead_s: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = amplitude * np.sin(2 * np.pi * freq * t) * (1.0 + 0.5 * np.sin(2 * np.pi * 3.0 * t))
+    return np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE)), tone]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    rng = np.random.default_rng(0)
+    made = [make_source_clip(f"normal-{i}", "Normal", (0.05 * rng.standard_normal(3 * SAMPLE_RATE)).astype(np.float32))
+            for i in range(4)]
+    made += [make_source_clip(f"cry-{i}", "Crying", _modulated_tone(400 + 40 * i, 4.0, LEADING_SILENCE_S))
+             for i in range(3)]
+    made += [make_source_clip("scream-0", "Screaming", _modulated_tone(1200, 1.5, LEADING_SILENCE_S))]
+    return made
+
+
+@pytest.fixture(scope="module")
+def plan(clips):
+    return plan_stream(clips, SPEC)
+
+
+@pytest.fixture(scope="module")
+def renderer(plan, clips):
+    return StreamRenderer(plan, clips)
+
+
+def _seconds_to_sample(seconds: float) -> int:
+    return int(round(seconds * SAMPLE_RATE))
+
+
+def test_activity_finds_the_sound_after_leading_silence():
+    samples = _modulated_tone(500, 2.0, lead_s=0.5)
+    activity = measure_activity(samples)
+    assert abs(activity.start - 0.5 * SAMPLE_RATE) <= ACTIVITY_FRAME_SAMPLES
+    assert abs(activity.end - samples.size) <= ACTIVITY_FRAME_SAMPLES
+    assert measure_activity(np.zeros(SAMPLE_RATE, np.float32)) is None
+
+
+def test_stream_has_the_requested_length_and_every_condition(plan):
+    assert plan.sample_count == _seconds_to_sample(SPEC.hours * 3600)
+    conditions = {(t.label, t.snr_db) for t in plan.truth}
+    assert conditions == {(label, snr) for label in ("Crying", "Screaming") for snr in SPEC.snrs_db}
+
+
+def test_onsets_are_where_the_truth_says(plan, renderer):
+    frame = ACTIVITY_FRAME_SAMPLES
+    for truth in plan.truth:
+        onset, offset = _seconds_to_sample(truth.onset_s), _seconds_to_sample(truth.offset_s)
+        alert = renderer.render(onset - SAMPLE_RATE, offset + SAMPLE_RATE, roles=(ROLE_ALERT,), room_tone=False)
+        assert not np.any(alert[:SAMPLE_RATE - frame]), f"alert sound before its onset at {truth.onset_s}"
+        assert rms_dbfs(alert[SAMPLE_RATE:SAMPLE_RATE + 10 * frame]) > -60
+        assert not np.any(alert[-SAMPLE_RATE + frame:]), f"alert sound after its offset at {truth.offset_s}"
+
+
+def test_clean_insertions_stand_out_of_the_quiet_room_at_the_onset(plan, renderer):
+    window = _seconds_to_sample(0.2)
+    clean = [t for t in plan.truth if t.snr_db is None]
+    assert clean
+    for truth in clean:
+        onset = _seconds_to_sample(truth.onset_s)
+        before = renderer.render(onset - window, onset)
+        after = renderer.render(onset, onset + window)
+        assert rms_dbfs(after) - rms_dbfs(before) > 20, f"no energy step at {truth.onset_s}"
+
+
+def test_snr_of_the_mix_computed_back_from_the_parts(plan, renderer):
+    mixed = [t for t in plan.truth if t.snr_db is not None]
+    assert mixed
+    for truth in mixed:
+        onset, offset = _seconds_to_sample(truth.onset_s), _seconds_to_sample(truth.offset_s)
+        alert = renderer.render(onset, offset, roles=(ROLE_ALERT,), room_tone=False)
+        bed = renderer.render(onset, offset, roles=(ROLE_BED,), room_tone=False)
+        measured = measure_activity(alert).level_dbfs - rms_dbfs(bed)
+        assert measured == pytest.approx(truth.snr_db, abs=SNR_TOLERANCE_DB)
+
+
+def test_insertions_are_spaced_and_background_never_overlaps_them(plan):
+    for earlier, later in zip(plan.truth, plan.truth[1:], strict=False):
+        assert later.onset_s - earlier.offset_s >= SPEC.quiet_s[0]
+    event_spans = [(p.start, p.end) for p in plan.placements if p.role in (ROLE_ALERT, ROLE_BED)]
+    for p in plan.placements:
+        if p.role == ROLE_BACKGROUND:
+            assert all(p.end <= start or p.start >= end for start, end in event_spans)
+        assert 0 <= p.start and p.end <= plan.sample_count
+
+
+def test_same_seed_same_stream_other_seed_other_stream(clips, plan, renderer):
+    again = plan_stream(clips, SPEC)
+    assert again.truth == plan.truth and again.placements == plan.placements
+    span = (0, 30 * SAMPLE_RATE)
+    np.testing.assert_array_equal(StreamRenderer(again, clips).render(*span), renderer.render(*span))
+    other = plan_stream(clips, StreamSpec(hours=SPEC.hours, seed=SPEC.seed + 1, quiet_s=SPEC.quiet_s))
+    assert [t.onset_s for t in other.truth] != [t.onset_s for t in plan.truth]
+
+
+def test_rendering_in_chunks_equals_rendering_at_once(renderer):
+    whole = renderer.render(0, 20 * SAMPLE_RATE)
+    chunks = np.concatenate([renderer.render(s, s + 7777) for s in range(0, 20 * SAMPLE_RATE, 7777)])
+    np.testing.assert_array_equal(chunks[:whole.size], whole)
+
+
+def test_written_flac_and_truth_round_trip(tmp_path, clips):
+    small = plan_stream(clips, StreamSpec(hours=0.02, seed=1, quiet_s=(20.0, 25.0)))
+    audio, truth_path = tmp_path / "stream.flac", tmp_path / "truth.json"
+    write_stream(small, clips, audio, truth_path)
+    info = sf.info(str(audio))
+    assert (info.samplerate, info.channels, info.frames) == (SAMPLE_RATE, 1, small.sample_count)
+    truths, seconds = read_truth(truth_path)
+    assert seconds == pytest.approx(small.seconds)
+    assert [(t.label, t.snr_db) for t in truths] == [(t.label, t.snr_db) for t in small.truth]
+    assert [t.onset_s for t in truths] == pytest.approx([t.onset_s for t in small.truth], abs=1e-3)
+
+
+def test_missing_material_is_a_clear_error(clips):
+    normals = [c for c in clips if c.label == "Normal"]
+    alerts = [c for c in clips if c.label != "Normal"]
+    with pytest.raises(ValueError, match="Normal"):
+        plan_stream(alerts, SPEC)
+    with pytest.raises(ValueError, match="Crying or Screaming"):
+        plan_stream(normals, SPEC)
+    with pytest.raises(ValueError, match="positive"):
+        plan_stream(clips, StreamSpec(hours=0))

@@ -1,0 +1,91 @@
+"""export.build's step cache and install step (no training here: the actions are tiny stand-ins)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.build import BuildError, StepRunner, install
+from monitor.model_manifest import read_manifest
+from tests.fake_models import write_fake_models
+
+CODE = ("training.metrics",)
+
+
+class CountingAction:
+    """Writes ``out`` and counts how often it really ran."""
+
+    def __init__(self, out: Path, text: str = "result"):
+        self.out, self.text, self.calls = out, text, 0
+
+    def __call__(self) -> dict:
+        self.calls += 1
+        self.out.write_text(self.text)
+        return {"written": self.text}
+
+
+def _run(tmp_path: Path, action: CountingAction, inputs: dict, force: bool = False):
+    runner = StepRunner(tmp_path / "stamps", total=1, force=force)
+    return runner.run("step", "a step", inputs, CODE, [action.out], action)
+
+
+def test_unchanged_step_is_reused_with_its_result(tmp_path: Path):
+    action = CountingAction(tmp_path / "out.txt")
+    first = _run(tmp_path, action, {"x": 1})
+    second = _run(tmp_path, action, {"x": 1})
+    assert action.calls == 1
+    assert not first.cached and second.cached
+    assert second.result == {"written": "result"} and second.key == first.key
+
+
+@pytest.mark.parametrize("change", ["inputs", "output edited", "output deleted", "force"])
+def test_step_reruns_when_anything_it_depends_on_changed(tmp_path: Path, change: str):
+    action = CountingAction(tmp_path / "out.txt")
+    _run(tmp_path, action, {"x": 1})
+    inputs, force = {"x": 1}, False
+    if change == "inputs":
+        inputs = {"x": 2}
+    elif change == "output edited":
+        action.out.write_text("tampered")
+    elif change == "output deleted":
+        action.out.unlink()
+    else:
+        force = True
+    outcome = _run(tmp_path, action, inputs, force=force)
+    assert action.calls == 2 and not outcome.cached
+    assert action.out.read_text() == "result"
+
+
+def test_failed_step_names_itself_and_leaves_no_stamp(tmp_path: Path):
+    def broken() -> dict:
+        raise RuntimeError("parity 0.3 above tolerance 1e-4\nsecond line")
+
+    runner = StepRunner(tmp_path / "stamps", total=1)
+    with pytest.raises(BuildError, match=r"step 'export' \(export it\) failed: RuntimeError: parity 0.3") as info:
+        runner.run("export", "export it", {}, CODE, [tmp_path / "never.onnx"], broken)
+    assert "second line" not in str(info.value)
+    assert not (tmp_path / "stamps" / "export.json").exists()
+
+
+def test_step_that_does_not_produce_its_output_fails(tmp_path: Path):
+    runner = StepRunner(tmp_path / "stamps", total=1)
+    with pytest.raises(BuildError, match="did not produce"):
+        runner.run("step", "a step", {}, CODE, [tmp_path / "missing.txt"], lambda: {})
+
+
+def test_install_copies_files_and_is_idempotent(tmp_path: Path):
+    staged = write_fake_models(tmp_path / "staging")
+    document = json.loads(staged.read_text())
+    out = tmp_path / "models"
+    assert install(document, staged.parent, out) is True
+    manifest = read_manifest(out / "manifest.json")
+    assert {e.version for e in manifest.models.values()} == {e["version"] for e in document["models"].values()}
+    before = (out / "manifest.json").stat().st_mtime_ns
+    assert install({**document, "created": "later"}, staged.parent, out) is False
+    assert (out / "manifest.json").stat().st_mtime_ns == before
+    (out / "yamnet_classifier.onnx").write_bytes(b"corrupt")
+    assert install(document, staged.parent, out) is True
+    read_manifest(out / "manifest.json")
+    assert (out / "yamnet_classifier.onnx").read_bytes() == (staged.parent / "yamnet_classifier.onnx").read_bytes()

@@ -1,0 +1,299 @@
+"""sd_notify over a real unix datagram socket, the stall-aware watchdog, status counters and the systemd unit."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.capture import MIC_ERROR, MicStats
+from monitor.config import HealthConfig
+from monitor.health import (
+    SILENCE_DBFS,
+    StatusReporter,
+    SystemdNotifier,
+    Watchdog,
+    build_status,
+    status_line,
+    watchdog_interval,
+)
+
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "nursery-monitor.service"
+RECEIVE_TIMEOUT_SECONDS = 5.0
+
+
+class NotifySocket:
+    """What systemd listens on: a unix datagram socket (a path, or '@name' in the abstract namespace)."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
+
+    def receive(self, timeout: float = RECEIVE_TIMEOUT_SECONDS) -> str | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(4096).decode()
+        except TimeoutError:
+            return None
+
+    def drain(self) -> list[str]:
+        messages = []
+        while (message := self.receive(timeout=0.001)) is not None:
+            messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    if len(str(path)) >= 100:  # sun_path limit; fall back to the abstract namespace
+        listener = NotifySocket(f"@nursery-test-{os.getpid()}-{id(tmp_path)}")
+    else:
+        listener = NotifySocket(str(path))
+    yield listener
+    listener.close()
+
+
+def test_notifier_sends_ready_status_and_stopping(notify_socket, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
+    notifier = SystemdNotifier()
+
+    assert notifier.enabled
+    assert notifier.ready(status="listening\non device 2")
+    assert notify_socket.receive() == "READY=1\nSTATUS=listening on device 2"
+    assert notifier.status("mic ok")
+    assert notify_socket.receive() == "STATUS=mic ok"
+    assert notifier.stopping()
+    assert notify_socket.receive() == "STOPPING=1"
+    notifier.close()
+
+
+def test_notifier_supports_the_abstract_namespace():
+    listener = NotifySocket(f"@nursery-abstract-{os.getpid()}")
+    try:
+        notifier = SystemdNotifier(env={"NOTIFY_SOCKET": listener.address})
+        assert notifier.watchdog()
+        assert listener.receive() == "WATCHDOG=1"
+    finally:
+        listener.close()
+
+
+def test_notifier_is_a_no_op_without_systemd():
+    notifier = SystemdNotifier(env={})
+    assert not notifier.enabled
+    assert notifier.ready() is False
+    assert notifier.watchdog() is False
+
+
+@pytest.mark.parametrize("address", ["/nonexistent/dir/notify.sock", "@nobody-listens-here-0", "vsock:2:1234"])
+def test_notifier_never_raises_when_the_socket_is_unusable(address):
+    notifier = SystemdNotifier(env={"NOTIFY_SOCKET": address})
+    assert notifier.ready() is False
+    assert notifier.watchdog() is False
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"WATCHDOG_USEC": "30000000"}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "PID"}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # another process's watchdog
+    ({"WATCHDOG_USEC": "0"}, None),
+    ({"WATCHDOG_USEC": "soon"}, None),
+    ({}, None),
+])
+def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
+    env = {k: str(os.getpid()) if v == "PID" else v for k, v in env.items()}
+    assert watchdog_interval(env) == expected
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingNotifier(SystemdNotifier):
+    def __init__(self) -> None:
+        super().__init__(address="/unused")
+        self.sent: list[dict] = []
+
+    def notify(self, **fields: object) -> bool:
+        self.sent.append(fields)
+        return True
+
+
+def test_watchdog_tick_pings_only_while_heartbeats_are_fresh():
+    clock = FakeClock()
+    notifier = RecordingNotifier()
+    watchdog = Watchdog(notifier, stall_seconds=10.0, clock=clock, interval_seconds=5.0)
+
+    watchdog.heartbeat()
+    clock.now += 9.0
+    assert watchdog.tick()
+    clock.now += 2.0  # 11 s without a heartbeat
+    assert not watchdog.tick()
+    assert not watchdog.tick()
+    watchdog.heartbeat()
+    assert watchdog.tick()
+    assert notifier.sent == [{"WATCHDOG": 1}, {"WATCHDOG": 1}]
+
+
+def test_watchdog_thread_stops_pinging_when_the_audio_loop_stalls(notify_socket, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "40000")  # systemd would expect a ping every 40 ms
+    clock = FakeClock()
+    notifier = SystemdNotifier()
+    notifier.ready()
+    assert notify_socket.receive() == "READY=1"
+
+    with Watchdog(notifier, stall_seconds=10.0, clock=clock) as watchdog:
+        assert watchdog.interval_seconds == pytest.approx(0.02)
+        for _ in range(3):  # heartbeats flow: pings arrive
+            watchdog.heartbeat()
+            assert notify_socket.receive() == "WATCHDOG=1"
+
+        clock.now += 11.0  # the loop has not beaten for longer than stall_seconds
+        time.sleep(5 * watchdog.interval_seconds)  # let a tick that read the old time finish
+        notify_socket.drain()
+        assert notify_socket.receive(timeout=20 * watchdog.interval_seconds) is None
+
+        watchdog.heartbeat()  # the loop recovers: pings resume
+        assert notify_socket.receive() == "WATCHDOG=1"
+    notifier.close()
+
+
+def test_watchdog_without_systemd_starts_no_thread():
+    watchdog = Watchdog(SystemdNotifier(env={}), stall_seconds=10.0, env={})
+    before = threading.active_count()
+    watchdog.start()
+    assert not watchdog.enabled
+    assert threading.active_count() == before
+    watchdog.stop()
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def test_status_reports_levels_gate_rate_and_inference_times():
+    clock = FakeClock()
+    reporter = StatusReporter(HealthConfig(status_interval_seconds=60.0), clock=clock)
+    quiet = np.full(1600, 0.01, np.float32)
+    loud = np.full(1600, -0.5, np.float32)
+    reporter.record_block(quiet)
+    reporter.record_block(loud, end_seconds=0.2)
+    for passed in (True, False, False, True):
+        reporter.record_window(passed)
+    for ms in range(1, 101):
+        reporter.record_inference("yamnet", float(ms))
+    reporter.record_inference("wav2vec2", 40.0)
+    reporter.record_events(2)
+    reporter.update_mic(MicStats(MIC_ERROR, overflows=3, dropped_blocks=1, clipped_samples=7, peak_dbfs=-6.0,
+                                 last_error="device gone", reopened=1, capture_rate=48000))
+    reporter.set_mqtt_connected(True)
+
+    clock.now += 59.0
+    assert not reporter.due()
+    clock.now += 1.0
+    assert reporter.due()
+    status = reporter.snapshot()
+
+    expected_mean = 10 * np.log10((0.01 ** 2 + 0.5 ** 2) / 2)
+    assert status["mic"]["level_mean_dbfs"] == pytest.approx(expected_mean, abs=0.05)
+    assert status["mic"]["level_peak_dbfs"] == pytest.approx(20 * np.log10(0.5), abs=0.05)
+    assert status["mic"]["state"] == MIC_ERROR and status["mic"]["last_error"] == "device gone"
+    assert (status["mic"]["overflows"], status["mic"]["dropped_blocks"], status["mic"]["clipped_samples"]) == (3, 1, 7)
+    assert status["gate"] == {"windows": 4, "passed": 2, "pass_rate": 0.5}
+    assert status["inference_ms"]["yamnet"]["count"] == 100
+    assert status["inference_ms"]["yamnet"]["mean"] == pytest.approx(50.5)
+    assert status["inference_ms"]["yamnet"]["p95"] == pytest.approx(np.percentile(np.arange(1, 101), 95))
+    assert status["inference_ms"]["wav2vec2"] == {"count": 1, "mean": 40.0, "p95": 40.0}
+    assert status["windows_processed"] == 4 and status["events_raised"] == 2
+    assert status["audio_seconds"] == 0.2 and status["interval_seconds"] == 60.0
+    assert status["mqtt_connected"] is True
+    assert "mic mic_error" in status_line(status) and "mqtt up" in status_line(status)
+
+
+def test_snapshot_starts_a_new_interval_but_keeps_totals():
+    clock = FakeClock()
+    reporter = StatusReporter(HealthConfig(status_interval_seconds=10.0), clock=clock)
+    reporter.record_block(np.full(100, 0.5, np.float32))
+    reporter.record_window(True)
+    reporter.record_inference("yamnet", 12.0)
+    reporter.record_events()
+    clock.now += 10.0
+    reporter.snapshot()
+    clock.now += 3.0
+
+    status = reporter.snapshot()
+
+    assert not reporter.due()
+    assert status["uptime_seconds"] == 13.0 and status["interval_seconds"] == 3.0
+    assert status["mic"]["level_mean_dbfs"] == round(SILENCE_DBFS, 1)
+    assert status["gate"] == {"windows": 0, "passed": 0, "pass_rate": None}
+    assert status["inference_ms"] == {}
+    assert status["windows_processed"] == 1 and status["events_raised"] == 1
+
+
+def test_status_is_json_ready():
+    import json
+
+    reporter = StatusReporter(HealthConfig(), clock=FakeClock())
+    reporter.record_inference("yamnet", 3.0)
+    text = json.dumps(build_status(reporter.stats, uptime_seconds=1.0, interval_seconds=1.0))
+    assert json.loads(text)["inference_ms"]["yamnet"]["count"] == 1
+    assert "mqtt off" in status_line(json.loads(text))
+
+
+# --- the systemd unit ----------------------------------------------------------------------------
+
+
+def read_unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # keys are case-sensitive
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|min)?", value)
+    assert match, value
+    return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
+
+
+def test_unit_timings_agree_with_the_health_defaults():
+    service = read_unit()["Service"]
+    health = HealthConfig()
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    # pings go out every WatchdogSec/2; a stall must be noticed well before systemd gives up on us
+    assert health.stall_seconds < seconds(service["WatchdogSec"]) / 2
+    assert health.shutdown_seconds < seconds(service["TimeoutStopSec"])
+    assert "run --config /etc/nursery-monitor/config.yaml" in service["ExecStart"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    # verify insists that ExecStart exists; point it at this interpreter, every other line is checked as shipped
+    text = re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={sys.executable}", UNIT.read_text())
+    unit = tmp_path / UNIT.name
+    unit.write_text(text)
+
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if UNIT.name in line]
+    assert result.returncode == 0 and complaints == [], "\n".join(complaints) or result.stderr

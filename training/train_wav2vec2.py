@@ -1,0 +1,531 @@
+"""The second voter: a Wav2Vec2 sequence classifier over prepared 0.975 s windows.
+
+Two ways in. ``--init`` fine-tunes a pretrained checkpoint (a local folder or a hub name, for users who
+are online) with its convolutional feature encoder frozen. Without it a compact Wav2Vec2 is trained from
+scratch, sized so a whole run fits a 10-minute budget on 2 CPU cores: a tapered conv stack (narrow where
+the sequence is long) with a 40 ms frame rate does a training step about three times faster than the
+textbook 7 x 128 stack at 20 ms, and leaves the budget for more epochs of augmented data.
+
+Every input is ``prepare_window`` output standardised to zero mean and unit variance per window, the
+same steps the runtime applies before the exported ONNX model (``normalisation: zero_mean_unit_var``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import TensorFlow: seconds and GBs for nothing
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+from monitor.classify import standardise
+from monitor.config import Config, GateConfig, PreprocessConfig, load_config
+from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
+from monitor.paths import build_dir, default_manifest_csv
+from monitor.preprocess import prepare_batch
+from monitor.windows import hop_samples_from_seconds
+
+from .augment import AugmentParams, augment_window
+from .calibration import expected_calibration_error, fit_temperature, softmax
+from .data import Clip, load_dataset, manifest_sha256
+from .metrics import classification_report, confusion_matrix
+from .split import DEFAULT_SEED as SPLIT_SEED
+from .split import SPLITS, load_or_make_split
+from .windows import WindowSet, build_window_set
+
+log = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "wav2vec2"
+METADATA_FILE = "metadata.json"
+NORMALISATION = "zero_mean_unit_var"
+TRAIN_THREADS = 2
+"""The target machine has 2 cores; more threads than cores only adds contention."""
+THREAD_PROBE_STEPS = 3
+"""Steps timed per thread count at the start of each epoch (the first of each is discarded as warm-up)."""
+DEFAULT_MAX_MINUTES = 10.0
+DEFAULT_SEED = 0
+INITIAL_RESERVE_SECONDS = 60.0
+"""Time kept back for the final evaluation and saving until the first validation pass has been timed."""
+SAVE_MARGIN_SECONDS = 15.0
+RESERVE_EVALUATIONS = 3
+"""The final phase evaluates val (twice: before and after calibration costs nothing extra) and test once,
+so the reserve is a few timed validation passes."""
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Size of a from-scratch Wav2Vec2; the conv stack's strides set the frame rate (product 640 = 40 ms)."""
+
+    hidden_size: int = 192
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 384
+    conv_dim: tuple[int, ...] = (32, 64, 96, 128, 128, 128)
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 4, 4)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 4, 4)
+    num_conv_pos_embeddings: int = 32
+    """Positional conv kernel in frames (the textbook 128 spans 2.5 s, longer than a window)."""
+    num_conv_pos_embedding_groups: int = 16
+    classifier_proj_size: int = 128
+    mask_time_length: int = 3
+    """SpecAugment-style time masks, in frames; the default 10 frames would hide 40% of a 24-frame window."""
+
+
+COMPACT_DIMS = ModelDims()
+TINY_DIMS = ModelDims(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                      conv_dim=(8, 8, 16), conv_kernel=(10, 4, 4), conv_stride=(5, 4, 8),
+                      num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, classifier_proj_size=8,
+                      mask_time_length=2)
+"""For smoke tests: trains in seconds, learns nothing useful."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings; the learning rate follows a warm-up + cosine curve over the time budget."""
+
+    batch_size: int = 16
+    scratch_lr: float = 2e-3
+    pretrained_lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    final_lr_fraction: float = 0.02
+    grad_clip_norm: float = 1.0
+    label_smoothing: float = 0.05
+    max_epochs: int = 40
+    patience_epochs: int = 8
+    """Stop when val macro-F1 has not improved for this many epochs."""
+    noise_bank_size: int = 1024
+    """Normal training windows kept as backgrounds for mixing."""
+    eval_batch_size: int = 64
+    threads: int | None = None
+    """Torch threads; None = re-chosen each epoch between 1 and ``TRAIN_THREADS`` by timing a few steps: when
+    another job holds a core, 2 threads can be five times slower than 1 (they wait on each other)."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    steps: int
+    train_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+    lr: float
+    seconds: float
+    threads: int
+
+
+@dataclass
+class Predictions:
+    """Window logits of one split with what the metrics need to aggregate them per clip."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    clip_index: np.ndarray
+
+
+def label_maps() -> tuple[dict[int, str], dict[str, int]]:
+    return dict(enumerate(LABELS)), {label: i for i, label in enumerate(LABELS)}
+
+
+def model_inputs(conditioned: np.ndarray, preprocess_cfg: PreprocessConfig) -> np.ndarray:
+    """Conditioned windows -> what the model sees: ``prepare_window`` then the runtime's standardisation."""
+    return standardise(prepare_batch(conditioned, preprocess_cfg))
+
+
+def scratch_config(dims: ModelDims) -> Wav2Vec2Config:
+    id2label, label2id = label_maps()
+    return Wav2Vec2Config(
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(dims).items()},
+        feat_extract_norm="group", do_stable_layer_norm=False,
+        num_labels=len(LABELS), id2label=id2label, label2id=label2id)
+
+
+def build_model(init: str | None, dims: ModelDims) -> Wav2Vec2ForSequenceClassification:
+    """A fresh compact model, or a pretrained checkpoint with a new 3-label head and a frozen feature encoder."""
+    if init is None:
+        return Wav2Vec2ForSequenceClassification(scratch_config(dims))
+    id2label, label2id = label_maps()
+    try:
+        model = Wav2Vec2ForSequenceClassification.from_pretrained(
+            init, num_labels=len(LABELS), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+    except OSError as exc:
+        raise ValueError(f"--init {init}: cannot load a Wav2Vec2 checkpoint ({str(exc).splitlines()[0]})") from None
+    model.freeze_feature_encoder()
+    return model
+
+
+def config_summary(model: Wav2Vec2ForSequenceClassification) -> dict:
+    """The dimensions that describe a model in metadata and the manifest."""
+    cfg = model.config
+    return {
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+        "conv_dim": list(cfg.conv_dim), "conv_kernel": list(cfg.conv_kernel), "conv_stride": list(cfg.conv_stride),
+        "frames_per_window": int(model.wav2vec2._get_feat_extract_output_lengths(WINDOW_SAMPLES)),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+    }
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Inverse window frequency, mean 1 over the classes present; an absent class gets weight 0."""
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+    present = counts > 0
+    return weights / weights[present].mean()
+
+
+def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) -> float:
+    """Multiplier of the peak learning rate: linear warm-up, then cosine down to ``final_fraction``."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup_fraction:
+        return max(progress / warmup_fraction, final_fraction)
+    cosine = 0.5 * (1.0 + np.cos(np.pi * (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-9)))
+    return float(final_fraction + (1.0 - final_fraction) * cosine)
+
+
+class ThreadChooser:
+    """Times the first steps of an epoch with each candidate thread count, then keeps the fastest."""
+
+    def __init__(self, fixed: int | None):
+        self.candidates = [fixed] if fixed else list(range(TRAIN_THREADS, 0, -1))
+        self.times: dict[int, list[float]] = {}
+        self.chosen = self.candidates[0]
+        self.decided = False
+
+    def start_epoch(self) -> None:
+        self.times = {n: [] for n in self.candidates}
+        self.decided = False
+
+    def threads_for(self, step_in_epoch: int) -> int:
+        probe = step_in_epoch // THREAD_PROBE_STEPS
+        if probe < len(self.candidates):
+            return self.candidates[probe]
+        if not self.decided:
+            self.chosen = min(self.candidates, key=lambda n: float(np.median(self.times[n][1:] or [np.inf])))
+            self.decided = True
+        return self.chosen
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.times.setdefault(threads, []).append(seconds)
+
+
+class Budget:
+    """Wall-clock budget of the whole run; training stops early enough to evaluate and save within it."""
+
+    def __init__(self, max_minutes: float, start: float | None = None):
+        self.start = time.monotonic() if start is None else start
+        self.total = max_minutes * 60.0
+        self.reserve = min(INITIAL_RESERVE_SECONDS, self.total / 4)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def training_left(self) -> float:
+        return self.total - self.reserve - self.elapsed()
+
+    def note_evaluation(self, seconds: float) -> None:
+        self.reserve = RESERVE_EVALUATIONS * seconds + SAVE_MARGIN_SECONDS
+
+
+def predict_logits(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            out.append(model(torch.from_numpy(inputs[start:start + batch_size])).logits.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+
+def _report(true_idx: np.ndarray, pred_idx: np.ndarray) -> dict:
+    names = list(LABELS)
+    return classification_report(confusion_matrix([names[i] for i in true_idx], [names[i] for i in pred_idx], names),
+                                 names)
+
+
+def clip_probabilities(probs: np.ndarray, clip_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first window of each clip, mean window probability per clip): the clip-level decision."""
+    _, first, inverse = np.unique(clip_index, return_index=True, return_inverse=True)
+    sums = np.zeros((len(first), probs.shape[1]))
+    np.add.at(sums, inverse, probs)
+    return first, sums / np.bincount(inverse)[:, None]
+
+
+def split_metrics(pred: Predictions, temperature: float = 1.0) -> dict:
+    """Window- and clip-level accuracy / macro-F1 / per-class figures, plus ECE, at ``temperature``."""
+    probs = softmax(pred.logits, temperature)
+    first, clip_probs = clip_probabilities(probs, pred.clip_index)
+    return {
+        "windows": int(len(pred.labels)),
+        "clips": int(len(first)),
+        "window": _report(pred.labels, probs.argmax(axis=1)),
+        "clip": _report(pred.labels[first], clip_probs.argmax(axis=1)),
+        "ece": expected_calibration_error(probs, pred.labels),
+    }
+
+
+def evaluation_view(window_set: WindowSet) -> WindowSet:
+    """Windows whose label can be trusted: active windows, or all windows of a clip that has none active."""
+    has_active = {int(c) for c in np.unique(window_set.clip_index[window_set.active])}
+    fallback = ~np.isin(window_set.clip_index, np.fromiter(has_active, dtype=np.int64, count=len(has_active)))
+    return window_set.select(window_set.active | fallback)
+
+
+class _Batches:
+    """Shuffled, augmented, prepared training batches."""
+
+    def __init__(self, train: WindowSet, preprocess_cfg: PreprocessConfig, augment: AugmentParams,
+                 settings: TrainSettings, rng: np.random.Generator):
+        self.train = train
+        self.preprocess_cfg = preprocess_cfg
+        self.augment = augment
+        self.batch_size = settings.batch_size
+        self.rng = rng
+        normal = np.flatnonzero(train.labels == LABELS.index("Normal"))
+        chosen = rng.choice(normal, size=min(settings.noise_bank_size, normal.size), replace=False)
+        self.noise_bank = train.windows[np.sort(chosen)] if chosen.size else None
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train) // self.batch_size)
+
+    def epoch(self):
+        order = self.rng.permutation(len(self.train))
+        for step in range(self.steps_per_epoch()):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            augmented = np.stack([augment_window(w, self.rng, self.noise_bank, self.augment)
+                                  for w in self.train.windows[index]])
+            yield (torch.from_numpy(model_inputs(augmented, self.preprocess_cfg)),
+                   torch.from_numpy(self.train.labels[index].astype(np.int64)))
+
+
+@dataclass
+class _Outcome:
+    best_state: dict
+    best_epoch: int
+    steps: int
+    stopped_by: str
+    history: list[EpochRecord]
+
+
+def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs: np.ndarray,
+         val_labels: np.ndarray, peak_lr: float, weights: np.ndarray, settings: TrainSettings,
+         budget: Budget, progress: bool) -> _Outcome:
+    """Train until the epochs, the patience or the time budget run out; keep the best val macro-F1 state."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=settings.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
+                                  label_smoothing=settings.label_smoothing)
+    planned_steps = settings.max_epochs * batches.steps_per_epoch()
+    train_seconds = max(budget.training_left(), 1.0)
+    train_start = time.monotonic()
+    history: list[EpochRecord] = []
+    best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    step, stopped_by = 0, "max_epochs"
+    threads = ThreadChooser(settings.threads)
+    for epoch in range(1, settings.max_epochs + 1):
+        model.train()
+        threads.start_epoch()
+        epoch_start, losses, lr = time.monotonic(), [], peak_lr
+        bar = tqdm(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
+                   disable=not progress, leave=False)
+        for step_in_epoch, (inputs, labels) in enumerate(bar):
+            step_start = time.monotonic()
+            n_threads = threads.threads_for(step_in_epoch)
+            torch.set_num_threads(n_threads)
+            if budget.training_left() <= 0:
+                stopped_by = "time"
+                break
+            # Schedule by steps or by time, whichever is further: the cosine ends inside the budget on any machine.
+            fraction = max(step / planned_steps, (time.monotonic() - train_start) / train_seconds)
+            lr = peak_lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(model(inputs).logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, settings.grad_clip_norm)
+            optimizer.step()
+            threads.record(n_threads, time.monotonic() - step_start)
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}", threads=n_threads)
+        bar.close()
+        if not losses:
+            break
+        eval_start = time.monotonic()
+        val_pred = predict_logits(model, val_inputs, settings.eval_batch_size).argmax(axis=1)
+        budget.note_evaluation(time.monotonic() - eval_start)
+        report = _report(val_labels, val_pred)
+        history.append(EpochRecord(epoch, step, float(np.mean(losses)), report["accuracy"], report["macro_f1"], lr,
+                                   time.monotonic() - epoch_start, threads.chosen))
+        log.info("epoch %d: loss %.4f, val accuracy %.3f, macro-F1 %.3f (%.0f s)", epoch, np.mean(losses),
+                 report["accuracy"], report["macro_f1"], time.monotonic() - epoch_start)
+        if report["macro_f1"] > best_f1:
+            best_f1, best_epoch, best_state = report["macro_f1"], epoch, copy.deepcopy(model.state_dict())
+        if stopped_by == "time":
+            break
+        if epoch - best_epoch >= settings.patience_epochs:
+            stopped_by = "patience"
+            break
+    return _Outcome(best_state, best_epoch, step, stopped_by, history)
+
+
+def _window_sets(clips_split: dict[str, list[Clip]], preprocess_cfg: PreprocessConfig, gate_cfg: GateConfig,
+                 hop_samples: int, cache_dir: Path | None, progress: bool) -> dict[str, WindowSet]:
+    """One cached window set over every clip (sorted by path, so reruns hit the cache), cut per split."""
+    all_clips = sorted({c for name in SPLITS for c in clips_split.get(name, [])}, key=lambda c: str(c.path))
+    window_set = build_window_set(all_clips, preprocess_cfg, hop_samples, gate_cfg, cache_dir=cache_dir,
+                                  progress=progress)
+    position = {c: i for i, c in enumerate(all_clips)}
+    return {name: window_set.of_clips([position[c] for c in clips_split.get(name, [])]) for name in SPLITS}
+
+
+def _predictions(model: nn.Module, window_set: WindowSet, preprocess_cfg: PreprocessConfig,
+                 batch_size: int) -> Predictions:
+    view = evaluation_view(window_set)
+    logits = predict_logits(model, model_inputs(view.windows, preprocess_cfg), batch_size)
+    return Predictions(logits, view.labels.astype(np.int64), view.clip_index)
+
+
+def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
+                   max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_SEED, tiny: bool = False, *,
+                   cfg: Config | None = None, settings: TrainSettings = TrainSettings(),
+                   augment: AugmentParams = AugmentParams(), window_cache_dir: Path | None = None,
+                   progress: bool = True, extra_metadata: dict | None = None) -> dict:
+    """Train, calibrate and save (``save_pretrained`` + ``metadata.json``) to ``out_dir``; returns the metadata."""
+    budget = Budget(max_minutes)
+    cfg = cfg or Config()
+    torch.set_num_threads(settings.threads or TRAIN_THREADS)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if not clips_split.get("train") or not clips_split.get("val"):
+        raise ValueError("training needs clips in both the train and the val split")
+
+    hop = hop_samples_from_seconds(cfg.window.hop_seconds)
+    sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
+    train = sets["train"].training_view()
+    if len(train) == 0:
+        raise ValueError("no active training window: are the train clips silent?")
+    val = evaluation_view(sets["val"])
+    val_inputs = model_inputs(val.windows, cfg.preprocess)
+    val_labels = val.labels.astype(np.int64)
+    log.info("windows: train %d %s, val %d", len(train), dict(Counter(LABELS[i] for i in train.labels)), len(val))
+
+    dims = TINY_DIMS if tiny else COMPACT_DIMS
+    model = build_model(init, dims)
+    summary = config_summary(model)
+    log.info("wav2vec2 %s: %s", "pretrained " + init if init else "from scratch", summary)
+    weights = class_weights(train.labels)
+    peak_lr = settings.pretrained_lr if init else settings.scratch_lr
+    batches = _Batches(train, cfg.preprocess, augment, settings, rng)
+    outcome = _fit(model, batches, val_inputs, val_labels, peak_lr, weights, settings, budget, progress)
+    model.load_state_dict(outcome.best_state)
+
+    val_pred = Predictions(predict_logits(model, val_inputs, settings.eval_batch_size), val_labels, val.clip_index)
+    temperature = fit_temperature(val_pred.logits, val_pred.labels)
+    metadata = {
+        "kind": "wav2vec2",
+        "labels": list(LABELS),
+        "sample_rate": SAMPLE_RATE,
+        "window_samples": WINDOW_SAMPLES,
+        "normalisation": NORMALISATION,
+        "init": "pretrained" if init else "scratch",
+        "checkpoint": str(init) if init else None,
+        "config": summary,
+        "seed": seed,
+        "epochs": len(outcome.history),
+        "best_epoch": outcome.best_epoch,
+        "steps": outcome.steps,
+        "stopped_by": outcome.stopped_by,
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(softmax(val_pred.logits), val_pred.labels),
+        "ece_after": expected_calibration_error(softmax(val_pred.logits, temperature), val_pred.labels),
+        "val_metrics": split_metrics(val_pred, temperature),
+        "test_metrics": (split_metrics(_predictions(model, sets["test"], cfg.preprocess, settings.eval_batch_size),
+                                       temperature) if len(sets["test"]) else None),
+        "class_weights": dict(zip(LABELS, map(float, weights), strict=True)),
+        "train_windows": dict(Counter(LABELS[i] for i in train.labels)),
+        "hop_seconds": cfg.window.hop_seconds,
+        "preprocess": dataclasses.asdict(cfg.preprocess),
+        "settings": dataclasses.asdict(settings),
+        "augmentation": dataclasses.asdict(augment),
+        "history": [dataclasses.asdict(r) for r in outcome.history],
+        **(extra_metadata or {}),
+    }
+    metadata["minutes"] = budget.elapsed() / 60.0
+    save_model(model, out_dir, metadata)
+    log.info("saved %s: val window macro-F1 %.3f, T=%.2f, ECE %.3f -> %.3f, %.1f min", out_dir,
+             metadata["val_metrics"]["window"]["macro_f1"], temperature, metadata["ece_before"],
+             metadata["ece_after"], metadata["minutes"])
+    return metadata
+
+
+def save_model(model: Wav2Vec2ForSequenceClassification, out_dir: Path, metadata: dict) -> None:
+    """``save_pretrained`` model + feature extractor (so HF tools and optimum read the folder) + metadata."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(out_dir)
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+
+
+def read_metadata(model_dir: Path) -> dict:
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable training metadata file ({exc})") from None
+
+
+def default_model_dir() -> Path:
+    return build_dir() / MODEL_SUBDIR
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m training.train_wav2vec2", description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="manifest CSV or <label>/ folder tree (default: the shared manifest)")
+    parser.add_argument("--init", default=None, help="pretrained checkpoint folder or hub name; default: from scratch")
+    parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
+                        help="wall-clock budget of the whole run, loading included")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (the split has its own)")
+    parser.add_argument("--config", type=Path, default=None, help="monitor config YAML (preprocess, gate, window)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.max_minutes <= 0:
+        parser.error("--max-minutes must be positive")
+    cfg = load_config(args.config)
+    manifest = args.manifest or default_manifest_csv()
+    try:
+        clips = load_dataset(manifest)
+    except ValueError as exc:
+        parser.error(str(exc))
+    digest = manifest_sha256(manifest)
+    split_file = build_dir() / "split.json"
+    split = load_or_make_split(clips, split_file, SPLIT_SEED, digest)
+    metadata = train_wav2vec2(split, args.out or default_model_dir(), init=args.init, max_minutes=args.max_minutes,
+                              seed=args.seed, cfg=cfg,
+                              extra_metadata={"training_data": {"manifest_sha256": digest, "clips": len(clips),
+                                                                "split_file": str(split_file)}})
+    print(json.dumps({k: metadata[k] for k in ("init", "epochs", "best_epoch", "minutes", "temperature",
+                                              "ece_before", "ece_after")}, indent=1))
+    return metadata
+
+
+if __name__ == "__main__":
+    main()

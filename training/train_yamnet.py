@@ -1,0 +1,373 @@
+"""Train the YAMNet branch: a small classifier head on frozen YAMNet embeddings.
+
+Steps: clips -> grouped split -> conditioned windows (runtime chain, pauses of cry/scream clips dropped)
+-> augmented copies of the training windows (low-pass on every class, gain, shift, background mixing)
+-> ``prepare_window`` -> YAMNet embeddings (ONNX, cached) -> class-weighted head with early stopping on
+val -> temperature on val. The embeddings are cached as one feature file, so retraining the head with
+other settings takes seconds.
+
+    python -m training.train_yamnet [--manifest CSV|DIR] [--seed N] [--config config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from monitor.config import Config, load_config
+from monitor.constants import LABELS, SAMPLE_RATE, YAMNET_EMBEDDING_SIZE
+from monitor.paths import build_dir, default_manifest_csv
+from monitor.preprocess import prepare_batch
+
+from .augment import AugmentParams, augment_window
+from .calibration import expected_calibration_error, fit_temperature, softmax
+from .data import Clip, load_dataset, manifest_sha256
+from .metrics import classification_report, confusion_matrix
+from .split import DEFAULT_SEED, load_or_make_split, split_file_for, split_summary
+from .windows import WindowSet, build_window_set
+from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
+
+log = logging.getLogger(__name__)
+
+HEAD_DIR_NAME = "yamnet_head"
+WEIGHTS_FILE = "weights.npz"
+METADATA_FILE = "metadata.json"
+FEATURES_VERSION = 1
+"""Part of the feature cache key: bump when feature building changes."""
+AUGMENTED = "train_aug"
+"""``FeatureSet.part`` of augmented training rows (clean rows carry their split name)."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Head architecture and optimisation; training-only, so not part of the runtime config."""
+
+    hidden: int = 256
+    dropout: float = 0.3
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 80
+    patience: int = 10
+    augment_copies: int = 2
+    threads: int = 1
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+
+@dataclass
+class FeatureSet:
+    """One row per window: YAMNet outputs plus where the window came from."""
+
+    embeddings: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    clip_index: np.ndarray
+    active: np.ndarray
+    part: np.ndarray
+    """'train' / 'val' / 'test' for clean windows, ``AUGMENTED`` for augmented training copies."""
+
+    def select(self, mask: np.ndarray) -> FeatureSet:
+        return FeatureSet(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+    def training_rows(self) -> FeatureSet:
+        return self.select(((self.part == "train") & self.active) | (self.part == AUGMENTED))
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """1024 -> hidden (ReLU) -> 3, stored as numpy arrays so export and tests need no torch."""
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        hidden = np.maximum(embeddings @ self.w1 + self.b1, 0.0)
+        return (hidden @ self.w2 + self.b2).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> HeadWeights:
+        with np.load(path) as data:
+            return cls(**{f.name: data[f.name].astype(np.float32) for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class TrainedHead:
+    weights: HeadWeights
+    temperature: float
+    epochs: int
+    history: list[dict]
+
+
+def default_head_dir() -> Path:
+    return build_dir() / HEAD_DIR_NAME
+
+
+# --- features ------------------------------------------------------------------------------------
+
+def _split_of_clips(clips: list[Clip], split: dict[str, list[Clip]]) -> np.ndarray:
+    where = {c.path: name for name, members in split.items() for c in members}
+    return np.array([where.get(c.path, "") for c in clips])
+
+
+def _augmented_windows(train: WindowSet, noise_bank: np.ndarray, copies: int, params: AugmentParams,
+                       seed: int) -> WindowSet:
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(len(train)), copies)
+    windows = np.stack([augment_window(train.windows[i], rng, noise_bank, params) for i in rows]) if len(rows) \
+        else train.windows[:0]
+    picked = train.select(rows)
+    return WindowSet(windows, picked.labels, picked.clip_index, picked.groups, picked.active)
+
+
+def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head_cfg: HeadConfig, seed: int,
+                 base: BaseModel) -> str:
+    doc = {
+        "version": FEATURES_VERSION,
+        "clips": [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips],
+        "split": split_of_clip.tolist(),
+        "preprocess": dataclasses.asdict(cfg.preprocess),
+        "gate": dataclasses.asdict(cfg.gate),
+        "hop": cfg.window.hop_seconds,
+        "augment": dataclasses.asdict(head_cfg.augment),
+        "copies": head_cfg.augment_copies,
+        "seed": seed,
+        "model": hashlib.sha256(base.path.read_bytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _embed(windows: WindowSet, part: np.ndarray, cfg: Config, base: BaseModel, threads: int) -> FeatureSet:
+    embeddings, scores = extract_embeddings(prepare_batch(windows.windows, cfg.preprocess), base, threads=threads,
+                                            cache=False)
+    return FeatureSet(embeddings, scores, windows.labels, windows.clip_index, windows.active, part)
+
+
+def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config, head_cfg: HeadConfig, seed: int,
+                   base: BaseModel | None = None, progress: bool = True) -> tuple[FeatureSet, dict]:
+    """Embeddings of every clean window plus the augmented training copies (cached), and timing figures."""
+    base = base or convert_yamnet()
+    split_of_clip = _split_of_clips(clips, split)
+    cache = build_dir() / "features" / f"yamnet-{_feature_key(clips, split_of_clip, cfg, head_cfg, seed, base)}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            features = FeatureSet(**{f.name: data[f.name] for f in dataclasses.fields(FeatureSet)})
+            timing = json.loads(str(data["timing"]))
+        log.info("features from cache %s", cache)
+        return features, timing
+    hop = int(round(cfg.window.hop_seconds * SAMPLE_RATE))
+    windows = build_window_set(clips, cfg.preprocess, hop, cfg.gate, progress=progress)
+    part = split_of_clip[windows.clip_index]
+    train_mask = part == "train"
+    noise_bank = windows.windows[train_mask & (windows.labels == LABELS.index("Normal"))]
+    augmented = _augmented_windows(windows.select(train_mask & windows.active), noise_bank,
+                                   head_cfg.augment_copies, head_cfg.augment, seed)
+    started = time.perf_counter()
+    clean = _embed(windows, part, cfg, base, head_cfg.threads)
+    extra = _embed(augmented, np.full(len(augmented), AUGMENTED), cfg, base, head_cfg.threads)
+    elapsed = time.perf_counter() - started
+    n_windows = len(windows) + len(augmented)
+    timing = {"windows_embedded": n_windows, "embedding_seconds": round(elapsed, 1),
+              "ms_per_window": round(1000 * elapsed / max(n_windows, 1), 3)}
+    features = FeatureSet(*(np.concatenate([getattr(clean, f.name), getattr(extra, f.name)])
+                            for f in dataclasses.fields(FeatureSet)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, timing=json.dumps(timing), **{f.name: getattr(features, f.name)
+                                                for f in dataclasses.fields(FeatureSet)})
+    tmp.replace(cache)
+    return features, timing
+
+
+# --- head training -------------------------------------------------------------------------------
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Inverse-frequency weights (mean 1 over examples), so the few screams count as much as the many cries."""
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (len(LABELS) * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    names = list(LABELS)
+    cm = confusion_matrix([names[i] for i in labels], [names[i] for i in predicted], LABELS)
+    return classification_report(cm, LABELS)["macro_f1"]
+
+
+def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: int) -> TrainedHead:
+    """Class-weighted cross-entropy, Adam, early stopping on val macro-F1 (ties: lower val loss)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(head_cfg.threads)
+    model = nn.Sequential(nn.Linear(YAMNET_EMBEDDING_SIZE, head_cfg.hidden), nn.ReLU(), nn.Dropout(head_cfg.dropout),
+                          nn.Linear(head_cfg.hidden, len(LABELS)))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=head_cfg.learning_rate, weight_decay=head_cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights(train.labels)))
+    x = torch.from_numpy(np.ascontiguousarray(train.embeddings, dtype=np.float32))
+    y = torch.from_numpy(train.labels.astype(np.int64))
+    x_val = torch.from_numpy(np.ascontiguousarray(val.embeddings, dtype=np.float32))
+    y_val = torch.from_numpy(val.labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    best: tuple[float, float] = (-1.0, float("inf"))
+    best_state, best_epoch, history = None, 0, []
+    for epoch in range(1, head_cfg.max_epochs + 1):
+        model.train()
+        for batch in torch.randperm(len(y), generator=generator).split(head_cfg.batch_size):
+            optimiser.zero_grad()
+            loss = loss_fn(model(x[batch]), y[batch])
+            loss.backward()
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            val_logits = model(x_val)
+            val_loss = float(loss_fn(val_logits, y_val))
+        f1 = _macro_f1(val.labels, val_logits.argmax(dim=1).numpy())
+        history.append({"epoch": epoch, "val_loss": round(val_loss, 5), "val_macro_f1": round(f1, 5)})
+        if (f1, -val_loss) > (best[0], -best[1]):
+            best, best_epoch = (f1, val_loss), epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= head_cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    first, last = model[0], model[3]
+    weights = HeadWeights(first.weight.detach().numpy().T.copy(), first.bias.detach().numpy().copy(),
+                          last.weight.detach().numpy().T.copy(), last.bias.detach().numpy().copy())
+    temperature = fit_temperature(weights.logits(val.embeddings), val.labels)
+    log.info("head: best epoch %d of %d, val macro-F1 %.3f, temperature %.3f", best_epoch, len(history), best[0],
+             temperature)
+    return TrainedHead(weights, temperature, best_epoch, history)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def clip_probabilities(probs: np.ndarray, clip_index: np.ndarray, active: np.ndarray) -> dict[int, np.ndarray]:
+    """Per clip: mean window probabilities over its active windows, or over all its windows if none is active."""
+    out: dict[int, np.ndarray] = {}
+    for clip in np.unique(clip_index):
+        rows = clip_index == clip
+        chosen = rows & active if np.any(rows & active) else rows
+        out[int(clip)] = probs[chosen].mean(axis=0)
+    return out
+
+
+def _report(labels: np.ndarray, probs: np.ndarray) -> dict:
+    names = list(LABELS)
+    cm = confusion_matrix([names[i] for i in labels], [names[i] for i in probs.argmax(axis=1)], LABELS)
+    report = classification_report(cm, LABELS)
+    return {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4),
+            "n": int(len(labels)), "confusion": cm.tolist()}
+
+
+def evaluate_head(head: TrainedHead, features: FeatureSet, clips: list[Clip], part: str) -> dict:
+    """Window-level (active windows) and clip-level metrics of one split, plus ECE before/after temperature."""
+    rows = features.select(features.part == part)
+    logits = head.weights.logits(rows.embeddings)
+    probs = softmax(logits, head.temperature)
+    active = rows.select(rows.active)
+    active_logits = head.weights.logits(active.embeddings)
+    per_clip = clip_probabilities(probs, rows.clip_index, rows.active)
+    clip_ids = sorted(per_clip)
+    clip_labels = np.array([LABELS.index(clips[i].label) for i in clip_ids])
+    return {
+        "window": _report(active.labels, softmax(active_logits, head.temperature)),
+        "clip": _report(clip_labels, np.stack([per_clip[i] for i in clip_ids])) if clip_ids else {},
+        "ece_before": round(expected_calibration_error(softmax(active_logits), active.labels), 4),
+        "ece_after": round(expected_calibration_error(softmax(active_logits, head.temperature), active.labels), 4),
+    }
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+def save_head(head: TrainedHead, out_dir: Path, metadata: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    head.weights.save(out_dir / WEIGHTS_FILE)
+    doc = {"labels": list(LABELS), "input": "yamnet embedding", "embedding_size": YAMNET_EMBEDDING_SIZE,
+           "hidden": int(head.weights.w1.shape[1]), "temperature": head.temperature, "best_epoch": head.epochs,
+           **metadata}
+    (out_dir / METADATA_FILE).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+def load_head(head_dir: Path | None = None) -> tuple[HeadWeights, dict]:
+    head_dir = Path(head_dir or default_head_dir())
+    weights_path, meta_path = head_dir / WEIGHTS_FILE, head_dir / METADATA_FILE
+    if not weights_path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"{head_dir}: no trained YAMNet head (run `python -m training.train_yamnet`)")
+    weights = HeadWeights.load(weights_path)
+    if weights.w1.shape[0] != YAMNET_EMBEDDING_SIZE or weights.w2.shape[1] != len(LABELS):
+        raise ValueError(f"{weights_path}: head shape {weights.w1.shape} -> {weights.w2.shape} does not match "
+                         f"{YAMNET_EMBEDDING_SIZE} -> {len(LABELS)}")
+    return weights, json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def fit_and_evaluate(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config, head_cfg: HeadConfig, seed: int,
+                     base: BaseModel | None = None, progress: bool = True,
+                     parts: tuple[str, ...] = ("val", "test")) -> tuple[TrainedHead, dict, dict]:
+    """Features (cached) -> head -> (head, metrics per split in ``parts``, timing figures)."""
+    features, timing = build_features(clips, split, cfg, head_cfg, seed, base, progress)
+    started = time.perf_counter()
+    head = train_head(features.training_rows(), features.select((features.part == "val") & features.active),
+                      head_cfg, seed)
+    timing = {**timing, "training_windows": int(len(features.training_rows().labels)),
+              "head_training_seconds": round(time.perf_counter() - started, 1)}
+    return head, {part: evaluate_head(head, features, clips, part) for part in parts}, timing
+
+
+def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = None,
+                 head_cfg: HeadConfig = HeadConfig(), out_dir: Path | None = None,
+                 base: BaseModel | None = None, progress: bool = True) -> dict:
+    """The whole branch; returns (and writes to ``out_dir``) the metadata with val/test metrics."""
+    cfg = cfg or Config()
+    clips = load_dataset(manifest)
+    digest = manifest_sha256(manifest)
+    split_path = split_file_for(digest)
+    split = load_or_make_split(clips, split_path, seed=seed, manifest_hash=digest)
+    head, metrics, timing = fit_and_evaluate(clips, split, cfg, head_cfg, seed, base, progress)
+    metadata = {
+        "seed": seed,
+        "manifest_sha256": digest,
+        "split_file": str(split_path),
+        "split": split_summary(split),
+        "head_config": dataclasses.asdict(head_cfg),
+        "preprocess": dataclasses.asdict(cfg.preprocess),
+        "timing": timing,
+        "metrics": metrics,
+        "history": head.history,
+    }
+    save_head(head, Path(out_dir or default_head_dir()), metadata)
+    return metadata
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=default_manifest_csv(), help="manifest CSV or label folder")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--config", type=Path, default=None, help="config.yaml (preprocess / gate / window)")
+    parser.add_argument("--copies", type=int, default=HeadConfig.augment_copies, help="augmented copies per window")
+    parser.add_argument("--out", type=Path, default=None, help=f"head folder (default build/{HEAD_DIR_NAME})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    metadata = run_training(args.manifest, args.seed, cfg, HeadConfig(augment_copies=args.copies), args.out)
+    summary = {k: metadata[k] for k in ("split", "timing", "metrics")}
+    for part in summary["metrics"].values():
+        for level in ("window", "clip"):
+            part[level].pop("confusion", None)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
