@@ -57,7 +57,8 @@ def chunk_rms_int16(chunk: np.ndarray) -> float:
 
 def heard_labels(audioset_scores: np.ndarray, spec: BaselineSpec) -> list[str]:
     """Labels with an AudioSet row scoring above the threshold in one chunk."""
-    return [label for label, rows in spec.classes.items() if float(np.max(audioset_scores[list(rows)])) > spec.threshold]
+    return [label for label, rows in spec.classes.items()
+            if float(np.max(audioset_scores[list(rows)])) > spec.threshold]
 
 
 @dataclass

@@ -13,6 +13,14 @@ log = logging.getLogger(__name__)
 
 SAMPLING_INTERVAL_S = 0.001
 TOP_COSTS = 10
+WRAPPER_FUNCTIONS = ("<lambda>", "<listcomp>", "<genexpr>", "<dictcomp>")
+"""Anonymous frames say nothing about the stage they belong to."""
+HARNESS_PREFIX = "bench/"
+"""The benchmark's own frames (progress bar, recording) are not pipeline stages."""
+WHOLE_RUN_FRACTION = 0.99
+"""A frame holding this share of the run is the run itself (``Pipeline.run``), not a stage of it."""
+NATIVE_BINDING_PREFIX = "pybind11_"
+"""pybind11 calls show as ``pybind11_detail_function_record_<abi>.run``: in this pipeline that is ONNX Runtime."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class ProfileReport:
     self_time: list[Cost] = field(default_factory=list)
     """Functions by time spent in their own code (the hot spots)."""
     inclusive_time: list[Cost] = field(default_factory=list)
-    """Application functions by time including what they call (the expensive stages)."""
+    """Pipeline functions by time including what they call (the expensive stages)."""
     text: str = ""
 
     def to_dict(self) -> dict:
@@ -42,7 +50,15 @@ class ProfileReport:
 
 
 def _name(frame) -> str:
+    if frame.function.startswith(NATIVE_BINDING_PREFIX):
+        return f"onnxruntime InferenceSession.{frame.function.rsplit('.', 1)[-1]} (native)"
     return f"{frame.class_name}.{frame.function}" if getattr(frame, "class_name", None) else frame.function
+
+
+def _is_stage(key: tuple[str, str], fraction: float) -> bool:
+    name, location = key
+    return (fraction < WHOLE_RUN_FRACTION and name not in WRAPPER_FUNCTIONS
+            and not location.startswith(HARNESS_PREFIX))
 
 
 def _walk(frame, ancestors: frozenset, self_times: dict, inclusive: dict, app_only: set) -> None:
@@ -58,9 +74,10 @@ def _walk(frame, ancestors: frozenset, self_times: dict, inclusive: dict, app_on
         _walk(child, ancestors, self_times, inclusive, app_only)
 
 
-def _top(times: dict, total: float, keep: Callable[[tuple], bool]) -> list[Cost]:
-    ranked = sorted(((k, v) for k, v in times.items() if keep(k)), key=lambda kv: -kv[1])[:TOP_COSTS]
-    return [Cost(function=k[0], location=k[1], seconds=v, fraction=v / total if total else 0.0) for k, v in ranked]
+def _top(times: dict, total: float, keep: Callable[[tuple, float], bool]) -> list[Cost]:
+    share = {k: (v / total if total else 0.0) for k, v in times.items()}
+    ranked = sorted(((k, v) for k, v in times.items() if keep(k, share[k])), key=lambda kv: -kv[1])[:TOP_COSTS]
+    return [Cost(function=k[0], location=k[1], seconds=v, fraction=share[k]) for k, v in ranked]
 
 
 def summarise(root) -> ProfileReport:
@@ -72,10 +89,9 @@ def summarise(root) -> ProfileReport:
     app_only: set = set()
     _walk(root, frozenset(), self_times, inclusive, app_only)
     total = root.time
-    root_key = (_name(root), root.file_path_short or "")
     return ProfileReport(total_seconds=total,
-                         self_time=_top(self_times, total, lambda k: True),
-                         inclusive_time=_top(inclusive, total, lambda k: k in app_only and k != root_key))
+                         self_time=_top(self_times, total, lambda k, share: True),
+                         inclusive_time=_top(inclusive, total, lambda k, share: k in app_only and _is_stage(k, share)))
 
 
 def profile_call(work: Callable[[], object]) -> ProfileReport:

@@ -46,6 +46,7 @@ YAMNET_FILE = "yamnet_classifier.onnx"
 STAGING_DIR_NAME = "export"
 STAMP_DIR_NAME = "stamps"
 REPORT_DIR = Path("reports") / "eval"
+QUANTIZATION_SPLIT = "val"
 
 # Source files that make up each step's "code version" (module names; the files are hashed).
 DATA_CODE = ("training.data", "training.split", "training.windows", "training.augment", "training.options",
@@ -234,7 +235,7 @@ def _yamnet_head(opts: BuildOptions, head_dir: Path) -> dict:
     run_training(opts.data, opts.seed, opts.cfg, HeadConfig(), out_dir=head_dir, base=base)
     _, metadata = load_head(head_dir)
     return {key: metadata.get(key) for key in ("temperature", "best_epoch", "hidden", "head_config", "metrics",
-                                               "timing", "training_windows")}
+                                               "timing")}
 
 
 def _wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
@@ -253,12 +254,34 @@ def _read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+W2V_VARIANTS = ("float", "int8")
+
+
 def _wav2vec2_files(export_result: dict) -> dict[str, Path]:
     """Variant name -> file, from what ``export_wav2vec2`` reports."""
-    files = export_result.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BuildError(f"export_wav2vec2 returned no 'files' mapping (keys: {sorted(export_result)})")
-    return {variant: Path(path) for variant, path in files.items()}
+    missing = [v for v in W2V_VARIANTS if "path" not in export_result.get(v, {})]
+    if missing:
+        raise BuildError(f"export_wav2vec2 reported no file for {missing} (keys: {sorted(export_result)})")
+    return {variant: Path(export_result[variant]["path"]) for variant in W2V_VARIANTS}
+
+
+def _quantization(export_result: dict) -> dict:
+    """float vs int8 on the split the export compared them on, and which one the runtime loads by default."""
+    figures = {"split": QUANTIZATION_SPLIT, "decision": export_result.get("decision"),
+               "int8_op_types": export_result.get("int8_op_types")}
+    for variant in W2V_VARIANTS:
+        report = export_result[variant]
+        figures[f"{variant}_macro_f1"] = report["test"]["window"]["macro_f1"]
+        figures[f"{variant}_ms_per_window"] = report.get("ms_per_window")
+        figures[f"{variant}_size_bytes"] = report.get("size_bytes")
+    return figures
+
+
+def headline_metrics(split_metrics: dict | None) -> dict:
+    """Accuracy and macro-F1 per level (window, clip) of a trainer's split metrics, for the manifest."""
+    split_metrics = split_metrics or {}
+    return {level: {key: figures[key] for key in ("accuracy", "macro_f1") if key in figures}
+            for level, figures in split_metrics.items() if isinstance(figures, dict) and "accuracy" in figures}
 
 
 def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: StepOutcome,
@@ -273,17 +296,18 @@ def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: 
         temperature=float(head_result.get("temperature") or 1.0),
         training={"init": "pretrained", "checkpoint": f"{opts.yamnet_tflite.name} (AudioSet)",
                   "checkpoint_sha256": sha256_file(opts.yamnet_tflite),
-                  "head": head_result.get("head_config"), "training_windows": head_result.get("training_windows"),
-                  "val_metrics": (head_result.get("metrics") or {}).get("val")},
+                  "head": head_result.get("head_config"), "best_epoch": head_result.get("best_epoch"),
+                  "timing": head_result.get("timing"),
+                  "val_metrics": headline_metrics((head_result.get("metrics") or {}).get("val"))},
         extra={"parity": yamnet_export.result})
     w2v_training = {key: w2v_result.get(key) for key in ("init", "checkpoint", "config", "epochs", "best_epoch",
-                                                        "stopped_by", "minutes", "val_metrics")}
-    w2v_export_info = {k: v for k, v in w2v_export.result.items() if k not in ("files", "default_variant")}
+                                                        "stopped_by", "minutes")}
+    w2v_training["val_metrics"] = headline_metrics(w2v_result.get("val_metrics"))
     w2v_entry = model_entry(
-        WAV2VEC2_CONTRACT, w2v_files, staging, w2v_export.result.get("default_variant", "float"),
+        WAV2VEC2_CONTRACT, w2v_files, staging, w2v_export.result["default_variant"],
         temperature=float(w2v_result.get("temperature") or 1.0), training=w2v_training,
-        extra={"parity": w2v_export_info.pop("parity", {}), "quantization": w2v_export_info.pop("quantization", {}),
-               "export": w2v_export_info})
+        extra={"parity": {**w2v_export.result["parity"], "tolerance": w2v_export.result.get("float_tolerance")},
+               "quantization": _quantization(w2v_export.result), "opset": w2v_export.result.get("opset")})
     training_data = {"source": str(opts.data), "manifest_sha256": data.manifest_sha256, "clips": len(data.clips),
                      "split_file": str(data.split_file), "split_seed": opts.seed,
                      "split": {name: len(members) for name, members in data.split.items()}}
@@ -330,7 +354,7 @@ def run_build(opts: BuildOptions) -> dict:
     from .manifest import with_test_metrics
 
     started = time.perf_counter()
-    runner = StepRunner(build_dir() / STAMP_DIR_NAME, total=7 if opts.skip_eval else 8, force=opts.force)
+    runner = StepRunner(build_dir() / STAMP_DIR_NAME, total=6 if opts.skip_eval else 7, force=opts.force)
     if not opts.yamnet_tflite.is_file():
         raise BuildError(f"YAMNet base model not found: {opts.yamnet_tflite} (use --yamnet-tflite PATH)")
     log.info("[1/%d] prepare: dataset %s", runner.total, opts.data)
@@ -392,11 +416,11 @@ def _export_yamnet(opts: BuildOptions, head_dir: Path) -> dict:
 
 
 def _export_wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
-    from .wav2vec2_onnx import export_wav2vec2
+    from .wav2vec2_onnx import export_wav2vec2, pick_parity_clips
 
-    result = export_wav2vec2(model_dir, opts.staging, data.split["val"])
-    result["files"] = {variant: str(path) for variant, path in _wav2vec2_files(result).items()}
-    return result
+    # float vs int8 is decided on val: choosing on test would leak the test split into the model set
+    chosen = data.split[QUANTIZATION_SPLIT]
+    return export_wav2vec2(model_dir, opts.staging, pick_parity_clips(chosen), chosen, opts.cfg)
 
 
 def _log_summary(outcomes: list[StepOutcome], seconds: float, out: Path, document: dict, changed: bool) -> None:
@@ -414,6 +438,11 @@ def _log_summary(outcomes: list[StepOutcome], seconds: float, out: Path, documen
 
 
 # --- CLI -----------------------------------------------------------------------------------------
+
+def _quiet_anonymous_info(record: logging.LogRecord) -> bool:
+    """Drop INFO lines logged on the root logger (onnxruntime's quantiser prints one per tensor)."""
+    return record.name != "root" or record.levelno >= logging.WARNING
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nursery-monitor build-models", description=__doc__.split("\n\n")[0])
@@ -459,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build-models: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging("DEBUG" if args.verbose else cfg.log_level)
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_anonymous_info)
     try:
         run_build(options_from_args(args, cfg))
     except (BuildError, ModelError) as exc:

@@ -69,6 +69,7 @@ SPEED_RUNS = 50
 EVAL_BATCH = 32
 EVAL_THREADS = 2
 BYTES_PER_MB = 1024 * 1024
+VARIANTS = ("float", "int8")
 
 
 class ExportError(RuntimeError):
@@ -144,8 +145,6 @@ def _windows(clips: list[Clip], cfg: Config) -> WindowSet:
 def check_parity(model: Wav2Vec2ForSequenceClassification, float_path: Path, int8_path: Path,
                  parity_clips: list[Clip], cfg: Config) -> Parity:
     """torch vs ONNX logits on every window of real clips; raises ``ExportError`` when float disagrees."""
-    if len(parity_clips) < MIN_PARITY_CLIPS:
-        raise ValueError(f"parity needs at least {MIN_PARITY_CLIPS} clips, got {len(parity_clips)}")
     inputs = model_inputs(_windows(parity_clips, cfg).windows, cfg.preprocess)
     reference = predict_logits(model, inputs, EVAL_BATCH)
     float_logits = onnx_logits(create_session(float_path, EVAL_THREADS), inputs)
@@ -181,8 +180,11 @@ def export_wav2vec2(model_dir: Path, out_dir: Path, parity_clips: list[Clip], ev
                     cfg: Config | None = None) -> dict:
     """Export float + int8 to ``out_dir``, verify parity, measure size / speed / macro-F1 and pick the default.
 
-    ``eval_clips`` (the test split) gives the float vs int8 comparison; without it the parity clips do.
+    ``eval_clips`` decide float vs int8 (each variant's ``test`` figures are measured on them); pass the
+    validation split so the choice does not peek at the test split. Without them the parity clips are used.
     """
+    if len(parity_clips) < MIN_PARITY_CLIPS:
+        raise ValueError(f"parity needs at least {MIN_PARITY_CLIPS} clips, got {len(parity_clips)}")
     cfg = cfg or Config()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     temperature = float(read_metadata(model_dir).get("temperature", 1.0))
@@ -196,7 +198,7 @@ def export_wav2vec2(model_dir: Path, out_dir: Path, parity_clips: list[Clip], ev
     parity = check_parity(model, float_path, int8_path, parity_clips, cfg)
     eval_set = _windows(eval_clips or parity_clips, cfg)
     variants = {name: _variant_report(path, out_dir, evaluate_onnx(path, eval_set, cfg, temperature))
-                for name, path in (("float", float_path), ("int8", int8_path))}
+                for name, path in zip(VARIANTS, (float_path, int8_path), strict=True)}
     float_f1 = variants["float"]["test"]["window"]["macro_f1"]
     int8_f1 = variants["int8"]["test"]["window"]["macro_f1"]
     default = choose_variant(float_f1, int8_f1)
@@ -209,8 +211,8 @@ def export_wav2vec2(model_dir: Path, out_dir: Path, parity_clips: list[Clip], ev
         "int8_op_types": list(INT8_OP_TYPES),
         "temperature": temperature,
         "default_variant": default,
-        "decision": (f"{default}: int8 window macro-F1 {int8_f1:.4f} vs float {float_f1:.4f} "
-                     f"(int8 only if the drop is < {MAX_INT8_F1_DROP})"),
+        "decision": (f"{default}: int8 window macro-F1 {int8_f1:.4f} vs float {float_f1:.4f} on "
+                     f"{len(eval_clips or parity_clips)} clips (int8 only if the drop is < {MAX_INT8_F1_DROP})"),
     }
     log.info("wav2vec2 ONNX: float %.2f MB %.1f ms, int8 %.2f MB %.1f ms, parity %.1e / %.1e, default %s",
              variants["float"]["size_mb"], variants["float"]["ms_per_window"], variants["int8"]["size_mb"],
@@ -240,12 +242,25 @@ def main(argv: list[str] | None = None) -> dict:
         clips = load_dataset(manifest)
     except ValueError as exc:
         parser.error(str(exc))
+    cfg = load_config(args.config)
     split = load_or_make_split(clips, build_dir() / "split.json", SPLIT_SEED, manifest_sha256(manifest))
-    report = export_wav2vec2(model_dir, args.out or models_dir(), pick_parity_clips(split["test"]), split["test"],
-                             load_config(args.config))
+    report = export_wav2vec2(model_dir, args.out or models_dir(), pick_parity_clips(split["test"]), split["val"], cfg)
+    test_set = _windows(split["test"], cfg)
+    report["test_split"] = {name: evaluate_onnx(Path(report[name]["path"]), test_set, cfg, report["temperature"])
+                            for name in VARIANTS}
     (model_dir / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("parity", "default_variant", "decision")}, indent=1))
+    print(json.dumps({"parity": report["parity"], "default_variant": report["default_variant"],
+                      "decision": report["decision"],
+                      **{name: {"size_mb": report[name]["size_mb"], "ms_per_window": report[name]["ms_per_window"],
+                                "test_window": _headline(report["test_split"][name]["window"]),
+                                "test_clip": _headline(report["test_split"][name]["clip"])} for name in VARIANTS}},
+                     indent=1))
     return report
+
+
+def _headline(report: dict) -> dict:
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "recall": {label: figures["recall"] for label, figures in report["per_class"].items()}}
 
 
 if __name__ == "__main__":

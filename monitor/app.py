@@ -11,12 +11,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .audiofile import AudioFileError, file_info
+from .capture import FileReplaySource, MicSource, list_devices
 from .classify import Classifiers, classify_clip, load_classifiers
 from .config import Config
+from .health import StatusReporter, SystemdNotifier, Watchdog
 from .model_manifest import ModelError
+from .mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
+from .outbox import Outbox, OutboxError
+from .pipeline import Pipeline
+from .sinks import EventSink, FanoutSink, JsonlSink, MqttSink, PrintSink, SinkError
+
+OUTPUT_SETUP_ERRORS = (MqttSetupError, OutboxError, SinkError, OSError)
 
 log = logging.getLogger("monitor")
 
@@ -46,25 +55,46 @@ def outbox_path(cfg: Config) -> Path:
     return Path(base) / "outbox.sqlite"
 
 
-def build_sink(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool):
-    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox)."""
-    from .sinks import FanoutSink, JsonlSink, MqttSink, PrintSink
+@dataclass
+class Outputs:
+    """The event sink and, when MQTT is on, its publisher (for the connection state in status)."""
 
-    sinks = []
+    sink: EventSink
+    publisher: MqttPublisher | None = None
+
+    def refresh(self, reporter: StatusReporter) -> None:
+        if self.publisher is not None:
+            health = self.publisher.health()
+            reporter.set_mqtt_connected(health.connected, health.to_dict())
+
+
+def build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs | None:
+    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox).
+
+    None (after one clear line on stderr) when a setting makes an output unusable: missing password
+    variable, unreadable certificate, unwritable outbox or JSON-lines path.
+    """
+    try:
+        return _build_outputs(cfg, print_events=print_events, events_jsonl=events_jsonl, use_mqtt=use_mqtt)
+    except OUTPUT_SETUP_ERRORS as exc:
+        _fail(str(exc))
+        return None
+
+
+def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs:
+    sinks: list[EventSink] = []
     if print_events:
         sinks.append(PrintSink(sys.stdout))
     if events_jsonl:
         sinks.append(JsonlSink(events_jsonl))
+    publisher = None
     if use_mqtt and cfg.mqtt.enabled:
-        from .mqtt import MqttPublisher
-        from .outbox import Outbox
-
         path = outbox_path(cfg)
         path.parent.mkdir(parents=True, exist_ok=True)
-        publisher = MqttPublisher(cfg.mqtt, cfg.device_id, Outbox(path))
+        publisher = MqttPublisher(resolve_mqtt_paths(cfg), cfg.device_id, Outbox(path, cfg.mqtt.outbox_max_rows))
         publisher.start()
         sinks.append(MqttSink(publisher))
-    return FanoutSink(sinks)
+    return Outputs(FanoutSink(sinks), publisher)
 
 
 @contextmanager
@@ -84,43 +114,46 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _run_pipeline(cfg: Config, classifiers: Classifiers, source, sink, stop: threading.Event,
-                  notifier=None, watchdog=None, status_provider=None) -> int:
-    from .pipeline import Pipeline
-
-    pipeline = Pipeline(cfg, classifiers, sink, heartbeat=watchdog.heartbeat if watchdog else None)
-    pipeline.status_provider = status_provider
-    if notifier is not None:
-        notifier.ready()
+def _run(pipeline: Pipeline, source, outputs: Outputs, stop: threading.Event, watchdog: Watchdog | None = None) -> None:
+    if pipeline.notifier is not None:
+        pipeline.notifier.ready()
     try:
         stats = pipeline.run(source, stop)
     finally:
-        if notifier is not None:
-            notifier.stopping()
+        if pipeline.notifier is not None:
+            pipeline.notifier.stopping()
         if watchdog is not None:
             watchdog.stop()
-        sink.close(timeout=cfg.health.shutdown_seconds)
+        outputs.sink.close(timeout=pipeline.cfg.health.shutdown_seconds)
     log.info("processed %.1f s of audio in %.1f s: %d windows, %.1f%% gated in, %d event messages",
              stats.audio_seconds, stats.processing_seconds, stats.windows, 100 * stats.gate_pass_fraction,
              len(stats.events))
-    return EXIT_OK
 
 
 def run_live(cfg: Config, args: argparse.Namespace) -> int:
-    from .capture import MicSource
-    from .health import SystemdNotifier, Watchdog
-
     classifiers = _load_models(cfg)
     if classifiers is None:
         return EXIT_FAILURE
     notifier = SystemdNotifier()
     watchdog = Watchdog(notifier, cfg.health.stall_seconds)
-    watchdog.start()
     with stop_on_signals() as stop:
-        sink = build_sink(cfg, print_events=True, events_jsonl=None, use_mqtt=True)
-        source = MicSource(cfg.audio, cfg.preprocess, stop_event=stop)
-        return _run_pipeline(cfg, classifiers, source, sink, stop, notifier, watchdog,
-                             status_provider=lambda: source.stats().to_dict())
+        outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True)
+        if outputs is None:
+            return EXIT_FAILURE
+        source: MicSource | None = None
+
+        def refresh(reporter: StatusReporter) -> None:
+            outputs.refresh(reporter)
+            if source is not None:
+                reporter.update_mic(source.stats())
+
+        pipeline = Pipeline(cfg, classifiers, outputs.sink, heartbeat=watchdog.heartbeat, notifier=notifier,
+                            refresh_status=refresh)
+        source = MicSource(cfg.audio, cfg.preprocess, stop_event=stop, on_idle=pipeline.idle)
+        watchdog.start()
+        with source:
+            _run(pipeline, source, outputs, stop, watchdog)
+    return EXIT_OK
 
 
 def _readable_files(paths: list[str]) -> tuple[list[str], list[str]]:
@@ -138,8 +171,6 @@ def _readable_files(paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run_replay(cfg: Config, args: argparse.Namespace) -> int:
-    from .capture import FileReplaySource
-
     good, bad = _readable_files(args.files)
     if not good:
         return EXIT_FAILURE
@@ -147,11 +178,15 @@ def run_replay(cfg: Config, args: argparse.Namespace) -> int:
     if classifiers is None:
         return EXIT_FAILURE
     with stop_on_signals() as stop:
-        sink = build_sink(cfg, print_events=not args.quiet and args.events_jsonl != "-",
-                          events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt)
-        source = FileReplaySource(good, cfg.audio, cfg.preprocess, realtime=args.realtime, stop_event=stop)
+        outputs = build_outputs(cfg, print_events=not args.quiet and args.events_jsonl != "-",
+                                events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt)
+        if outputs is None:
+            return EXIT_FAILURE
+        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh)
+        source = FileReplaySource(good, cfg.audio, cfg.preprocess, realtime=args.realtime, stop_event=stop,
+                                  on_file=lambda segment: log.info("replaying %s", segment.path))
         try:
-            _run_pipeline(cfg, classifiers, source, sink, stop)
+            _run(pipeline, source, outputs, stop)
         except AudioFileError as exc:
             return _fail(str(exc))
     return EXIT_FAILURE if bad else EXIT_OK
@@ -178,8 +213,6 @@ def classify_files(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def list_input_devices(cfg: Config, args: argparse.Namespace) -> int:
-    from .capture import list_devices
-
     try:
         for line in list_devices():
             print(line)

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -146,7 +146,7 @@ class FileReplaySource:
         self._audio_clock = AudioClock()
         self._started_at: float | None = None
         self.segments: list[FileSegment] = []
-        """Files replayed so far, with their place on the audio clock (and the error of a bad one)."""
+        """Files replayed to their end or rejected (with ``error``), with their place on the audio clock."""
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -179,11 +179,11 @@ class FileReplaySource:
         for samples in iter_conditioned_blocks(path, self.preprocess_cfg, self.audio_cfg.block_seconds):
             if self.stop_event.is_set():
                 return
-            block = self._audio_clock.stamp(samples, discontinuity)
-            discontinuity = False
-            if self.realtime and not self._wait_until_due(block.end_seconds):
+            ends_at = self._audio_clock.seconds + samples.size / SAMPLE_RATE
+            if self.realtime and not self._wait_until_due(ends_at):
                 return
-            yield block
+            yield self._audio_clock.stamp(samples, discontinuity)
+            discontinuity = False
 
     def _wait_until_due(self, audio_seconds: float) -> bool:
         """Sleep until ``audio_seconds`` of wall time have passed since replay began; False if stopped."""
@@ -239,6 +239,10 @@ class InputDevice:
     channels: int
     default_rate: float
     is_default: bool
+
+    def __str__(self) -> str:
+        default = " (default)" if self.is_default else ""
+        return f"{self.index}: {self.name} - {self.channels} ch, {self.default_rate:.0f} Hz{default}"
 
 
 def list_devices(query: Callable[[], Any] | None = None) -> list[InputDevice]:
@@ -337,6 +341,10 @@ class MicStats:
     last_error: str | None
     reopened: int
     capture_rate: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the status message (``mic`` fields)."""
+        return asdict(self)
 
 
 class Backoff:

@@ -81,29 +81,33 @@ class PreprocessConfig:
 class GateConfig:
     """Cheap VAD + energy gate in front of the models."""
 
-    vad_aggressiveness: int = setting(1, "webrtcvad aggressiveness, 0 (lenient) to 3 (strict).", lo=0, hi=3)
+    vad_aggressiveness: int = setting(3, "webrtcvad aggressiveness, 0 (lenient) to 3 (strict).", lo=0, hi=3)
     vad_min_fraction: float = setting(
-        0.1, "A window passes on VAD when at least this fraction of its 30 ms frames are voiced.", lo=0.0, hi=1.0)
-    energy_margin_db: float = setting(
-        6.0, "A window passes on energy when a frame is this far above the rolling noise floor.", lo=0.0, hi=40.0)
-    noise_floor_seconds: float = setting(30.0, "History the rolling noise floor is estimated over.", lo=2.0, hi=600.0)
-    noise_floor_percentile: float = setting(20.0, "Percentile of frame levels taken as the noise floor.",
-                                            lo=1.0, hi=50.0)
-    silence_dbfs: float = setting(-65.0, "Frames quieter than this never pass, whatever the floor.",
-                                  lo=-120.0, hi=-20.0)
-    hangover_windows: int = setting(2, "Keep passing this many windows after the last one that passed.", lo=0, hi=20)
-    energy_min_fraction: float = setting(
-        0.05, "A window passes on energy when at least this fraction of its 30 ms frames clear the floor margin "
-        "(0.05 = 2 frames, 60 ms).", lo=0.0, hi=1.0)
-    noise_floor_warmup_seconds: float = setting(
-        3.0, "Until this much audio was heard the floor is unknown and every frame above silence_dbfs counts "
-        "as loud.", lo=0.0, hi=600.0)
+        0.35, "A window passes on VAD when at least this fraction of its 30 ms frames are voiced (and clear "
+        "vad_margin_db).", lo=0.0, hi=1.0)
     vad_margin_db: float = setting(
-        3.0, "Voiced frames count only this far above the floor: webrtcvad calls loud steady rumble voice.",
+        6.0, "Voiced frames count only this far above the noise floor (webrtcvad calls some steady noise voice).",
         lo=0.0, hi=40.0)
-    band_low_hz: float = setting(
-        150.0, "Gate levels are measured above this frequency, so room rumble (wind, traffic, handling) does not "
-        "mask a cry (infant cry F0 is 250-600 Hz); 0 = full band.", lo=0.0, hi=1000.0)
+    energy_margin_db: float = setting(
+        10.0, "A frame is loud when it is this far above the rolling noise floor.", lo=0.0, hi=40.0)
+    energy_min_fraction: float = setting(
+        0.1, "A window passes on energy when at least this fraction of its 30 ms frames are loud "
+        "(0.1 = 4 frames, ~0.1 s).", lo=0.0, hi=1.0)
+    noise_floor_seconds: float = setting(30.0, "History the rolling noise floor is estimated over.", lo=2.0, hi=600.0)
+    noise_floor_percentile: float = setting(
+        5.0, "Percentile of frame levels taken as the noise floor: low, so a cry never becomes the floor unless it "
+        "fills (100 - this)% of the history, and a quieter room is followed within this % of it.", lo=1.0, hi=50.0)
+    noise_floor_warmup_seconds: float = setting(
+        10.0, "The floor is estimated as if at least this much audio had been heard, the unheard part counting as "
+        "quieter than anything: every frame above silence_dbfs passes until the floor is known, and a cry at "
+        "stream start does not become the floor.", lo=0.0, hi=600.0)
+    silence_dbfs: float = setting(-70.0, "Frames quieter than this (above highpass_hz) never pass, whatever the floor.",
+                                  lo=-120.0, hi=-20.0)
+    highpass_hz: float = setting(
+        150.0, "The gate listens above this frequency (FIR high-pass), so low rumble (wind, traffic, handling) "
+        "neither masks a cry (infant cry F0 is 250-600 Hz) nor looks like voice to webrtcvad; 0 = full band.",
+        lo=0.0, hi=1000.0)
+    hangover_windows: int = setting(2, "Keep passing this many windows after the last one that passed.", lo=0, hi=20)
 
 
 @dataclass
@@ -179,8 +183,8 @@ class MqttConfig:
     outbox_path: str | None = setting(
         None, "SQLite queue of undelivered events; null = $STATE_DIRECTORY or ./state, file outbox.sqlite.")
     outbox_max_rows: int = setting(
-        10000, "Most undelivered messages kept while the broker is away; when full the oldest state messages, "
-        "then the oldest events, are dropped with a warning.", lo=10, hi=1_000_000)
+        10000, "Most undelivered messages kept while the broker is away; when full, superseded state messages "
+        "go first, then the oldest events, each with a warning.", lo=10, hi=1_000_000)
     discovery: bool = setting(False, "Publish Home Assistant discovery for the crying/screaming binary sensors.")
     discovery_prefix: str = setting("homeassistant", "Home Assistant discovery prefix.")
     tls: TlsConfig = section(TlsConfig)

@@ -2,14 +2,15 @@
 
 A window passes when enough of its 30 ms frames are voiced (webrtcvad) and stand a little out of
 the room's noise floor, or when enough frames stand clearly out of it. The floor is a low
-percentile of the frame levels over a long horizon, so it follows a room that gets noisier but
-does not climb into a cry that lasts several seconds. Until the floor is known everything above
-``silence_dbfs`` passes: the gate must never lose a cry, skipping is only a CPU saving.
+percentile of the frame levels over a long horizon: it follows a room that gets noisier, drops
+quickly with a room that gets quieter, and does not climb into a cry of several seconds. Until
+the floor is known everything above ``silence_dbfs`` passes: the gate must never lose a cry,
+skipping is only a CPU saving.
 
-Levels for the decisions are measured above ``band_low_hz``: loud low rumble (wind, traffic,
-handling noise) would otherwise raise the floor over a cry, and webrtcvad calls such rumble voice.
+The gate listens through a high-pass (``highpass_hz``): loud low rumble (wind, traffic, handling
+noise) would otherwise lift the floor over a cry, and webrtcvad calls such rumble voice.
 
-Per window only the frames of ``window.new_samples`` are analysed (level, peak, VAD); the frames
+Per window only ``window.new_samples`` are filtered and analysed (levels, peak, VAD); the frames
 of the overlap come from a small cache, so a 0.5 s hop costs ~17 VAD calls, not ~33.
 """
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 PCM16_FULL_SCALE = 32767
 """webrtcvad takes 16-bit PCM."""
+
+HIGHPASS_TAPS = 511
+"""Blackman windowed-sinc FIR: at 150 Hz, -48 dB at 80 Hz, -0.3 dB at 200 Hz; 16 ms group delay."""
 
 FRAME_SECONDS = VAD_FRAME_SAMPLES / SAMPLE_RATE
 FRAMES_PER_WINDOW = WINDOW_SAMPLES // VAD_FRAME_SAMPLES
@@ -51,17 +55,17 @@ class GateDecision:
     """Full-band RMS level of the window's whole 30 ms frames (the scale of ``preprocess.rms_dbfs``)."""
     peak_dbfs: float
     noise_floor_dbfs: float
-    """The room's floor (band level) from the history so far; ``silence_dbfs`` before any history."""
+    """The room's floor (high-passed frame level); ``silence_dbfs`` while it is not known yet."""
     voiced_fraction: float
     """Fraction of the window's frames webrtcvad calls voice (before the floor check)."""
     reason: str
     """voice | energy | warmup | hangover (passed), silence | below-floor (skipped)."""
-    band_level_dbfs: float = 0.0
-    """The level above ``band_low_hz`` that the decisions use."""
-    floor_known: bool = True
+    band_level_dbfs: float
+    """The high-passed level the decisions use."""
+    floor_known: bool
 
 
-# --- pure per-frame measurements -------------------------------------------------------------
+# --- pure signal helpers ---------------------------------------------------------------------
 
 def power_to_dbfs(power: np.ndarray | float) -> np.ndarray:
     """Mean-square power -> dBFS; silence -> about -120 dBFS (EPSILON guards the log)."""
@@ -78,38 +82,71 @@ def frame_powers(frames: np.ndarray) -> np.ndarray:
     return np.mean(np.square(frames, dtype=np.float64), axis=1)
 
 
-def frame_band_powers(frames: np.ndarray, low_hz: float) -> np.ndarray:
-    """Mean-square power of each frame above ``low_hz`` (Hann-windowed spectrum, power-corrected)."""
-    if low_hz <= 0 or not frames.size:
-        return frame_powers(frames)
-    size = frames.shape[1]
-    taper = np.hanning(size)
-    taper /= np.sqrt(np.mean(np.square(taper)))
-    spectrum = np.square(np.abs(np.fft.rfft(frames * taper, axis=1)))
-    one_sided = np.full(spectrum.shape[1], 2.0)
-    one_sided[0] = 1.0
-    if size % 2 == 0:
-        one_sided[-1] = 1.0
-    in_band = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE) >= low_hz
-    return (spectrum[:, in_band] @ one_sided[in_band]) / (size * size)
-
-
 def frame_peaks_dbfs(frames: np.ndarray) -> np.ndarray:
     peaks = np.max(np.abs(frames), axis=1) if frames.size else np.zeros(0)
     return power_to_dbfs(np.square(peaks, dtype=np.float64))
 
 
-def frame_levels_dbfs(samples: np.ndarray, frame: int = VAD_FRAME_SAMPLES, low_hz: float = 0.0) -> np.ndarray:
-    """RMS level of each whole frame of ``samples`` in dBFS (above ``low_hz`` when it is set)."""
-    return power_to_dbfs(frame_band_powers(split_frames(samples, frame), low_hz))
+def frame_levels_dbfs(samples: np.ndarray, frame: int = VAD_FRAME_SAMPLES) -> np.ndarray:
+    """RMS level of each whole frame of ``samples`` in dBFS."""
+    return power_to_dbfs(frame_powers(split_frames(samples, frame)))
 
 
 def to_pcm16(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, -1.0, 1.0) * PCM16_FULL_SCALE).astype("<i2")
 
 
+def highpass_kernel(cutoff_hz: float, taps: int = HIGHPASS_TAPS) -> np.ndarray:
+    """Linear-phase FIR high-pass: a unit impulse minus a Blackman windowed-sinc low-pass."""
+    if taps % 2 == 0 or not 0 < cutoff_hz < SAMPLE_RATE / 2:
+        raise ValueError(f"high-pass needs an odd tap count and 0 < cutoff < {SAMPLE_RATE // 2} Hz, "
+                         f"got {taps} taps at {cutoff_hz} Hz")
+    offsets = np.arange(taps) - (taps - 1) / 2
+    lowpass = np.sinc(2 * cutoff_hz / SAMPLE_RATE * offsets) * np.blackman(taps)
+    kernel = -lowpass / lowpass.sum()
+    kernel[(taps - 1) // 2] += 1.0
+    return kernel
+
+
+class HighPassFilter:
+    """Streaming FIR (overlap-save through the FFT); the last taps-1 input samples are carried over."""
+
+    MAX_CACHED_SPECTRA = 8
+
+    def __init__(self, cutoff_hz: float, taps: int = HIGHPASS_TAPS):
+        self._kernel = highpass_kernel(cutoff_hz, taps) if cutoff_hz > 0 else None
+        self._spectra: dict[int, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        size = 0 if self._kernel is None else self._kernel.size - 1
+        self._history = np.zeros(size, dtype=np.float64)
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32)
+        if self._kernel is None or not samples.size:
+            return samples.copy()
+        buffer = np.concatenate([self._history, samples])
+        size = 1 << int(np.ceil(np.log2(buffer.size)))
+        filtered = np.fft.irfft(np.fft.rfft(buffer, size) * self._spectrum(size), size)
+        self._history = buffer[buffer.size - self._history.size:]
+        return filtered[self._history.size:buffer.size].astype(np.float32)
+
+    def _spectrum(self, size: int) -> np.ndarray:
+        if size not in self._spectra:
+            if len(self._spectra) >= self.MAX_CACHED_SPECTRA:
+                self._spectra.clear()
+            self._spectra[size] = np.fft.rfft(self._kernel, size)
+        return self._spectra[size]
+
+
 class NoiseFloorTracker:
-    """A low percentile of the recent frame levels, over a fixed-size ring (bounded memory)."""
+    """A low percentile of the recent frame levels, over a fixed-size ring (bounded memory).
+
+    Until ``min_frames`` were heard, the percentile is taken as if they had been, the missing ones
+    counting as quieter than anything: the floor stays unknown (permissive) until (100 - percentile)%
+    of ``min_frames`` were heard, then starts at the quietest frame and rises to the percentile.
+    """
 
     def __init__(self, horizon_frames: int, percentile: float, min_frames: int):
         if horizon_frames < 1 or not 0 <= percentile <= 100:
@@ -137,10 +174,6 @@ class NoiseFloorTracker:
     def count(self) -> int:
         return self._count
 
-    @property
-    def known(self) -> bool:
-        return self._count >= self.min_frames
-
     def add(self, levels_dbfs: np.ndarray) -> None:
         levels = np.asarray(levels_dbfs, dtype=np.float64).ravel()[-self.capacity:]
         slots = (self._next + np.arange(levels.size)) % self.capacity
@@ -148,11 +181,20 @@ class NoiseFloorTracker:
         self._next = (self._next + levels.size) % self.capacity
         self._count = min(self.capacity, self._count + levels.size)
 
-    def estimate(self, default: float) -> float:
-        """The floor from the history so far; ``default`` when there is none."""
-        if self._count == 0:
-            return float(default)
-        return float(np.percentile(self._levels[:self._count], self.percentile))
+    def _rank(self) -> int:
+        assumed = max(self._count, self.min_frames)
+        return int(self.percentile / 100 * (assumed - 1)) - (assumed - self._count)
+
+    @property
+    def known(self) -> bool:
+        return self._count > 0 and self._rank() >= 0
+
+    def floor_dbfs(self) -> float | None:
+        """The floor, or None while it is not known."""
+        if not self.known:
+            return None
+        rank = self._rank()
+        return float(np.partition(self._levels[:self._count], rank)[rank])
 
 
 # --- the gate --------------------------------------------------------------------------------
@@ -188,17 +230,8 @@ class _FrameCache:
         return np.arange(first, max(first, last)) % FRAME_CACHE_SIZE
 
 
-@dataclass(frozen=True)
-class _WindowFrames:
-    """The cached per-frame results of one window."""
-
-    power: np.ndarray
-    band_db: np.ndarray
-    peak_db: np.ndarray
-    voiced: np.ndarray
-
-    def level_dbfs(self, values: np.ndarray) -> float:
-        return float(power_to_dbfs(np.mean(values))) if values.size else float(power_to_dbfs(0.0))
+def _mean_level_dbfs(powers: np.ndarray) -> float:
+    return float(power_to_dbfs(np.mean(powers) if powers.size else 0.0))
 
 
 class Gate:
@@ -207,79 +240,84 @@ class Gate:
     def __init__(self, cfg: GateConfig):
         self.cfg = cfg
         self._vad = webrtcvad.Vad(cfg.vad_aggressiveness)
+        self._highpass = HighPassFilter(cfg.highpass_hz)
         self.floor = NoiseFloorTracker.from_config(cfg)
         self.reset()
 
     def reset(self) -> None:
         """Forget the room (noise floor), the frame cache and the hangover: a new stream starts."""
         self.floor.reset()
-        self._cache: _FrameCache | None = None
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._restart_frames(origin=0)
+        self._started = False
         self._hangover_left = 0
 
     def assess(self, window: Window) -> GateDecision:
         cache = self._analyse_new_samples(window)
         slots = cache.slots_within(window.start_sample, window.end_sample)
-        frames = _WindowFrames(cache.power[slots], cache.band_db[slots], cache.peak_db[slots], cache.voiced[slots])
-        floor_db = self.floor.estimate(default=self.cfg.silence_dbfs)
-        reason = self._decide(frames, floor_db, self.floor.known)
+        band_db = cache.band_db[slots]
+        voiced = cache.voiced[slots]
+        floor_db = self.floor.floor_dbfs()
+        reason = self._decide(band_db, voiced, floor_db)
         return GateDecision(
             passed=reason in PASS_REASONS,
-            level_dbfs=frames.level_dbfs(frames.power),
-            peak_dbfs=float(np.max(frames.peak_db)) if slots.size else float(power_to_dbfs(0.0)),
-            noise_floor_dbfs=floor_db,
-            voiced_fraction=float(np.mean(frames.voiced)) if slots.size else 0.0,
+            level_dbfs=_mean_level_dbfs(cache.power[slots]),
+            peak_dbfs=float(np.max(cache.peak_db[slots])) if slots.size else float(power_to_dbfs(0.0)),
+            noise_floor_dbfs=self.cfg.silence_dbfs if floor_db is None else floor_db,
+            voiced_fraction=float(np.mean(voiced)) if slots.size else 0.0,
             reason=reason,
-            band_level_dbfs=frames.level_dbfs(np.power(10.0, frames.band_db / 10.0)),
-            floor_known=self.floor.known,
+            band_level_dbfs=_mean_level_dbfs(np.power(10.0, band_db / 10.0)),
+            floor_known=floor_db is not None,
         )
 
-    def _decide(self, frames: _WindowFrames, floor_db: float, floor_known: bool) -> str:
+    def _decide(self, band_db: np.ndarray, voiced: np.ndarray, floor_db: float | None) -> str:
+        """Frame tests -> reason; while the floor is unknown every audible frame counts as loud."""
         cfg = self.cfg
-        if not frames.band_db.size:
-            return self._hangover_or(REASON_SILENCE)
-        audible = frames.band_db >= cfg.silence_dbfs
-        if floor_known:
-            loud = audible & (frames.band_db >= floor_db + cfg.energy_margin_db)
-            voiced = audible & frames.voiced & (frames.band_db >= floor_db + cfg.vad_margin_db)
+        audible = band_db >= cfg.silence_dbfs
+        if floor_db is None:
+            loud, voice = audible, audible & voiced
         else:
-            loud = audible
-            voiced = audible & frames.voiced
-        if np.any(voiced) and np.mean(voiced) >= cfg.vad_min_fraction:
+            loud = audible & (band_db >= floor_db + cfg.energy_margin_db)
+            voice = audible & voiced & (band_db >= floor_db + cfg.vad_margin_db)
+        if voice.any() and voice.mean() >= cfg.vad_min_fraction:
             reason = REASON_VOICE
-        elif np.any(loud) and np.mean(loud) >= cfg.energy_min_fraction:
-            reason = REASON_ENERGY if floor_known else REASON_WARMUP
+        elif loud.any() and loud.mean() >= cfg.energy_min_fraction:
+            reason = REASON_WARMUP if floor_db is None else REASON_ENERGY
+        elif self._hangover_left > 0:
+            self._hangover_left -= 1
+            return REASON_HANGOVER
         else:
-            return self._hangover_or(REASON_BELOW_FLOOR if np.any(audible) else REASON_SILENCE)
+            return REASON_BELOW_FLOOR if audible.any() else REASON_SILENCE
         self._hangover_left = cfg.hangover_windows
         return reason
 
-    def _hangover_or(self, skip_reason: str) -> str:
-        if self._hangover_left > 0:
-            self._hangover_left -= 1
-            return REASON_HANGOVER
-        return skip_reason
+    def _restart_frames(self, origin: int) -> None:
+        self._cache = _FrameCache(origin=origin)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_filtered = np.zeros(0, dtype=np.float32)
+        self._highpass.reset()
 
     def _analyse_new_samples(self, window: Window) -> _FrameCache:
-        """Analyse the whole frames completed by ``window.new_samples``; feed their levels to the floor."""
+        """Filter and analyse the whole frames completed by ``window.new_samples``; feed the floor."""
         new = np.asarray(window.new_samples, dtype=np.float32)
         new_start = window.end_sample - new.size
-        if self._cache is None or new_start != self._stream_position(self._cache):
-            if self._cache is not None:
-                log.debug("gate: audio discontinuity at sample %s (expected %s); frame cache restarted",
-                          new_start, self._stream_position(self._cache))
-            self._cache = _FrameCache(origin=new_start)
-            self._pending = np.zeros(0, dtype=np.float32)
-        audio = np.concatenate([self._pending, new]) if self._pending.size else new
-        frames = split_frames(audio)
-        self._pending = audio[frames.size:].copy()
+        if not self._started or new_start != self._stream_position():
+            if self._started:
+                log.debug("gate: audio discontinuity at sample %s (expected %s); frame analysis restarted",
+                          new_start, self._stream_position())
+            self._restart_frames(origin=new_start)
+            self._started = True
+        audio = np.concatenate([self._pending, new])
+        filtered = np.concatenate([self._pending_filtered, self._highpass.process(new)])
+        frames, filtered_frames = split_frames(audio), split_frames(filtered)
+        self._pending, self._pending_filtered = audio[frames.size:].copy(), filtered[frames.size:].copy()
         if len(frames):
-            band_db = power_to_dbfs(frame_band_powers(frames, self.cfg.band_low_hz))
-            voiced = np.array([self._vad.is_speech(row.tobytes(), SAMPLE_RATE) for row in to_pcm16(frames)])
-            self._cache.store(frame_powers(frames), band_db, frame_peaks_dbfs(frames), voiced.astype(bool))
+            band_db = power_to_dbfs(frame_powers(filtered_frames))
+            voiced = np.array([self._vad.is_speech(row.tobytes(), SAMPLE_RATE) for row in to_pcm16(filtered_frames)],
+                              dtype=bool)
+            self._cache.store(frame_powers(frames), band_db, frame_peaks_dbfs(frames), voiced)
             self.floor.add(band_db)
         return self._cache
 
-    def _stream_position(self, cache: _FrameCache) -> int:
+    def _stream_position(self) -> int:
         """Absolute sample index just after the last sample seen (including the pending partial frame)."""
-        return cache.origin + cache.next_frame * VAD_FRAME_SAMPLES + self._pending.size
+        return self._cache.origin + self._cache.next_frame * VAD_FRAME_SAMPLES + self._pending.size

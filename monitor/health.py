@@ -253,6 +253,7 @@ class RuntimeStats:
     dropped_blocks: int = 0
     mic_error: str | None = None
     mqtt_connected: bool | None = None
+    mqtt: dict[str, Any] | None = None
 
     def reset_interval(self) -> None:
         self.sum_squares, self.samples, self.peak = 0.0, 0, 0.0
@@ -297,8 +298,10 @@ class StatusReporter:
         self.stats.dropped_blocks = mic.dropped_blocks
         self.stats.mic_error = mic.last_error
 
-    def set_mqtt_connected(self, connected: bool) -> None:
+    def set_mqtt_connected(self, connected: bool, details: dict[str, Any] | None = None) -> None:
+        """``details``: the publisher's last error, failed connects and outbox counts."""
         self.stats.mqtt_connected = connected
+        self.stats.mqtt = details
 
     def due(self, now: float | None = None) -> bool:
         now = self._clock() if now is None else now
@@ -339,6 +342,7 @@ def build_status(stats: RuntimeStats, uptime_seconds: float, interval_seconds: f
         "windows_processed": stats.windows_processed,
         "events_raised": stats.events_raised,
         "mqtt_connected": stats.mqtt_connected,
+        "mqtt": stats.mqtt,
     }
 
 

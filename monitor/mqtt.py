@@ -3,8 +3,10 @@
 Topics, for ``<prefix>/<device_id>``:
 
 - ``.../event``: every event message (start / update / end), QoS 1, not retained. Delivery is
-  at-least-once: each message carries ``message_id`` (``<event_id>:<seq>``); a crash between the
-  broker's PUBACK and the outbox ack re-sends that one message after restart, so consumers dedupe on it.
+  at-least-once: each message carries ``message_id`` (``<event_id>:<seq>``). In normal operation,
+  outages included, each is published once; a lost PUBACK (the connection drops just after the broker
+  took the message) or a crash between PUBACK and outbox ack sends that one message again, so
+  consumers dedupe on ``message_id``.
 - ``.../state/crying``, ``.../state/screaming``: retained ``ON`` / ``OFF``; ``ON`` on an event's start,
   ``OFF`` on its end, and ``OFF`` at every start (a fresh process has no event open).
 - ``.../status``: retained ``online`` / ``offline``; the broker publishes ``offline`` (last will) when
@@ -29,14 +31,14 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .config import MqttConfig
+from .config import Config, HealthConfig, MqttConfig
 from .constants import ALERT_LABELS
 from .outbox import Outbox, OutboxMessage
 
@@ -90,6 +92,18 @@ class PublisherHealth:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_mqtt_paths(cfg: Config) -> MqttConfig:
+    """``cfg.mqtt`` with its file settings (password, TLS) taken relative to the config file."""
+    mqtt, tls = cfg.mqtt, cfg.mqtt.tls
+
+    def resolved(value: str | None) -> str | None:
+        return None if value is None else str(cfg.resolve_path(value))
+
+    return replace(mqtt, password_file=resolved(mqtt.password_file),
+                   tls=replace(tls, ca_file=resolved(tls.ca_file), cert_file=resolved(tls.cert_file),
+                               key_file=resolved(tls.key_file)))
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -208,6 +222,8 @@ class MqttPublisher:
 
     def start(self) -> None:
         """Connect in the background (never blocks, also not when the broker is down) and start sending."""
+        if self._sender is not None:
+            raise RuntimeError("MqttPublisher.start() called twice: one sender keeps the order")
         for topic in self.topics.state.values():
             self.outbox.put(topic, STATE_OFF.encode(), message_id=f"start:{uuid.uuid4()}:{topic}", qos=STATE_QOS,
                             retain=True, is_event=False)
@@ -261,10 +277,13 @@ class MqttPublisher:
         info = self._client.publish(self.topics.health, _to_json(payload), qos=HEALTH_QOS, retain=False)
         return info.rc == paho.MQTT_ERR_SUCCESS
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Deliver what can be delivered, publish ``offline``, disconnect; returns within ``timeout``."""
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what can be delivered, publish ``offline``, disconnect; returns within ``timeout``
+        (default ``health.shutdown_seconds``). Undelivered messages stay in the outbox for the next start."""
         if self._stop.is_set():
             return
+        if timeout is None:
+            timeout = HealthConfig().shutdown_seconds
         deadline = time.monotonic() + timeout
         while self.connected and len(self.outbox) and time.monotonic() < deadline:
             time.sleep(_WAIT_SLICE_SECONDS)
@@ -298,15 +317,22 @@ class MqttPublisher:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            if not self._connected.wait(_WAIT_SLICE_SECONDS):
-                continue
-            self._wake.clear()
-            head = self.outbox.peek_batch(1)
-            if not head:
-                self._wake.wait(_WAIT_SLICE_SECONDS)
-                continue
-            if self._deliver(head[0]):
-                self.outbox.ack(head[0].row_id)
+            try:
+                self._send_next()
+            except Exception as exc:  # a disk error must not silently end delivery: say so, back off, retry
+                log.error("MQTT: the outbox sender failed: %s; retrying", one_line(exc))
+                self._stop.wait(self.cfg.reconnect_max_seconds)
+
+    def _send_next(self) -> None:
+        if not self._connected.wait(_WAIT_SLICE_SECONDS):
+            return
+        self._wake.clear()
+        head = self.outbox.peek_batch(1)
+        if not head:
+            self._wake.wait(_WAIT_SLICE_SECONDS)
+            return
+        if self._deliver(head[0]):
+            self.outbox.ack(head[0].row_id)
 
     def _deliver(self, message: OutboxMessage) -> bool:
         """Hand the message to paho once and wait for its PUBACK: paho itself re-sends it after a reconnect."""

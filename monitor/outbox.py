@@ -7,6 +7,9 @@ WAL journaling with ``synchronous=FULL`` makes each committed ``put`` survive a 
 Delivery is at-least-once: a crash after the broker's PUBACK but before ``ack`` sends that message
 again on restart. Consumers dedupe on ``message_id``, which the outbox itself never stores twice
 (also not shortly after it was delivered: recently acked ids are remembered).
+
+The outbox is bounded (``mqtt.outbox_max_rows``). When it is full, a superseded state message
+goes first, then the oldest event; every drop is logged and counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -134,11 +137,22 @@ class Outbox:
                    for table in ("outbox", "delivered"))
 
     def _drop_one(self) -> None:
-        """Make room: the oldest non-event message (a superseded state, say) goes first, then the oldest event."""
+        """Make room: a superseded state message goes first, then the oldest event, never silently.
+
+        A non-event message with a newer one on the same topic (a retained state that was ON and is
+        now OFF) carries no information any more; the newest message on each state topic is the
+        current truth, so it is kept longer than old event history.
+        """
         row = self._db.execute(
-            "SELECT row_id, message_id, topic, is_event FROM outbox ORDER BY is_event, row_id LIMIT 1").fetchone()
+            "SELECT row_id, message_id, topic, is_event FROM outbox AS old WHERE is_event = 0"
+            " AND EXISTS (SELECT 1 FROM outbox AS new WHERE new.topic = old.topic AND new.row_id > old.row_id)"
+            " ORDER BY row_id LIMIT 1").fetchone()
+        if row is None:
+            row = self._db.execute(
+                "SELECT row_id, message_id, topic, is_event FROM outbox ORDER BY is_event DESC, row_id LIMIT 1"
+            ).fetchone()
         row_id, message_id, topic, is_event = row
         self._db.execute("DELETE FROM outbox WHERE row_id = ?", (row_id,))
         self.dropped += 1
         log.warning("MQTT outbox full (%d messages): dropped the oldest %s %s on %s",
-                    self.max_rows, "event" if is_event else "message", message_id, topic)
+                    self.max_rows, "event" if is_event else "superseded message", message_id, topic)

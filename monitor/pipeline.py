@@ -24,6 +24,7 @@ from .constants import SAMPLE_RATE
 from .events import Event, EventTracker
 from .fusion import FusedWindow, fuse_window
 from .gate import Gate, GateDecision
+from .health import StatusReporter, SystemdNotifier, status_line
 from .preprocess import prepare_window
 from .sinks import EventSink
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
@@ -65,19 +66,23 @@ class Pipeline:
     def __init__(self, cfg: Config, classifiers: Classifiers, sink: EventSink,
                  stream_start_wall: datetime | None = None,
                  on_window: Callable[[WindowOutcome], None] | None = None,
-                 heartbeat: Callable[[], None] | None = None):
+                 heartbeat: Callable[[], None] | None = None,
+                 reporter: StatusReporter | None = None,
+                 notifier: SystemdNotifier | None = None,
+                 refresh_status: Callable[[StatusReporter], None] | None = None):
         self.cfg = cfg
         self.classifiers = classifiers
         self.sink = sink
         self.on_window = on_window
         self.heartbeat = heartbeat
+        self.reporter = reporter or StatusReporter(cfg.health)
+        self.notifier = notifier
+        self.refresh_status = refresh_status
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
         self.tracker = EventTracker(cfg.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
         self.stats = RunStats()
-        self._next_status_at = cfg.health.status_interval_seconds
-        self.status_provider: Callable[[], dict] | None = None
 
     # --- the flow ------------------------------------------------------------------------------
 
@@ -95,15 +100,23 @@ class Pipeline:
 
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
+        self.reporter.record_block(block.samples, self.stats.audio_seconds)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
+        self.idle()
+        return outcomes
+
+    def idle(self) -> None:
+        """Called after each block and, by a microphone source, while no audio arrives: the watchdog
+        keeps being fed only while this loop runs, and a mic outage still gets its status message."""
         if self.heartbeat is not None:
             self.heartbeat()
-        self._maybe_publish_status()
-        return outcomes
+        if self.reporter.due():
+            self.publish_status()
 
     def process_window(self, window: Window) -> WindowOutcome:
         decision = self.gate.assess(window)
         self.stats.windows += 1
+        self.reporter.record_window(decision.passed)
         fused, model_probs = None, {}
         if decision.passed:
             self.stats.gated_windows += 1
@@ -132,6 +145,7 @@ class Pipeline:
         for event in events:
             payload = event.to_payload()
             self.stats.events.append(payload)
+            self.reporter.record_events()
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
                      payload["confidence"])
             self.sink.handle_event(payload)
@@ -143,29 +157,20 @@ class Pipeline:
     # --- bookkeeping ---------------------------------------------------------------------------
 
     def _record_time(self, model: str, t0: float) -> None:
+        milliseconds = (time.perf_counter() - t0) * 1000.0
+        self.reporter.record_inference(model, milliseconds)
         times = self.stats.inference_ms.setdefault(model, [])
-        times.append((time.perf_counter() - t0) * 1000.0)
+        times.append(milliseconds)
         if len(times) > 10_000:  # bounded: keep the recent half for means over long runs
             del times[:5_000]
 
-    def status(self) -> dict:
-        status = {
-            "audio_seconds": round(self.stats.audio_seconds, 3),
-            "windows": self.stats.windows,
-            "gate_pass_fraction": round(self.stats.gate_pass_fraction, 4),
-            "inference_ms": {k: round(v, 2) for k, v in self.stats.mean_inference_ms().items()},
-            "events": len(self.stats.events),
-            "noise_floor_dbfs": None,
-        }
-        if self.status_provider is not None:
-            status.update(self.status_provider())
-        return status
-
-    def _maybe_publish_status(self) -> None:
-        if self.stats.audio_seconds < self._next_status_at:
-            return
-        self._next_status_at = self.stats.audio_seconds + self.cfg.health.status_interval_seconds
+    def publish_status(self) -> None:
+        if self.refresh_status is not None:
+            self.refresh_status(self.reporter)
+        status = self.reporter.snapshot()
+        if self.notifier is not None:
+            self.notifier.status(status_line(status))
         try:
-            self.sink.publish_status(self.status())
+            self.sink.publish_status(status)
         except Exception:  # a status message must never stop the audio loop
             log.exception("publishing the status message failed")

@@ -107,10 +107,7 @@ class MqttSink:
         return self.publisher.health()
 
     def close(self, timeout: float | None = None) -> None:
-        if timeout is None:
-            self.publisher.close()
-        else:
-            self.publisher.close(timeout)
+        self.publisher.close(timeout)
 
 
 class FanoutSink:

@@ -31,6 +31,8 @@ WAIT_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.02
 CERT_DAYS = 2
 SUBSCRIBER_RECONNECT_SECONDS = (0.1, 0.5)
+CONNECT_PROBE_SECONDS = 0.2
+RECV_BYTES = 4096
 
 
 def find_mosquitto() -> str | None:
@@ -184,7 +186,7 @@ class Broker:
     @staticmethod
     def _accepts(port: int) -> bool:
         try:
-            with socket.create_connection((HOST, port), timeout=POLL_SECONDS * 10):
+            with socket.create_connection((HOST, port), timeout=CONNECT_PROBE_SECONDS):
                 return True
         except OSError:
             return False
@@ -198,6 +200,8 @@ class Received:
     payload: bytes
     qos: int
     retain: bool
+    dup: bool
+    """The broker re-sent it to this subscriber (its PUBACK was lost in an outage): a copy, not a new publish."""
 
     @property
     def text(self) -> str:
@@ -239,7 +243,8 @@ class Subscriber:
 
     def _on_message(self, _client, _userdata, message) -> None:
         with self._changed:
-            self._messages.append(Received(message.topic, bytes(message.payload), message.qos, bool(message.retain)))
+            self._messages.append(Received(message.topic, bytes(message.payload), message.qos, bool(message.retain),
+                                           bool(message.dup)))
             self._changed.notify_all()
 
     def messages(self, topic: str | None = None) -> list[Received]:
@@ -301,9 +306,9 @@ class SilentBroker:
         except OSError:  # closed before anyone connected
             return
         with connection:
-            connection.recv(4096)  # the CONNECT packet
+            connection.recv(RECV_BYTES)  # the CONNECT packet
             connection.sendall(CONNACK_ACCEPTED)
-            while chunk := connection.recv(4096):
+            while chunk := connection.recv(RECV_BYTES):
                 with self._lock:
                     self._received += chunk
 

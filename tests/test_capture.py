@@ -15,6 +15,7 @@ import soundfile as sf
 from monitor.capture import (
     MIC_ERROR,
     MIC_OK,
+    MIC_STARTING,
     AudioBlock,
     Backoff,
     FileReplaySource,
@@ -209,10 +210,12 @@ def test_stop_event_interrupts_a_realtime_wait(tmp_path):
         if clock.now - 1000.0 > 1.0:
             stop.set()
 
-    blocks = collect(FileReplaySource([path], AudioConfig(), PreprocessConfig(), realtime=True, clock=clock,
-                                      sleep=sleep_then_stop, stop_event=stop))
+    source = FileReplaySource([path], AudioConfig(), PreprocessConfig(), realtime=True, clock=clock,
+                              sleep=sleep_then_stop, stop_event=stop)
+    blocks = collect(source)
 
     assert blocks and blocks[-1].end_seconds <= 1.0 + AudioConfig().block_seconds
+    assert source.audio_seconds == blocks[-1].end_seconds, "the block held back by the stop must not count"
 
 
 # --- microphone: a fake sounddevice stream ---------------------------------------------------------
@@ -531,3 +534,11 @@ def test_backoff_doubles_up_to_the_cap_and_resets():
     assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+def test_device_lines_and_stats_are_printable():
+    import json
+
+    assert str(DEVICES[2]) == "7: default - 32 ch, 44100 Hz (default)"
+    mic = MicSource(mic_config(), PreprocessConfig(), stream_factory=FakeDevice().factory)
+    assert json.loads(json.dumps(mic.stats().to_dict()))["state"] == MIC_STARTING

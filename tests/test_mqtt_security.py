@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from monitor.config import MqttConfig, TlsConfig
-from monitor.mqtt import MqttPublisher, MqttSetupError
+from monitor.config import MqttConfig, TlsConfig, parse_config
+from monitor.mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from monitor.outbox import Outbox
 from tests.broker import HOST, Broker, Subscriber, TlsFiles, make_ca, wait_until
 
@@ -136,6 +136,19 @@ def test_tls_with_an_untrusted_ca_is_one_clear_error(broker_factory, tls_files, 
 
 
 def test_tls_ca_file_that_does_not_exist_is_a_setup_error(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.sqlite")
     with pytest.raises(MqttSetupError, match="mqtt.tls: cannot load the certificates"):
         MqttPublisher(MqttConfig(tls=TlsConfig(enabled=True, ca_file=str(tmp_path / "missing-ca.crt"))), DEVICE,
-                      Outbox(tmp_path / "outbox.sqlite"))
+                      outbox)
+    outbox.close()
+
+
+def test_secret_and_certificate_paths_are_relative_to_the_config_file(tmp_path):
+    cfg = parse_config("mqtt:\n  password_file: secrets/mqtt\n  tls:\n    ca_file: /etc/ssl/ca.crt\n"
+                       "    cert_file: certs/client.crt\n", base_dir=tmp_path)
+    resolved = resolve_mqtt_paths(cfg)
+    assert resolved.password_file == str(tmp_path / "secrets/mqtt")
+    assert resolved.tls.ca_file == "/etc/ssl/ca.crt"
+    assert resolved.tls.cert_file == str(tmp_path / "certs/client.crt")
+    assert resolved.tls.key_file is None
+    assert (resolved.host, resolved.port) == (cfg.mqtt.host, cfg.mqtt.port)

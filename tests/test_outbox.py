@@ -15,10 +15,11 @@ from monitor.outbox import Outbox, OutboxError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "nursery/test/event"
+STATE_TOPIC = "nursery/test/state/crying"
 
 
-def put_event(outbox: Outbox, message_id: str, is_event: bool = True) -> bool:
-    return outbox.put(TOPIC, f'{{"id": "{message_id}"}}'.encode(), message_id=message_id, is_event=is_event)
+def put_event(outbox: Outbox, message_id: str, is_event: bool = True, topic: str = TOPIC) -> bool:
+    return outbox.put(topic, f'{{"id": "{message_id}"}}'.encode(), message_id=message_id, is_event=is_event)
 
 
 def ids(outbox: Outbox, n: int = 1000) -> list[str]:
@@ -92,16 +93,16 @@ def test_every_confirmed_put_survives_sigkill_in_order(tmp_path):
     assert survived == [f"m{n}" for n in range(len(survived))], "in order, no gaps, no duplicates"
 
 
-def test_full_outbox_drops_oldest_non_event_first_and_warns(tmp_path, caplog):
+def test_full_outbox_drops_superseded_states_then_oldest_events_and_warns(tmp_path, caplog):
     box = Outbox(tmp_path / "outbox.sqlite", max_rows=3)
+    put_event(box, "s1", is_event=False, topic=STATE_TOPIC)
     put_event(box, "e1")
-    put_event(box, "s1", is_event=False)
-    put_event(box, "e2")
+    put_event(box, "s2", is_event=False, topic=STATE_TOPIC)
     with caplog.at_level(logging.WARNING, logger="monitor.outbox"):
+        put_event(box, "e2")
+        assert ids(box) == ["e1", "s2", "e2"], "s1 is superseded by s2"
         put_event(box, "e3")
-        assert ids(box) == ["e1", "e2", "e3"]
-        put_event(box, "e4")
-        assert ids(box) == ["e2", "e3", "e4"]
+        assert ids(box) == ["s2", "e2", "e3"], "the current state outlives old events"
     assert box.dropped == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2

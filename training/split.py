@@ -89,19 +89,21 @@ class _Assignment:
             label_totals[self.label_index[g.label]] += g.size
             stratum_totals[self.stratum_index[(g.label, g.source)]] += g.size
             stratum_n_groups[self.stratum_index[(g.label, g.source)]] += 1
-        self.label_targets = label_totals[:, None] * self.ratios[None, :]
-        self.stratum_targets = stratum_totals[:, None] * self.ratios[None, :]
+        # floored so an empty row never divides by zero
+        self.label_targets = np.maximum(label_totals[:, None] * self.ratios[None, :], 1e-9)
+        self.stratum_targets = np.maximum(stratum_totals[:, None] * self.ratios[None, :], 1e-9)
         self.must_represent = stratum_n_groups >= MIN_GROUPS_TO_REPRESENT
 
-    def _row_cost(self, counts: np.ndarray, targets: np.ndarray) -> float:
-        return float(np.sum((counts - targets) ** 2 / np.maximum(targets, 1e-9)))
+    @staticmethod
+    def _row_cost(counts: np.ndarray, targets: np.ndarray) -> float:
+        return float(((counts - targets) ** 2 / targets).sum())
 
     def _cost_of(self, li: int, si: int, label_row: np.ndarray, stratum_row: np.ndarray,
                  groups_row: np.ndarray) -> float:
         cost = self._row_cost(label_row, self.label_targets[li])
         cost += SOURCE_WEIGHT * self._row_cost(stratum_row, self.stratum_targets[si])
         if self.must_represent[si]:
-            cost += MISSING_PENALTY * int(np.sum(groups_row == 0))
+            cost += MISSING_PENALTY * int((groups_row == 0).sum())
         return cost
 
     def _rows(self, group: _Group) -> tuple[int, int]:

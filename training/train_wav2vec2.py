@@ -97,7 +97,7 @@ class TrainSettings:
     """Optimisation settings; the learning rate follows a warm-up + cosine curve over the time budget."""
 
     batch_size: int = 16
-    scratch_lr: float = 2e-3
+    scratch_lr: float = 1e-3
     pretrained_lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
@@ -161,7 +161,7 @@ def build_model(init: str | None, dims: ModelDims) -> Wav2Vec2ForSequenceClassif
     try:
         model = Wav2Vec2ForSequenceClassification.from_pretrained(
             init, num_labels=len(LABELS), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing folder, bad hub id, or offline
         raise ValueError(f"--init {init}: cannot load a Wav2Vec2 checkpoint ({str(exc).splitlines()[0]})") from None
     model.freeze_feature_encoder()
     return model
@@ -279,8 +279,7 @@ def split_metrics(pred: Predictions, temperature: float = 1.0) -> dict:
 
 def evaluation_view(window_set: WindowSet) -> WindowSet:
     """Windows whose label can be trusted: active windows, or all windows of a clip that has none active."""
-    has_active = {int(c) for c in np.unique(window_set.clip_index[window_set.active])}
-    fallback = ~np.isin(window_set.clip_index, np.fromiter(has_active, dtype=np.int64, count=len(has_active)))
+    fallback = ~np.isin(window_set.clip_index, window_set.clip_index[window_set.active])
     return window_set.select(window_set.active | fallback)
 
 

@@ -32,7 +32,7 @@ from .calibration import expected_calibration_error, fit_temperature, softmax
 from .data import Clip, load_dataset, manifest_sha256
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SEED, load_or_make_split, split_file_for, split_summary
-from .windows import WindowSet, build_window_set
+from .windows import GATE_SETTINGS_USED, WindowSet, build_window_set
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
         "clips": [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips],
         "split": split_of_clip.tolist(),
         "preprocess": dataclasses.asdict(cfg.preprocess),
-        "gate": dataclasses.asdict(cfg.gate),
+        "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},
         "hop": cfg.window.hop_seconds,
         "augment": dataclasses.asdict(head_cfg.augment),
         "copies": head_cfg.augment_copies,
@@ -343,6 +343,8 @@ def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = 
         "split": split_summary(split),
         "head_config": dataclasses.asdict(head_cfg),
         "preprocess": dataclasses.asdict(cfg.preprocess),
+        "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},
+        "hop_seconds": cfg.window.hop_seconds,
         "timing": timing,
         "metrics": metrics,
         "history": head.history,

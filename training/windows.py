@@ -34,6 +34,8 @@ ACTIVE_MARGIN_DB = 10.0
 INT16_SCALE = 32767
 CACHE_VERSION = 1
 """Bump when the windowing logic changes, so stale caches are not reused."""
+GATE_SETTINGS_USED = ("vad_aggressiveness", "vad_min_fraction", "silence_dbfs")
+"""The runtime gate settings the activity criterion shares (only these key the cache)."""
 
 
 def vad_frame_flags(samples16k: np.ndarray, aggressiveness: int) -> np.ndarray:
@@ -115,7 +117,7 @@ def _cache_key(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples:
         "version": CACHE_VERSION,
         "clips": [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips],
         "preprocess": dataclasses.asdict(preprocess_cfg),
-        "gate": dataclasses.asdict(gate_cfg),
+        "gate": {name: getattr(gate_cfg, name) for name in GATE_SETTINGS_USED},
         "hop": hop_samples,
         "margin_db": ACTIVE_MARGIN_DB,
     }

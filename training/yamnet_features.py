@@ -4,7 +4,9 @@ The converted base model (``build/yamnet_base.onnx``) has the runtime's contract
 ``waveform`` [batch, 15600] (windows passed through ``prepare_window``), outputs ``audioset_scores``
 [batch, 521] and ``embedding`` [batch, 1024]. The TFLite graph is built for one waveform, so the
 conversion rewrites its small front end (framing, STFT, mel) to carry a leading batch axis; if that
-rewrite ever fails to reproduce the single-window outputs, the model keeps batch 1 and says so.
+rewrite ever fails to reproduce the single-window outputs, the model keeps batch 1 and says so. The
+int8 weights of the (dynamic-range quantised) TFLite file are folded into float constants, so the ONNX
+model is the float network they describe, with the same numbers at every ORT optimisation level.
 
 CLI: ``python -m training.yamnet_features [--tflite PATH] [--bench]`` converts (cached) and prints
 batch-1 vs batch-8 timings as JSON.
@@ -48,7 +50,7 @@ PARITY_TOLERANCE = 1e-4
 """Max abs difference allowed between batched and one-at-a-time outputs."""
 DEFAULT_BATCH = 8
 BASE_MODEL_NAME = "yamnet_base.onnx"
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 """Part of the cache key: bump when the conversion / rewrite changes."""
 
 
@@ -86,10 +88,41 @@ def _embedding_tensor(graph: onnx.GraphProto) -> str:
     return squeezes[0]
 
 
+def _fold_dequantize(graph: onnx.GraphProto) -> int:
+    """Replace DequantizeLinear of constant int8 weights by float constants; returns how many were folded.
+
+    The shared TFLite file stores most weights as int8 (dynamic-range quantisation). Left as
+    DequantizeLinear nodes, ONNX Runtime's extended graph optimisations fuse them into integer kernels
+    that also quantise the activations, which moves AudioSet scores by up to ~0.5 and makes the output
+    depend on the session's optimisation level. Folded, the model is the plain float network those
+    weights describe, identical at every optimisation level.
+    """
+    constants = {init.name: init for init in graph.initializer}
+    kept, folded = [], []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(name in constants for name in node.input):
+            kept.append(node)
+            continue
+        values = [numpy_helper.to_array(constants[name]).astype(np.float32) for name in node.input]
+        quantised, scale = values[0], values[1]
+        zero_point = values[2] if len(values) > 2 else np.zeros_like(scale)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:
+            shape = [1] * quantised.ndim
+            shape[axis] = -1
+            scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+        folded.append(numpy_helper.from_array(((quantised - zero_point) * scale).astype(np.float32), node.output[0]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(folded)
+    return len(folded)
+
+
 def _tflite_to_onnx(tflite_path: Path) -> onnx.ModelProto:
     import tf2onnx.convert
 
     model, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=ONNX_OPSET)
+    log.info("folded %d int8 weight tensors into float", _fold_dequantize(model.graph))
     return model
 
 

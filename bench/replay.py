@@ -1,0 +1,349 @@
+"""Measured replays of the stream: ours through the real ``Pipeline``, and the baseline, each alone in a fresh
+single-threaded process (``python -m bench.replay``), so wall time, CPU time and peak RSS are theirs only.
+
+Ours is wired exactly as `nursery-monitor replay` wires it (``FileReplaySource`` -> ``Pipeline``, the live
+config, models from the manifest), with an in-memory sink instead of MQTT. Each worker writes a JSON
+result: the events on the audio clock, and the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from monitor.config import Config, load_config
+from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
+from monitor.events import PHASE_END, PHASE_START
+from monitor.paths import REPO_ROOT
+
+from .baseline import BaselineSpec
+from .score import DetectedEvent
+
+log = logging.getLogger(__name__)
+
+HEAVY_MODULES = ("torch", "tensorflow")
+"""The runtime must never import these; each worker reports whether they got loaded."""
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STREAM_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+"""Wall time of the stream's first sample in event payloads: fixed, so reruns give identical events."""
+SECONDS_PER_HOUR = 3600.0
+KB_PER_MB = 1024.0
+PROGRESS_INTERVAL_S = 1.0
+WORKERS = ("ours", "baseline", "profile")
+VOTER_ROWS = tuple(sorted({row for rows in YAMNET_VOTER_CLASSES.values() for row in rows}))
+"""The only AudioSet rows fusion reads; recorded per window for the threshold sweep."""
+
+
+class EventLog:
+    """Start/update/end messages -> ``DetectedEvent``s stamped with the audio time they went out.
+
+    As a pipeline sink it receives messages before the pipeline reports the window that caused them, so
+    they wait in ``pending`` until ``stamp(now)`` (from the window callback, or at the end of the stream).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[dict] = []
+        self._open: dict[str, tuple[str, float, float]] = {}
+        """event_id -> (label, claimed start, raised at)."""
+        self.events: list[DetectedEvent] = []
+        self.messages = 0
+
+    def handle_event(self, payload: dict) -> None:
+        self.pending.append(payload)
+
+    def publish_status(self, payload: dict) -> None:
+        """Status messages carry no events."""
+
+    def close(self, timeout: float | None = None) -> None:
+        """Nothing to release."""
+
+    def stamp(self, now_s: float) -> None:
+        for payload in self.pending:
+            self.record(now_s, payload)
+        self.pending.clear()
+
+    def record(self, now_s: float, payload: dict) -> None:
+        """One message that went out at audio time ``now_s``."""
+        self.messages += 1
+        event_id, phase = payload["event_id"], payload["phase"]
+        if phase == PHASE_START:
+            self._open[event_id] = (payload["label"], float(payload["start_audio_s"]), now_s)
+        elif phase == PHASE_END and event_id in self._open:
+            label, start, raised = self._open.pop(event_id)
+            end = payload.get("end_audio_s")
+            self.events.append(DetectedEvent(label, start_s=start, end_s=now_s if end is None else float(end),
+                                             raised_s=raised))
+
+    def finish(self, now_s: float) -> list[DetectedEvent]:
+        """All events, raised order; one still open (the pipeline should have ended it) ends at ``now_s``."""
+        self.stamp(now_s)
+        for label, start, raised in self._open.values():
+            self.events.append(DetectedEvent(label, start_s=start, end_s=now_s, raised_s=raised))
+        self._open.clear()
+        return sorted(self.events, key=lambda e: e.raised_s)
+
+
+class AudiosetCapture:
+    """Stands in for the YAMNet classifier and keeps the AudioSet voter rows of its last call."""
+
+    def __init__(self, yamnet) -> None:
+        self._yamnet = yamnet
+        self.version = yamnet.version
+        self.last_voters: np.ndarray | None = None
+
+    def predict(self, prepared: np.ndarray):
+        probs, audioset = self._yamnet.predict(prepared)
+        self.last_voters = audioset[0, list(VOTER_ROWS)].copy()
+        return probs, audioset
+
+
+def _missing(width: int) -> np.ndarray:
+    return np.full(width, np.nan, np.float32)
+
+
+@dataclass
+class WindowRecord:
+    """Per window, what fusion and the tracker need to be re-run under other thresholds without the models."""
+
+    end_s: list[float] = field(default_factory=list)
+    level_dbfs: list[float] = field(default_factory=list)
+    passed: list[bool] = field(default_factory=list)
+    yamnet: list[np.ndarray] = field(default_factory=list)
+    wav2vec2: list[np.ndarray] = field(default_factory=list)
+    voters: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, outcome, voters: np.ndarray | None) -> None:
+        passed = outcome.fused is not None
+        self.end_s.append(outcome.window.end_seconds)
+        self.level_dbfs.append(outcome.gate.level_dbfs)
+        self.passed.append(passed)
+        probs = outcome.model_probs if passed else {}
+        self.yamnet.append(probs.get("yamnet", _missing(len(LABELS))))
+        self.wav2vec2.append(probs.get("wav2vec2", _missing(len(LABELS))))
+        self.voters.append(voters if passed and voters is not None else _missing(len(VOTER_ROWS)))
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, end_s=np.asarray(self.end_s), level_dbfs=np.asarray(self.level_dbfs, np.float32),
+                            passed=np.asarray(self.passed), yamnet=np.asarray(self.yamnet, np.float32),
+                            wav2vec2=np.asarray(self.wav2vec2, np.float32), voters=np.asarray(self.voters, np.float32))
+
+
+def load_window_record(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+def heavy_modules_loaded() -> list[str]:
+    return sorted(name for name in sys.modules if name in HEAVY_MODULES)
+
+
+def measurements(wall: float, cpu: float, audio_seconds: float) -> dict:
+    """rtf, CPU and memory of this process for ``audio_seconds`` of audio."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KB_PER_MB  # kB on Linux
+    hours = audio_seconds / SECONDS_PER_HOUR
+    return {"audio_seconds": round(audio_seconds, 3), "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+            "rtf": round(wall / audio_seconds, 5) if audio_seconds else None,
+            "cpu_rtf": round(cpu / audio_seconds, 5) if audio_seconds else None,
+            "cpu_seconds_per_audio_hour": round(cpu / hours, 2) if hours else None,
+            "peak_rss_mb": round(peak_mb, 1), "heavy_modules_loaded": heavy_modules_loaded()}
+
+
+class Stopwatch:
+    """Wall and process CPU time (all threads) of a block of work."""
+
+    def __enter__(self) -> Stopwatch:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
+def _stream_seconds(stream: Path) -> float:
+    import soundfile as sf
+
+    return float(sf.info(str(stream)).duration)
+
+
+def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None) -> Iterator:
+    """Blocks with a progress bar on stderr; stops at ``limit_s`` of audio when given."""
+    from tqdm import tqdm
+
+    with tqdm(total=round(min(total_s, limit_s or total_s)), desc=desc, unit="s audio",
+              mininterval=PROGRESS_INTERVAL_S) as bar:
+        for block in blocks:
+            if limit_s is not None and block.start_seconds >= limit_s:
+                return
+            yield block
+            bar.update(block.samples.size / SAMPLE_RATE)
+
+
+def _single_threaded(cfg: Config) -> Config:
+    cfg.models.threads = 1
+    cfg.mqtt.enabled = False
+    return cfg
+
+
+@dataclass
+class _Replay:
+    pipeline: object
+    events: EventLog
+    source: Iterator
+    load_seconds: float
+
+
+def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
+                 record: WindowRecord | None = None) -> _Replay:
+    """Models and replay wired as `nursery-monitor replay` wires them (plus the event log and window record)."""
+    from monitor.capture import FileReplaySource
+    from monitor.classify import load_classifiers
+    from monitor.pipeline import Pipeline
+
+    t0 = time.perf_counter()
+    classifiers = load_classifiers(cfg)
+    load_seconds = time.perf_counter() - t0
+    capture = None
+    if record is not None:
+        capture = AudiosetCapture(classifiers.yamnet)
+        classifiers.yamnet = capture
+    events = EventLog()
+
+    def on_window(outcome) -> None:
+        events.stamp(outcome.window.end_seconds)
+        if record is not None:
+            record.add(outcome, capture.last_voters)
+
+    pipeline = Pipeline(cfg, classifiers, events, stream_start_wall=STREAM_EPOCH, on_window=on_window)
+    source = _with_progress(FileReplaySource([stream], cfg.audio, cfg.preprocess), _stream_seconds(stream),
+                            "replay (ours)", limit_s)
+    return _Replay(pipeline, events, source, load_seconds)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+# --- workers ---------------------------------------------------------------------------------------
+
+def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
+    record = WindowRecord()
+    replay = _wire_replay(cfg, stream, record=record)
+    with Stopwatch() as clock:
+        stats = replay.pipeline.run(replay.source)
+    detected = replay.events.finish(stats.audio_seconds)
+    _write_json(result, {
+        "system": "ours", "events": [e.to_dict() for e in detected], "event_messages": replay.events.messages,
+        **measurements(clock.wall, clock.cpu, stats.audio_seconds),
+        "model_load_seconds": round(replay.load_seconds, 3),
+        "windows": stats.windows, "gated_windows": stats.gated_windows,
+        "gate_pass_fraction": round(stats.gate_pass_fraction, 4),
+        "inference_ms_per_window": {k: round(v, 3) for k, v in stats.mean_inference_ms().items()},
+        "model_versions": dict(replay.pipeline.classifiers.versions), "threads": cfg.models.threads,
+        "use_wav2vec2": cfg.models.use_wav2vec2, "wav2vec2_variant": cfg.models.wav2vec2_variant,
+    })
+    record.save(windows)
+
+
+def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
+    from tqdm import tqdm
+
+    from monitor.classify import load_classifiers
+
+    from .baseline import iter_pcm16_chunks, run_baseline
+
+    cfg.models.use_wav2vec2 = False
+    t0 = time.perf_counter()
+    yamnet = load_classifiers(cfg).yamnet
+    load_seconds = time.perf_counter() - t0
+    spec = BaselineSpec()
+    with tqdm(total=round(_stream_seconds(stream)), desc="replay (baseline)", unit="s audio",
+              mininterval=PROGRESS_INTERVAL_S) as bar, Stopwatch() as clock:
+        run = run_baseline(iter_pcm16_chunks(stream), lambda w: yamnet.predict(w)[1], spec, on_chunk=bar.update)
+    inference = {"yamnet_audioset": round(float(np.mean(run.inference_ms)), 3) if run.inference_ms else None}
+    _write_json(result, {
+        "system": "baseline", "events": [e.to_dict() for e in run.events],
+        **measurements(clock.wall, clock.cpu, run.windows * WINDOW_SECONDS),
+        "model_load_seconds": round(load_seconds, 3),
+        "windows": run.windows, "gated_windows": run.gated_windows,
+        "gate_pass_fraction": round(run.gate_pass_fraction, 4), "inference_ms_per_window": inference,
+        "model_versions": {"yamnet": yamnet.version}, "threads": cfg.models.threads, "spec": spec.to_dict(),
+    })
+
+
+def worker_profile(cfg: Config, stream: Path, result: Path, text: Path, seconds: float) -> None:
+    from .profile import profile_call
+
+    replay = _wire_replay(cfg, stream, limit_s=seconds)
+    report = profile_call(lambda: replay.pipeline.run(replay.source))
+    text.write_text(report.text, encoding="utf-8")
+    _write_json(result, {"seconds_profiled": seconds, **report.to_dict()})
+
+
+@dataclass(frozen=True)
+class WorkerPaths:
+    stream: Path
+    result: Path
+    windows: Path | None = None
+    """ours: the per-window record for the sweep."""
+    profile_text: Path | None = None
+    """profile: the pyinstrument text rendering."""
+
+
+def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0) -> dict:
+    """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed)."""
+    command = [sys.executable, "-m", "bench.replay", kind, "--stream", str(paths.stream), "--result", str(paths.result),
+               "--profile-seconds", str(profile_seconds)]
+    if paths.windows:
+        command += ["--windows", str(paths.windows)]
+    if paths.profile_text:
+        command += ["--profile-text", str(paths.profile_text)]
+    if config:
+        command += ["--config", str(config)]
+    env = {**os.environ, **SINGLE_THREAD_ENV,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    paths.result.unlink(missing_ok=True)
+    completed = subprocess.run(command, env=env, cwd=str(REPO_ROOT), check=False)
+    if completed.returncode != 0 or not paths.result.is_file():
+        raise RuntimeError(f"the {kind} replay failed (exit {completed.returncode}); see the messages above")
+    return json.loads(paths.result.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description="One measured replay (internal).")
+    parser.add_argument("kind", choices=WORKERS)
+    parser.add_argument("--stream", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--windows", type=Path)
+    parser.add_argument("--profile-text", type=Path)
+    parser.add_argument("--profile-seconds", type=float, default=0.0)
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    cfg = _single_threaded(load_config(args.config))
+    if args.kind == "ours":
+        worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"))
+    elif args.kind == "baseline":
+        worker_baseline(cfg, args.stream, args.result)
+    else:
+        worker_profile(cfg, args.stream, args.result, args.profile_text or args.result.with_suffix(".txt"),
+                       args.profile_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

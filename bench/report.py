@@ -1,0 +1,211 @@
+"""The issue's figures per system, the bars they are held to, and the side-by-side markdown table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.constants import ALERT_LABELS
+
+from .score import Score
+from .tradeoff import MIN_SNR_DB
+
+
+@dataclass(frozen=True)
+class Bar:
+    figure: str
+    """Dotted key into a system's figures."""
+    limit: float
+    higher_is_better: bool
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value >= self.limit if self.higher_is_better else value <= self.limit
+
+    @property
+    def text(self) -> str:
+        return f"{'>=' if self.higher_is_better else '<='} {self.limit:g}"
+
+
+FALSE_ALARM_BAR = Bar("false_alarms_per_hour", 0.05, False)
+"""About one false alarm a day."""
+BARS = (
+    FALSE_ALARM_BAR,
+    Bar("recall_10db_up.Crying", 0.98, True),
+    Bar("recall_10db_up.Screaming", 0.95, True),
+    Bar("latency_p95_s", 1.5, False),
+    Bar("rtf", 0.05, False),
+    Bar("peak_rss_mb", 300.0, False),
+)
+MIN_STREAM_HOURS = 2.0
+"""The bars are judged on at least this much stream."""
+
+MEASUREMENT_KEYS = ("rtf", "cpu_rtf", "cpu_seconds_per_audio_hour", "peak_rss_mb", "gate_pass_fraction",
+                    "inference_ms_per_window", "model_versions", "heavy_modules_loaded", "threads", "windows",
+                    "gated_windows", "wall_seconds", "cpu_seconds", "audio_seconds", "model_load_seconds")
+
+
+def figures(score: Score, run: dict) -> dict:
+    """One system's figures: event scores from the scorer, cost measurements from its replay."""
+    summary = score.to_dict()
+    return {
+        "event_recall": summary["event_recall"],
+        "event_precision": summary["event_precision"],
+        "recall_10db_up": {label: _round(score.recall(label, MIN_SNR_DB)) for label in ALERT_LABELS},
+        "recall_by_snr": {label: s["recall_by_snr"] for label, s in summary["per_label"].items()},
+        "alert_recall_any_label": summary["alert_recall_any_label"],
+        **{key: summary[key] for key in ("false_alarms", "false_alarms_per_hour", "label_confusions", "duplicates",
+                                         "latency_p50_s", "latency_p95_s")},
+        **{key: run.get(key) for key in MEASUREMENT_KEYS},
+        "per_label": summary["per_label"],
+    }
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def lookup(figs: dict | None, dotted: str):
+    value = figs
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def check_bars(ours: dict, baseline: dict | None, stream_hours: float) -> dict[str, dict]:
+    checks = {}
+    for bar in BARS:
+        value = lookup(ours, bar.figure)
+        checks[bar.figure] = {"limit": bar.limit, "value": value, "met": bar.met(value)}
+    if baseline is not None:
+        ours_rate, base_rate = ours["false_alarms_per_hour"], baseline["false_alarms_per_hour"]
+        checks["false_alarms_below_baseline"] = {"value": ours_rate, "limit": base_rate,
+                                                 "met": ours_rate < base_rate or ours_rate == base_rate == 0}
+    heavy = ours.get("heavy_modules_loaded")
+    checks["no_torch_or_tensorflow"] = {"value": heavy, "met": None if heavy is None else not heavy}
+    checks["stream_hours"] = {"value": round(stream_hours, 3), "limit": MIN_STREAM_HOURS,
+                              "met": round(stream_hours, 3) >= MIN_STREAM_HOURS}
+    return checks
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
+ROWS = (
+    ("event recall, Crying (all SNRs)", "event_recall.Crying"),
+    ("event recall, Screaming (all SNRs)", "event_recall.Screaming"),
+    ("event recall, Crying (>= 10 dB)", "recall_10db_up.Crying"),
+    ("event recall, Screaming (>= 10 dB)", "recall_10db_up.Screaming"),
+    ("event precision, Crying", "event_precision.Crying"),
+    ("event precision, Screaming", "event_precision.Screaming"),
+    ("cry/scream alerted with either label", "alert_recall_any_label"),
+    ("false alarms", "false_alarms"),
+    ("false alarms per hour", "false_alarms_per_hour"),
+    ("label confusions", "label_confusions"),
+    ("duplicate alerts", "duplicates"),
+    ("latency p50 (s)", "latency_p50_s"),
+    ("latency p95 (s)", "latency_p95_s"),
+    ("rtf (wall s per audio s, 1 thread)", "rtf"),
+    ("CPU s per audio hour", "cpu_seconds_per_audio_hour"),
+    ("peak RSS (MB)", "peak_rss_mb"),
+    ("gate pass fraction", "gate_pass_fraction"),
+    ("inference ms per window", "inference_ms_per_window"),
+    ("torch / tensorflow imported", "heavy_modules_loaded"),
+    ("model versions", "model_versions"),
+)
+
+
+def _header(doc: dict) -> list[str]:
+    stream, base = doc["stream"], doc["config"]["baseline"]
+    return [
+        "# Event-level benchmark", "",
+        f"Stream: {stream['hours']:.2f} h from `{stream['manifest']}` ({stream['split']} split, "
+        f"{stream['clips_decoded']} clips), seed {stream['spec']['seed']}, {stream['insertions']} insertions "
+        f"({fmt(stream['insertions_by_label_snr'])}). Ours: the live pipeline in replay mode, 1 thread. "
+        f"Baseline: YAMNet's AudioSet scores on non-overlapping 0.975 s chunks, threshold {base['threshold']:g}, "
+        f"RMS floor {base['min_volume_int16']:g} on int16 ({base['min_volume_dbfs']:g} dBFS), events end after "
+        f"{base['max_not_heard_s']:g} s unheard (Frigate's audio defaults).",
+        f"An event is judged where it was raised: within [onset - {doc['config']['score']['tolerance_before_s']:g} s, "
+        f"offset + {doc['config']['score']['tolerance_after_s']:g} s] of an insertion of its label it is a hit; "
+        "outside every insertion a false alarm (per hour of stream outside the insertions). Latency = raised - onset.",
+        "",
+    ]
+
+
+def _main_table(doc: dict) -> list[str]:
+    ours, baseline = doc["ours"], doc.get("baseline")
+    bars = {b.figure: b for b in BARS}
+    lines = ["| figure | ours | baseline | bar | ours meets bar |", "|---|---|---|---|---|"]
+    for name, key in ROWS:
+        bar = bars.get(key)
+        met = doc["bars"].get(key, {}).get("met")
+        lines.append(f"| {name} | {fmt(lookup(ours, key))} | {fmt(lookup(baseline, key))} | "
+                     f"{bar.text if bar else '-'} | {fmt(met) if bar else '-'} |")
+    others = "; ".join(f"{k}: {fmt(v.get('met'))}" for k, v in doc["bars"].items() if k not in bars)
+    return lines + ["", f"Other bars: {others}.", ""]
+
+
+def _snr_table(doc: dict) -> list[str]:
+    ours, baseline = doc["ours"], doc.get("baseline")
+    lines = ["## Recall per SNR", "", "| label | SNR | insertions | ours | baseline |", "|---|---|---|---|---|"]
+    for label, per_snr in ours["recall_by_snr"].items():
+        counts = ours["per_label"][label]["truths_by_snr"]
+        for key, value in per_snr.items():
+            lines.append(f"| {label} | {key} | {counts.get(key)} | {fmt(value)} | "
+                         f"{fmt(lookup(baseline, f'recall_by_snr.{label}.{key}'))} |")
+    return lines + [""]
+
+
+def _tradeoff_section(tradeoff: dict) -> list[str]:
+    chosen = tradeoff.get("recommended")
+    lines = ["## Threshold trade-off", "",
+             "Fusion and the event tracker re-run over the recorded window scores for every enter_threshold x "
+             f"k-of-n (re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}). "
+             f"Every point: `{tradeoff['file']}`" + (f"; plot: `{tradeoff['plot']}`." if tradeoff.get("plot") else "."),
+             ""]
+    if chosen:
+        lines += [f"Recommended: enter_threshold {chosen['enter_threshold']}, k_windows {chosen['k_windows']}, "
+                  f"n_windows {chosen['n_windows']}: {chosen['false_alarms_per_hour']:g} false alarms/h, recall at "
+                  f">= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
+                  f"latency p95 {fmt(chosen['latency_p95_s'])} s. "
+                  f"Why: {tradeoff['reason']}.", ""]
+    lines += ["Pareto frontier (and the live setting):", "",
+              "| enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB | latency p95 (s) |",
+              "|---|---|---|---|---|---|"]
+    for p in tradeoff["frontier"]:
+        live = " (live)" if p["is_live_config"] else ""
+        lines.append(f"| {p['enter_threshold']}{live} | {p['k_windows']} of {p['n_windows']} | "
+                     f"{p['false_alarms_per_hour']:g} | {fmt(p['recall_10db_up']['Crying'])} | "
+                     f"{fmt(p['recall_10db_up']['Screaming'])} | {fmt(p['latency_p95_s'])} |")
+    return lines + [""]
+
+
+def _profile_section(profile: dict) -> list[str]:
+    lines = [f"## Profile ({profile['seconds_profiled']:g} s of the stream, pyinstrument, `{profile['file']}`)", "",
+             "| stage, including what it calls | s | share |", "|---|---|---|"]
+    lines += [f"| `{c['function']}` ({c['location']}) | {c['seconds']} | {c['fraction']:.1%} |"
+              for c in profile["top_inclusive"]]
+    lines += ["", "| hot spot, own time | s | share |", "|---|---|---|"]
+    lines += [f"| `{c['function']}` ({c['location']}) | {c['seconds']} | {c['fraction']:.1%} |"
+              for c in profile["top_self"]]
+    return lines + [""]
+
+
+def render_markdown(doc: dict) -> str:
+    lines = _header(doc) + _main_table(doc) + _snr_table(doc)
+    if doc.get("tradeoff"):
+        lines += _tradeoff_section(doc["tradeoff"])
+    if doc.get("profile"):
+        lines += _profile_section(doc["profile"])
+    return "\n".join(lines)

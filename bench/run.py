@@ -1,0 +1,253 @@
+"""`nursery-monitor bench`: what a parent feels (missed cries, false alarms, delay) and what it costs, ours
+beside the simple approach (a Frigate-style YAMNet detector), on a long realistic stream.
+
+1. **stream** (``bench.stream``): the manifest's test clips become a household stream with cries and screams
+   inserted at known times and SNRs: ``DIR/stream.flac`` + ``DIR/truth.json``
+   (``nursery-monitor replay DIR/stream.flac`` reproduces it).
+2. **replays** (``bench.replay``): ours through the real ``Pipeline`` and the baseline (``bench.baseline``),
+   each in a fresh single-threaded process, so wall time, CPU time and peak RSS are theirs alone.
+3. **score** (``bench.score``) both the same way; **sweep** (``bench.tradeoff``) the tracker's thresholds over
+   the recorded window scores; **profile** (``bench.profile``) a short replay.
+4. ``DIR/bench.json``, ``DIR/bench.md`` (``bench.report``), ``DIR/tradeoff.json`` (+ ``.png`` with matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.audiofile import AudioFileError, load_clip
+from monitor.cli import default_config_path
+from monitor.config import Config, ConfigError, FusionConfig, load_config
+from monitor.constants import ALERT_LABELS, SAMPLE_RATE
+from monitor.model_manifest import ModelError, read_manifest
+from monitor.paths import build_dir, default_manifest_csv, models_dir
+
+from .baseline import BaselineSpec
+from .replay import WorkerPaths, load_window_record, run_worker
+from .report import FALSE_ALARM_BAR, check_bars, figures, render_markdown
+from .score import FALSE_ALARM, DetectedEvent, ScoreSpec, score_events
+from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_truth, write_stream
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+SECONDS_PER_HOUR = 3600.0
+DEFAULT_PROFILE_SECONDS = 600.0
+MERGE_MARGIN_S = 5.0
+"""Quiet stretches must exceed every event merge span (hold + cooldown, the baseline's 30 s) by this much."""
+SPLITS = ("test", "val", "train", "all")
+
+
+FILE_NAMES = {"stream": "stream.flac", "truth": "truth.json", "stream_summary": "stream_summary.json",
+              "ours": "ours_run.json", "windows": "ours_windows.npz", "baseline": "baseline_run.json",
+              "profile": "profile.json", "profile_text": "profile.txt", "bench_json": "bench.json",
+              "bench_md": "bench.md", "tradeoff_json": "tradeoff.json", "tradeoff_png": "tradeoff.png"}
+
+
+@dataclass(frozen=True)
+class BenchFiles:
+    """The report folder's layout."""
+
+    root: Path
+    stream: Path
+    truth: Path
+    stream_summary: Path
+    ours: Path
+    windows: Path
+    baseline: Path
+    profile: Path
+    profile_text: Path
+    bench_json: Path
+    bench_md: Path
+    tradeoff_json: Path
+    tradeoff_png: Path
+
+    @classmethod
+    def under(cls, root: Path) -> BenchFiles:
+        return cls(root=root, **{name: root / file_name for name, file_name in FILE_NAMES.items()})
+
+
+# --- the stream ------------------------------------------------------------------------------------
+
+def select_clips(manifest: Path, split: str) -> list:
+    """Clips of ``split`` (the grouped split training used, found by the manifest's hash), or all of them."""
+    from training.data import load_dataset, manifest_sha256
+    from training.split import load_or_make_split, split_file_for
+
+    clips = load_dataset(manifest)
+    if split == "all":
+        return clips
+    digest = manifest_sha256(manifest)
+    chosen = load_or_make_split(clips, split_file_for(digest), manifest_hash=digest)[split]
+    if not chosen:
+        raise ValueError(f"{manifest}: the '{split}' split is empty (try --split all)")
+    return chosen
+
+
+def decode_clips(clips: list, cfg: Config, progress: bool) -> list[SourceClip]:
+    """Each clip through the runtime's conditioning chain (16 kHz); unreadable or silent clips are skipped."""
+    from tqdm import tqdm
+
+    pool: list[SourceClip] = []
+    for clip in tqdm(clips, desc="decoding clips", unit="clip", disable=not progress):
+        try:
+            samples = load_clip(clip.path, cfg.preprocess)
+        except AudioFileError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        source = make_source_clip(clip.path.name, clip.label, samples)
+        if source is None:
+            log.warning("skipping %s: no sound above the activity floor", clip.path)
+            continue
+        pool.append(source)
+    return pool
+
+
+def check_spacing(spec: StreamSpec, fusion: FusionConfig, baseline: BaselineSpec) -> None:
+    """Insertions must lie further apart than any span over which a tracker merges sound into one event."""
+    merge_span = max(fusion.hold_seconds + fusion.cooldown_seconds, baseline.max_not_heard_s)
+    if spec.quiet_s[0] < merge_span + MERGE_MARGIN_S:
+        log.warning("quiet stretches from %.0f s are shorter than the event merge span %.0f s + %.0f s: "
+                    "neighbouring insertions may merge into one event", spec.quiet_s[0], merge_span, MERGE_MARGIN_S)
+
+
+def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, files: BenchFiles,
+                 progress: bool) -> dict:
+    from tqdm import tqdm
+
+    pool = decode_clips(select_clips(manifest, split), cfg, progress)
+    plan = plan_stream(pool, spec)
+    with tqdm(total=round(plan.seconds), desc="writing stream", unit="s audio", disable=not progress) as bar:
+        write_stream(plan, pool, files.stream, files.truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
+    summary = {**plan.summary(), "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
+               "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)},
+               "spec": spec.to_dict()}
+    log.info("stream: %.2f h, %d insertions %s", summary["hours"], summary["insertions"],
+             summary["insertions_by_label_snr"])
+    return summary
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+def _score(truths, run: dict, stream_seconds: float, spec: ScoreSpec):
+    return score_events(truths, [DetectedEvent.from_dict(e) for e in run["events"]], stream_seconds, spec)
+
+
+def _tradeoff(files: BenchFiles, cfg: Config, ours_run: dict, baseline: dict | None, truths, stream_seconds: float,
+              spec: ScoreSpec, progress: bool) -> dict:
+    from .tradeoff import pareto_frontier, recommend, replay_tracker, sweep, write_plot
+
+    record = load_window_record(files.windows)
+    versions = ours_run["model_versions"]
+    points = sweep(record, cfg.fusion, versions, cfg.device_id, truths, stream_seconds, spec, progress)
+    again = replay_tracker(record, cfg.fusion, versions, cfg.device_id, stream_seconds)
+    chosen, reason = recommend(points, FALSE_ALARM_BAR.limit, baseline["false_alarms_per_hour"] if baseline else None)
+    plotted = write_plot(points, chosen, files.tradeoff_png)
+    tradeoff = {"file": files.tradeoff_json.name, "plot": files.tradeoff_png.name if plotted else None,
+                "reproduces_live": [e.to_dict() for e in again] == ours_run["events"],
+                "recommended": chosen.to_dict() if chosen else None, "reason": reason,
+                "frontier": [p.to_dict() for p in pareto_frontier(points)]}
+    files.tradeoff_json.write_text(json.dumps({**tradeoff, "points": [p.to_dict() for p in points]}, indent=1),
+                                   encoding="utf-8")
+    return tradeoff
+
+
+def evaluate(files: BenchFiles, cfg: Config, ours_run: dict, baseline_run: dict | None, profile: dict | None,
+             stream_summary: dict, progress: bool) -> dict:
+    """Score both systems, sweep the thresholds, write bench.json and bench.md; returns the document."""
+    truths, stream_seconds = read_truth(files.truth)
+    spec = ScoreSpec()
+    ours_score = _score(truths, ours_run, stream_seconds, spec)
+    ours = figures(ours_score, ours_run)
+    baseline = figures(_score(truths, baseline_run, stream_seconds, spec), baseline_run) if baseline_run else None
+    doc = {"ours": ours, "baseline": baseline, "stream": stream_summary,
+           "config": {"fusion": dataclasses.asdict(cfg.fusion), "gate": dataclasses.asdict(cfg.gate),
+                      "window": dataclasses.asdict(cfg.window), "models": dataclasses.asdict(cfg.models),
+                      "score": dataclasses.asdict(spec), "baseline": BaselineSpec().to_dict()},
+           "bars": check_bars(ours, baseline, stream_seconds / SECONDS_PER_HOUR),
+           "misses": [t.to_dict() for t, hit in zip(truths, ours_score.truth_hit, strict=True) if not hit],
+           "false_alarm_events": [o.event.to_dict() for o in ours_score.outcomes if o.kind == FALSE_ALARM],
+           "profile": {**profile, "file": files.profile_text.name} if profile else None}
+    if files.windows.is_file():
+        doc["tradeoff"] = _tradeoff(files, cfg, ours_run, baseline, truths, stream_seconds, spec, progress)
+    files.bench_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    files.bench_md.write_text(render_markdown(doc), encoding="utf-8")
+    return doc
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nursery-monitor bench",
+        description="Event-level benchmark: a long household stream with cries and screams at known times, through "
+                    "the pipeline and a Frigate-style baseline; writes DIR/bench.json and DIR/bench.md.")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="manifest CSV with the shared columns, or a <label>/ folder tree (default: shared data)")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="clips that build the stream (default: the test split, unseen in training)")
+    parser.add_argument("--hours", type=float, default=StreamSpec.hours, help="stream length (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=StreamSpec.seed, help="stream layout seed (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/bench)")
+    parser.add_argument("--config", default=default_config_path(),
+                        help="YAML config, as for `run` (default: $NURSERY_CONFIG, ./config.yaml or the defaults)")
+    parser.add_argument("--profile-seconds", type=float, default=DEFAULT_PROFILE_SECONDS,
+                        help="audio to profile with pyinstrument; 0 = no profile (default: %(default)s)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline replay")
+    parser.add_argument("--reuse-stream", action="store_true",
+                        help="replay the stream already in DIR instead of generating it again")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _models_manifest(cfg: Config) -> None:
+    """Fail before spending minutes on the stream when the models are not built."""
+    read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
+
+
+def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+    if args.reuse_stream and files.stream_summary.is_file() and files.stream.is_file() and files.truth.is_file():
+        return json.loads(files.stream_summary.read_text(encoding="utf-8"))
+    spec = StreamSpec(hours=args.hours, seed=args.seed)
+    check_spacing(spec, cfg.fusion, BaselineSpec())
+    manifest = (args.manifest or default_manifest_csv()).resolve()
+    summary = build_stream(manifest, args.split, spec, cfg, files, progress=not args.quiet)
+    files.stream_summary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    files = BenchFiles.under((args.out or build_dir() / "reports" / "bench").resolve())
+    try:
+        if args.hours <= 0:
+            raise ValueError(f"--hours must be positive, got {args.hours}")
+        cfg = load_config(args.config)
+        _models_manifest(cfg)
+        files.root.mkdir(parents=True, exist_ok=True)
+        stream_summary = _stream(args, cfg, files)
+        ours = run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config)
+        baseline = None if args.no_baseline else run_worker("baseline", WorkerPaths(files.stream, files.baseline),
+                                                            args.config)
+        profile = None
+        if args.profile_seconds > 0:
+            profile = run_worker("profile", WorkerPaths(files.stream, files.profile, profile_text=files.profile_text),
+                                 args.config, args.profile_seconds)
+        doc = evaluate(files, cfg, ours, baseline, profile, stream_summary, progress=not args.quiet)
+    except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
+        print(f"nursery-monitor bench: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render_markdown(doc))
+    print(f"written: {files.bench_json} and {files.bench_md}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Turns fused windows into alert events (start / update / end), one state machine per alert label.
+
+Per label:
+- a *hit* is a window whose ``alert_label`` is that label; a *miss* is a window whose fused
+  probability for the label is below ``exit_threshold``, or one the gate skipped;
+- ``k_windows`` hits among the last ``n_windows`` windows open a candidate; a miss re-arms the
+  count (it starts again from zero), and so does opening a candidate;
+- while open, every window >= ``exit_threshold`` keeps the event alive (hysteresis);
+- the candidate is published (phase ``start``) once it lasts ``min_duration_seconds``; then an
+  ``update`` every ``update_interval_seconds``; ``end`` after ``hold_seconds`` with no window
+  >= ``exit_threshold``, after which the label is quiet for ``cooldown_seconds``.
+
+Times are the audio clock (seconds since the stream started); wall-clock times in the payload are
+``stream_start_wall + audio seconds``, so a replay at any speed yields the same events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .config import FusionConfig
+from .constants import ALERT_LABELS, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
+from .fusion import MODEL_NAMES, FusedWindow, as_probabilities
+
+log = logging.getLogger(__name__)
+
+EVENT_SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "event.schema.json"
+
+PHASE_START = "start"
+PHASE_UPDATE = "update"
+PHASE_END = "end"
+
+SCORE_DECIMALS = 4
+SECONDS_DECIMALS = 3
+LEVEL_DECIMALS = 1
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a Z suffix."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Peak and mean of a series (fused scores, one model's scores or window levels)."""
+
+    peak: float
+    mean: float
+
+    def to_payload(self, decimals: int = SCORE_DECIMALS) -> dict[str, float]:
+        return {"peak": round(self.peak, decimals), "mean": round(self.mean, decimals)}
+
+
+@dataclass
+class _RunningStats:
+    count: int = 0
+    total: float = 0.0
+    peak: float = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.peak = max(self.peak, value)
+
+    def snapshot(self) -> Stats:
+        return Stats(peak=self.peak, mean=self.total / self.count)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published message of an event; ``to_payload`` is the wire format (event.schema.json)."""
+
+    event_id: str
+    phase: str
+    seq: int
+    label: str
+    device_id: str
+    stream_start_wall: datetime
+    time_audio_s: float
+    """Audio time of the window that produced this message."""
+    start_audio_s: float
+    last_active_audio_s: float
+    """End of the last window at or above exit_threshold: the event's end once it has ended."""
+    score: Stats
+    models: dict[str, Stats]
+    level_dbfs: Stats
+    model_versions: dict[str, str]
+    reason: str
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.event_id}:{self.seq}"
+
+    @property
+    def ended(self) -> bool:
+        return self.phase == PHASE_END
+
+    @property
+    def end_audio_s(self) -> float | None:
+        return self.last_active_audio_s if self.ended else None
+
+    @property
+    def duration_s(self) -> float:
+        return self.last_active_audio_s - self.start_audio_s
+
+    def wall_time(self, audio_seconds: float) -> str:
+        return iso_utc(self.stream_start_wall + timedelta(seconds=audio_seconds))
+
+    def to_payload(self) -> dict:
+        end = self.end_audio_s
+        return {
+            "schema": EVENT_SCHEMA,
+            "message_id": self.message_id,
+            "event_id": self.event_id,
+            "phase": self.phase,
+            "seq": self.seq,
+            "label": self.label,
+            "confidence": round(self.score.peak, SCORE_DECIMALS),
+            "device_id": self.device_id,
+            "time": self.wall_time(self.time_audio_s),
+            "start_time": self.wall_time(self.start_audio_s),
+            "end_time": None if end is None else self.wall_time(end),
+            "start_audio_s": round(self.start_audio_s, SECONDS_DECIMALS),
+            "end_audio_s": None if end is None else round(end, SECONDS_DECIMALS),
+            "duration_s": round(self.duration_s, SECONDS_DECIMALS),
+            "score": self.score.to_payload(),
+            "models": {name: stats.to_payload() for name, stats in self.models.items()},
+            "level_dbfs": self.level_dbfs.to_payload(LEVEL_DECIMALS),
+            "model_versions": dict(self.model_versions),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What one window says about one label."""
+
+    end_s: float
+    score: float
+    hit: bool
+    level_dbfs: float
+    model_scores: dict[str, float]
+    votes: dict[str, str]
+
+
+@dataclass
+class _OpenEvent:
+    event_id: str
+    start_s: float
+    last_active_s: float
+    reason: str
+    score: _RunningStats = field(default_factory=_RunningStats)
+    level: _RunningStats = field(default_factory=_RunningStats)
+    models: dict[str, _RunningStats] = field(default_factory=dict)
+    published: bool = False
+    next_seq: int = 0
+    last_published_s: float = -math.inf
+
+    def absorb(self, evidence: _Evidence) -> None:
+        self.last_active_s = max(self.last_active_s, evidence.end_s)
+        self.score.add(evidence.score)
+        self.level.add(evidence.level_dbfs)
+        for name, value in evidence.model_scores.items():
+            self.models.setdefault(name, _RunningStats()).add(value)
+
+    @property
+    def duration_s(self) -> float:
+        return self.last_active_s - self.start_s
+
+
+@dataclass
+class _LabelTrack:
+    label: str
+    recent: deque
+    open: _OpenEvent | None = None
+    quiet_until_s: float = -math.inf
+    """Cooldown: no new event of this label starts before this audio time."""
+
+
+class EventTracker:
+    """Stateful: feed every window in stream order (``fused=None`` for the ones the gate skipped)."""
+
+    def __init__(self, cfg: FusionConfig, device_id: str, model_versions: dict[str, str],
+                 stream_start_wall: datetime, id_factory: Callable[[], str] = new_event_id):
+        if stream_start_wall.tzinfo is None or stream_start_wall.utcoffset() is None:
+            raise ValueError("stream_start_wall must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        if cfg.k_windows > cfg.n_windows:
+            raise ValueError(f"k_windows ({cfg.k_windows}) must not exceed n_windows ({cfg.n_windows})")
+        self.cfg = cfg
+        self.device_id = device_id
+        self.model_versions = dict(model_versions)
+        self.stream_start_wall = stream_start_wall
+        self._new_id = id_factory
+        self._tracks = [_LabelTrack(label, deque(maxlen=cfg.n_windows)) for label in ALERT_LABELS]
+        self._last_time = -math.inf
+
+    @property
+    def open_labels(self) -> list[str]:
+        """Labels with a published, not yet ended event."""
+        return [t.label for t in self._tracks if t.open is not None and t.open.published]
+
+    def update(self, window_end_seconds: float, fused: FusedWindow | None, level_dbfs: float,
+               model_probs: dict[str, np.ndarray] | None = None) -> list[Event]:
+        """One window -> the messages it causes (usually none), in ALERT_LABELS order."""
+        if not math.isfinite(level_dbfs):
+            raise ValueError(f"window level must be a finite dBFS value, got {level_dbfs}")
+        now = self._advance_clock(window_end_seconds)
+        model_probs = self._checked_model_probs(model_probs or {}) if fused is not None else {}
+        events = []
+        for track in self._tracks:
+            evidence = None if fused is None else _evidence(track.label, now, fused, level_dbfs, model_probs)
+            events.extend(self._step(track, now, evidence))
+        return events
+
+    def finish(self, now_seconds: float) -> list[Event]:
+        """End every published event (shutdown / end of replay); unpublished candidates are dropped."""
+        now = self._advance_clock(now_seconds)
+        events = []
+        for track in self._tracks:
+            if track.open is not None and track.open.published:
+                events.append(self._end(track, now, "stream finished"))
+            track.open = None
+            track.recent.clear()
+        return events
+
+    # --- state machine ---
+
+    def _step(self, track: _LabelTrack, now: float, evidence: _Evidence | None) -> list[Event]:
+        sustained = evidence is not None and evidence.score >= self.cfg.exit_threshold
+        if track.open is None:
+            if not self._arm(track, now, evidence if sustained else None):
+                return []
+        elif sustained:
+            track.open.absorb(evidence)
+        elif now - track.open.last_active_s >= self.cfg.hold_seconds:
+            if not track.open.published:
+                log.debug("%s candidate %s dropped after %.2f s (< min_duration)", track.label,
+                          track.open.event_id, track.open.duration_s)
+                track.open = None
+                return []
+            return [self._end(track, now, f"no window >= {self.cfg.exit_threshold:.2f} "
+                                          f"for {self.cfg.hold_seconds:g} s")]
+        return self._publish_due(track, now)
+
+    def _arm(self, track: _LabelTrack, now: float, evidence: _Evidence | None) -> bool:
+        """k-of-n counting while idle; True when a candidate was opened by this window."""
+        if evidence is None or now < track.quiet_until_s:
+            track.recent.clear()
+            return False
+        track.recent.append(evidence)
+        hits = [e for e in track.recent if e.hit]
+        if len(hits) < self.cfg.k_windows:
+            return False
+        first = next(i for i, e in enumerate(track.recent) if e.hit)
+        windows = list(track.recent)[first:]
+        track.recent.clear()
+        votes = " ".join(f"{voter}={label}" for voter, label in hits[-1].votes.items())
+        reason = (f"{len(hits)}/{self.cfg.n_windows} windows >= {self.cfg.enter_threshold:.2f}; "
+                  f"votes {votes}")
+        candidate = _OpenEvent(event_id=self._new_id(), start_s=windows[0].end_s - WINDOW_SECONDS,
+                               last_active_s=windows[0].end_s, reason=reason)
+        for window in windows:
+            candidate.absorb(window)
+        track.open = candidate
+        return True
+
+    def _publish_due(self, track: _LabelTrack, now: float) -> list[Event]:
+        event = track.open
+        if not event.published:
+            if event.duration_s + 1e-9 < self.cfg.min_duration_seconds:
+                return []
+            event.published = True
+            return [self._message(track, now, PHASE_START, event.reason)]
+        if now - event.last_published_s >= self.cfg.update_interval_seconds:
+            return [self._message(track, now, PHASE_UPDATE, event.reason)]
+        return []
+
+    def _end(self, track: _LabelTrack, now: float, why: str) -> Event:
+        message = self._message(track, now, PHASE_END, f"{track.open.reason}; ended: {why}")
+        track.open = None
+        track.recent.clear()
+        track.quiet_until_s = now + self.cfg.cooldown_seconds
+        return message
+
+    def _message(self, track: _LabelTrack, now: float, phase: str, reason: str) -> Event:
+        event = track.open
+        message = Event(
+            event_id=event.event_id, phase=phase, seq=event.next_seq, label=track.label,
+            device_id=self.device_id, stream_start_wall=self.stream_start_wall, time_audio_s=now,
+            start_audio_s=max(0.0, event.start_s), last_active_audio_s=event.last_active_s,
+            score=event.score.snapshot(), models={n: s.snapshot() for n, s in event.models.items()},
+            level_dbfs=event.level.snapshot(), model_versions=self.model_versions, reason=reason)
+        event.next_seq += 1
+        event.last_published_s = now
+        log.debug("event %s %s %s seq=%s score=%.2f", phase, track.label, event.event_id, message.seq,
+                 message.score.peak)
+        return message
+
+    # --- input checks ---
+
+    def _advance_clock(self, seconds: float) -> float:
+        seconds = float(seconds)
+        if not math.isfinite(seconds) or seconds < self._last_time:
+            raise ValueError(f"audio time must be finite and never go backwards: got {seconds} after "
+                             f"{self._last_time}")
+        self._last_time = seconds
+        return seconds
+
+    @staticmethod
+    def _checked_model_probs(model_probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        unknown = set(model_probs) - set(MODEL_NAMES)
+        if unknown:
+            raise ValueError(f"unknown model name(s) {', '.join(sorted(unknown))}; expected {', '.join(MODEL_NAMES)}")
+        return {name: as_probabilities(name, probs) for name, probs in model_probs.items()}
+
+
+def _evidence(label: str, now: float, fused: FusedWindow, level_dbfs: float,
+              model_probs: dict[str, np.ndarray]) -> _Evidence:
+    index = LABELS.index(label)
+    return _Evidence(end_s=now, score=fused.prob(label), hit=fused.alert_label == label,
+                     level_dbfs=float(level_dbfs), model_scores={n: float(p[index]) for n, p in model_probs.items()},
+                     votes=dict(fused.votes))

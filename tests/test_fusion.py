@@ -1,0 +1,111 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from monitor.config import FusionConfig
+from monitor.constants import LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VOTER_CLASSES
+from monitor.fusion import audioset_vote, fuse_window, majority_label
+
+CFG = FusionConfig()
+CRY, SCREAM, NORMAL = LABELS
+
+
+def probs(crying: float, screaming: float) -> np.ndarray:
+    return np.array([crying, screaming, 1.0 - crying - screaming])
+
+
+def audioset(crying: float = 0.0, screaming: float = 0.0) -> np.ndarray:
+    scores = np.zeros(YAMNET_AUDIOSET_CLASSES)
+    scores[YAMNET_VOTER_CLASSES[CRY][-1]] = crying
+    scores[YAMNET_VOTER_CLASSES[SCREAM][0]] = screaming
+    return scores
+
+
+def test_weighted_average_in_label_order():
+    cfg = dataclasses.replace(CFG, weight_yamnet=0.75, weight_wav2vec2=0.25)
+    fused = fuse_window(probs(0.8, 0.1), probs(0.2, 0.6), None, cfg)
+    np.testing.assert_allclose(fused.probs, 0.75 * probs(0.8, 0.1) + 0.25 * probs(0.2, 0.6))
+    assert fused.average_label == CRY
+    assert fused.prob(SCREAM) == pytest.approx(0.75 * 0.1 + 0.25 * 0.6)
+
+
+def test_weights_renormalise_without_wav2vec2():
+    cfg = dataclasses.replace(CFG, weight_yamnet=0.3, weight_wav2vec2=0.7)
+    fused = fuse_window(probs(0.7, 0.2), None, audioset(crying=0.5), cfg)
+    np.testing.assert_allclose(fused.probs, probs(0.7, 0.2))
+    assert set(fused.votes) == {"yamnet", "audioset"}
+
+
+def test_zero_weight_yamnet_alone_still_counts():
+    cfg = dataclasses.replace(CFG, weight_yamnet=0.0, weight_wav2vec2=1.0)
+    np.testing.assert_allclose(fuse_window(probs(0.7, 0.2), None, None, cfg).probs, probs(0.7, 0.2))
+    np.testing.assert_allclose(fuse_window(probs(0.7, 0.2), probs(0.1, 0.1), None, cfg).probs, probs(0.1, 0.1))
+
+
+@pytest.mark.parametrize("row", YAMNET_VOTER_CLASSES[CRY])
+def test_audioset_voter_reads_the_cry_rows(row):
+    scores = np.zeros(YAMNET_AUDIOSET_CLASSES)
+    scores[row] = CFG.audioset_vote_threshold
+    assert audioset_vote(scores, CFG.audioset_vote_threshold) == CRY
+    scores[row] = CFG.audioset_vote_threshold - 0.01
+    assert audioset_vote(scores, CFG.audioset_vote_threshold) == NORMAL
+
+
+def test_audioset_voter_higher_alert_row_wins():
+    assert audioset_vote(audioset(crying=0.3, screaming=0.5), 0.2) == SCREAM
+    assert audioset_vote(audioset(crying=0.6, screaming=0.5), 0.2) == CRY
+    assert audioset_vote(audioset(crying=0.1, screaming=0.1), 0.2) == NORMAL
+
+
+def test_majority_and_no_majority_rule():
+    assert majority_label({"a": CRY, "b": CRY, "c": NORMAL}, fallback=SCREAM) == CRY
+    assert majority_label({"a": CRY, "b": SCREAM, "c": NORMAL}, fallback=SCREAM) == SCREAM
+    assert majority_label({"a": CRY, "b": SCREAM}, fallback=NORMAL) == NORMAL
+    assert majority_label({"a": SCREAM}, fallback=NORMAL) == SCREAM
+
+
+def test_three_voters_two_agree():
+    fused = fuse_window(probs(0.9, 0.05), probs(0.3, 0.1), audioset(crying=0.4), CFG)
+    assert fused.votes == {"yamnet": CRY, "wav2vec2": NORMAL, "audioset": CRY}
+    assert fused.vote_label == CRY
+
+
+def test_three_different_votes_fall_back_to_the_average_label():
+    fused = fuse_window(probs(0.7, 0.2), probs(0.1, 0.3), audioset(screaming=0.5), CFG)
+    assert fused.votes == {"yamnet": CRY, "wav2vec2": NORMAL, "audioset": SCREAM}
+    assert fused.average_label == CRY
+    assert fused.vote_label == CRY
+
+
+def test_alert_needs_the_enter_threshold():
+    threshold = CFG.enter_threshold
+    below = fuse_window(probs(threshold - 0.02, 0.0), probs(threshold - 0.02, 0.0), audioset(crying=0.9), CFG)
+    above = fuse_window(probs(threshold + 0.02, 0.0), probs(threshold + 0.02, 0.0), audioset(crying=0.9), CFG)
+    assert below.alert_label is None and below.alert_score == pytest.approx(threshold - 0.02)
+    assert above.alert_label == CRY and above.alert_score == pytest.approx(threshold + 0.02)
+
+
+def test_alert_needs_the_vote_when_required():
+    strong_yamnet = (probs(0.1, 0.95), probs(0.1, 0.4), audioset())
+    fused = fuse_window(*strong_yamnet, CFG)
+    assert fused.average_label == SCREAM and fused.prob(SCREAM) >= CFG.enter_threshold
+    assert fused.vote_label == NORMAL
+    assert fused.alert_label is None
+    relaxed = dataclasses.replace(CFG, require_vote=False)
+    assert fuse_window(*strong_yamnet, relaxed).alert_label == SCREAM
+
+
+def test_normal_never_alerts():
+    fused = fuse_window(probs(0.0, 0.0), probs(0.0, 0.0), audioset(), CFG)
+    assert fused.average_label == NORMAL and fused.alert_label is None and fused.alert_score == 0.0
+
+
+def test_batch_rows_are_accepted_and_bad_shapes_refused():
+    assert fuse_window(probs(0.9, 0.0)[None, :], None, None, CFG).average_label == CRY
+    with pytest.raises(ValueError, match="yamnet scores must have shape"):
+        fuse_window(np.ones(4), None, None, CFG)
+    with pytest.raises(ValueError, match="audioset scores must have shape"):
+        fuse_window(probs(0.9, 0.0), None, np.ones(3), CFG)
+    with pytest.raises(ValueError, match="NaN"):
+        fuse_window(np.array([np.nan, 0.5, 0.5]), None, None, CFG)

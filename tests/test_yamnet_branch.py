@@ -1,0 +1,198 @@
+"""YAMNet branch: calibration, the batched ONNX conversion, a tiny end-to-end training + export, and the
+band-limit robustness of the built model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from monitor.config import Config, PreprocessConfig
+from monitor.constants import LABELS, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
+from monitor.paths import default_manifest_csv, default_yamnet_tflite, models_dir
+from monitor.preprocess import clip_windows, prepare_batch
+from training.augment import lowpass
+from training.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+
+HAVE_TRAIN_DEPS = all(importlib.util.find_spec(m) for m in ("torch", "tf2onnx", "tensorflow"))
+HAVE_SHARED = default_manifest_csv().is_file() and default_yamnet_tflite().is_file()
+needs_training = pytest.mark.skipif(not (HAVE_TRAIN_DEPS and HAVE_SHARED),
+                                    reason="needs the train extra (torch, tf2onnx, tensorflow) and the shared files")
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+def synthetic_logits(n: int, overconfidence: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from softmax(true logits); the model reports ``overconfidence`` x the true logits."""
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0.0, 2.0, size=(n, len(LABELS)))
+    probs = softmax(true_logits)
+    labels = np.array([rng.choice(len(LABELS), p=p) for p in probs])
+    return true_logits * overconfidence, labels
+
+
+def test_softmax_rows_and_temperature():
+    logits = np.array([[2.0, 0.0, -1.0], [1000.0, 0.0, 0.0]])
+    probs = softmax(logits)
+    assert np.allclose(probs.sum(axis=1), 1.0) and np.all(np.isfinite(probs))
+    assert softmax(logits, 2.0)[0].max() < probs[0].max()  # a higher temperature flattens
+    assert np.allclose(softmax(logits, 2.0), softmax(logits / 2.0))
+
+
+@pytest.mark.parametrize("overconfidence", [0.5, 1.0, 3.0])
+def test_fit_temperature_recovers_the_distortion(overconfidence):
+    logits, labels = synthetic_logits(4000, overconfidence)
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(overconfidence, rel=0.15)
+    assert negative_log_likelihood(logits, labels, temperature) <= negative_log_likelihood(logits, labels, 1.0)
+
+
+def test_temperature_reduces_ece_of_overconfident_model():
+    logits, labels = synthetic_logits(4000, 3.0, seed=1)
+    before = expected_calibration_error(softmax(logits), labels)
+    after = expected_calibration_error(softmax(logits, fit_temperature(logits, labels)), labels)
+    assert before > 0.05 and after < before / 2
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    probs = np.tile([[0.8, 0.1, 0.1]], (10, 1))
+    labels = np.array([0] * 8 + [1] * 2)
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(probs, np.ones(10, int)) == pytest.approx(0.8)
+
+
+def test_fit_temperature_rejects_empty():
+    with pytest.raises(ValueError):
+        fit_temperature(np.zeros((0, 3)), np.zeros(0, int))
+
+
+# --- conversion, training, export (train extra + shared files) --------------------------------
+
+@pytest.fixture(scope="module")
+def build_env(tmp_path_factory):
+    """A private build/models folder for this module, with YAMNet converted once."""
+    from training.yamnet_features import convert_yamnet
+
+    root = tmp_path_factory.mktemp("yamnet_build")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NURSERY_BUILD", str(root / "build"))
+        patch.setenv("NURSERY_MODELS", str(root / "models"))
+        yield root, convert_yamnet()
+
+
+def probe(n: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((n, WINDOW_SAMPLES))).astype(np.float32)
+
+
+@pytest.mark.train
+@needs_training
+def test_converted_model_is_batched_and_optimisation_independent(build_env):
+    from training.yamnet_features import EMBEDDING_NAME, INPUT_NAME, SCORES_NAME
+
+    _, base = build_env
+    model = onnx.load(str(base.path))
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == [SCORES_NAME, EMBEDDING_NAME]
+    assert base.batched
+    windows = probe(8)
+    results = {}
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(base.path), options, providers=["CPUExecutionProvider"])
+        scores, embedding = session.run(None, {INPUT_NAME: windows})
+        singles = [session.run(None, {INPUT_NAME: w[None, :]}) for w in windows]
+        assert scores.shape == (8, YAMNET_AUDIOSET_CLASSES) and embedding.shape == (8, YAMNET_EMBEDDING_SIZE)
+        assert np.allclose(scores, np.concatenate([s[0] for s in singles]), atol=1e-5)
+        assert np.allclose(embedding, np.concatenate([s[1] for s in singles]), atol=1e-5)
+        results[level] = scores
+    # int8 weights folded to float: no fused integer kernels that would change the numbers
+    assert np.allclose(*results.values(), atol=1e-5)
+
+
+def tiny_manifest(folder: Path, per_label: int = 3) -> Path:
+    """A few shared clips per label (distinct groups), listed with absolute paths."""
+    from training.data import load_dataset
+
+    rows = ["path,label,source,group"]
+    for label in LABELS:
+        seen_groups: set[str] = set()
+        for clip in load_dataset(default_manifest_csv()):
+            if clip.label == label and clip.group not in seen_groups and len(seen_groups) < per_label:
+                seen_groups.add(clip.group)
+                rows.append(f"{clip.path},{label},{clip.source},{clip.group}")
+    path = folder / "tiny.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.train
+@needs_training
+def test_tiny_training_and_export_end_to_end(build_env, tmp_path):
+    from export.yamnet_onnx import LOGITS_NAME, export_yamnet
+    from training.train_yamnet import HeadConfig, load_head, run_training
+
+    root, base = build_env
+    head_cfg = HeadConfig(hidden=16, max_epochs=3, patience=2, augment_copies=1, batch_size=32)
+    head_dir = tmp_path / "head"
+    metadata = run_training(tiny_manifest(tmp_path), seed=5, cfg=Config(), head_cfg=head_cfg, out_dir=head_dir,
+                            base=base, progress=False)
+    assert set(metadata["metrics"]) == {"val", "test"}
+    for part in metadata["metrics"].values():
+        assert 0.0 <= part["window"]["accuracy"] <= 1.0 and part["window"]["n"] > 0
+    weights, saved = load_head(head_dir)
+    assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE, 16) and weights.w2.shape == (16, len(LABELS))
+    assert saved["temperature"] > 0 and saved["labels"] == list(LABELS)
+    assert json.loads((head_dir / "metadata.json").read_text())["seed"] == 5
+
+    out = tmp_path / "yamnet_classifier.onnx"
+    figures = export_yamnet(head_dir=head_dir, out_path=out)
+    assert figures["clips"] >= 5
+    assert figures["audioset_vs_tflite_float_weights_max_abs_diff"] <= 1e-4
+    assert figures["logits_vs_numpy_head_max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == [LOGITS_NAME, "audioset_scores", "embedding"]
+    logits, scores, embedding = session.run(None, {"waveform": probe(3, seed=1)})
+    assert logits.shape == (3, len(LABELS)) and scores.shape == (3, YAMNET_AUDIOSET_CLASSES)
+    assert np.allclose(logits, weights.logits(embedding), atol=1e-4)
+
+
+# --- robustness of the built model (skipped until `make models` has run) ----------------------
+
+BUILT_MODEL = models_dir() / "yamnet_classifier.onnx"
+MAX_FLIPPED_FRACTION = 0.05
+BAND_LIMIT_HZ = 4000
+
+
+def clip_label(session: ort.InferenceSession, samples: np.ndarray, cfg: PreprocessConfig) -> int:
+    prepared = prepare_batch(clip_windows(samples, WINDOW_SAMPLES // 2), cfg)
+    logits = session.run(["logits"], {"waveform": prepared})[0]
+    return int(softmax(logits).mean(axis=0).argmax())
+
+
+@pytest.mark.models
+@pytest.mark.skipif(not BUILT_MODEL.is_file() or not default_manifest_csv().is_file(),
+                    reason="needs the built YAMNet model and the shared data")
+def test_lowpass_to_4khz_does_not_flip_normal_clips():
+    from training.data import load_dataset, manifest_sha256
+    from training.split import load_or_make_split, split_file_for
+    from training.windows import conditioned_clip
+
+    manifest = default_manifest_csv()
+    clips = load_dataset(manifest)
+    digest = manifest_sha256(manifest)
+    test_normal = [c for c in load_or_make_split(clips, split_file_for(digest), manifest_hash=digest)["test"]
+                   if c.label == "Normal"]
+    assert len(test_normal) >= 20
+    cfg = PreprocessConfig()
+    session = ort.InferenceSession(str(BUILT_MODEL), providers=["CPUExecutionProvider"])
+    flipped = 0
+    for clip in test_normal:
+        samples = conditioned_clip(clip, cfg)
+        flipped += clip_label(session, samples, cfg) != clip_label(session, lowpass(samples, BAND_LIMIT_HZ), cfg)
+    assert flipped / len(test_normal) <= MAX_FLIPPED_FRACTION, f"{flipped} of {len(test_normal)} flipped"
