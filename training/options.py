@@ -131,9 +131,11 @@ def run_ablation(manifest: Path, seed: int, augment_copies: int = 1) -> dict:
         cfg.preprocess = dataclasses.replace(cfg.preprocess, **overrides)
         _, metrics, _ = fit_and_evaluate(clips, split, cfg, head_cfg, seed, parts=("val",))
         val = metrics["val"]
+        # the options change which alert windows are active, so window counts differ between variants
         results[name] = {"val_window_accuracy": val["window"]["accuracy"], "val_window_macro_f1":
-                         val["window"]["macro_f1"], "val_clip_accuracy": val["clip"]["accuracy"],
-                         "val_clip_macro_f1": val["clip"]["macro_f1"]}
+                         val["window"]["macro_f1"], "val_windows": val["window"]["n"],
+                         "val_clip_accuracy": val["clip"]["accuracy"], "val_clip_macro_f1": val["clip"]["macro_f1"],
+                         "val_clips": val["clip"]["n"]}
         log.info("ablation %s: %s", name, results[name])
     return {"seed": seed, "manifest_sha256": digest, "augment_copies": augment_copies, "variants": results}
 

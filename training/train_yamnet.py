@@ -24,6 +24,7 @@ import numpy as np
 
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, YAMNET_EMBEDDING_SIZE
+from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
 
@@ -144,7 +145,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
         "augment": dataclasses.asdict(head_cfg.augment),
         "copies": head_cfg.augment_copies,
         "seed": seed,
-        "model": hashlib.sha256(base.path.read_bytes()).hexdigest(),
+        "model": sha256_file(base.path),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

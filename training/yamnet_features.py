@@ -35,6 +35,7 @@ from monitor.constants import (
     YAMNET_EMBEDDING_SIZE,
     YAMNET_EMBEDDING_TENSOR,
 )
+from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_yamnet_tflite
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,6 @@ class BaseModel:
 
 
 # --- conversion ----------------------------------------------------------------------------------
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def _embedding_tensor(graph: onnx.GraphProto) -> str:
     """The pooled 1024-d tensor: by the documented name if present, else the Squeeze after GlobalAveragePool.
@@ -299,7 +296,7 @@ def convert_yamnet(tflite_path: Path | None = None, out_path: Path | None = None
         raise FileNotFoundError(f"YAMNet TFLite model not found: {tflite_path}")
     out_path = Path(out_path or build_dir() / BASE_MODEL_NAME)
     stamp_path = out_path.with_suffix(".json")
-    stamp = {"tflite_sha256": _file_sha256(tflite_path), "version": CONVERSION_VERSION, "opset": ONNX_OPSET}
+    stamp = {"tflite_sha256": sha256_file(tflite_path), "version": CONVERSION_VERSION, "opset": ONNX_OPSET}
     if out_path.is_file() and stamp_path.is_file():
         saved = json.loads(stamp_path.read_text())
         if {k: saved.get(k) for k in stamp} == stamp:
@@ -332,7 +329,7 @@ def run_batches(session: ort.InferenceSession, prepared: np.ndarray, batch_size:
 
 
 def _windows_key(prepared: np.ndarray, model_path: Path) -> str:
-    digest = hashlib.sha256(_file_sha256(model_path).encode())
+    digest = hashlib.sha256(sha256_file(model_path).encode())
     digest.update(str(prepared.shape).encode())
     digest.update(np.ascontiguousarray(prepared, dtype=np.float32).tobytes())
     return digest.hexdigest()[:16]
