@@ -445,7 +445,10 @@ def _quiet_anonymous_info(record: logging.LogRecord) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nursery-monitor build-models", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="nursery-monitor build-models",
+        description="Train both classifiers from labelled audio, export them to ONNX with parity checks, evaluate "
+                    "them on the test split and write the model manifest. Unchanged steps are reused from build/.")
     parser.add_argument("--data", type=Path, metavar="CSV|DIR",
                         help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
     parser.add_argument("--yamnet-tflite", type=Path, metavar="PATH",
@@ -469,8 +472,6 @@ def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     from training.split import DEFAULT_SEED
 
     minutes = QUICK_W2V_MINUTES if args.quick else args.w2v_minutes
-    if minutes is not None and minutes <= 0:
-        raise BuildError(f"--w2v-minutes must be positive, got {minutes:g}")
     return BuildOptions(
         data=(args.data or default_manifest_csv()).resolve(),
         yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
@@ -481,7 +482,10 @@ def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
 def main(argv: list[str] | None = None) -> int:
     from training.evaluate import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.w2v_minutes is not None and args.w2v_minutes <= 0:
+        parser.error(f"--w2v-minutes must be positive, got {args.w2v_minutes:g}")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

@@ -1,12 +1,15 @@
-"""Shared fixtures. Broker fixtures: a real mosquitto on loopback (skipped when it is not installed)."""
+"""Shared fixtures. Broker fixtures: a real mosquitto on loopback (skipped when it is not installed);
+``fake_models``: the tiny tone models of tests/fake_models.py and their manifest."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.broker import Broker, find_mosquitto
+from tests.fake_models import write_fake_models
 
 
 @pytest.fixture
@@ -31,3 +34,9 @@ def broker_factory(tmp_path_factory) -> Iterator[Callable[..., Broker]]:
 def broker(broker_factory) -> Broker:
     """An anonymous broker on a free loopback port."""
     return broker_factory()
+
+
+@pytest.fixture
+def fake_models(tmp_path) -> Path:
+    """The manifest of the fake tone models (a 500 Hz tone is Crying, 1000 Hz Screaming, 2000 Hz Normal)."""
+    return write_fake_models(tmp_path / "models")

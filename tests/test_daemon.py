@@ -13,13 +13,12 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
-import pytest
 import soundfile as sf
 
 from monitor.constants import SAMPLE_RATE
 from monitor.events import EVENT_SCHEMA_PATH
 from tests.broker import Subscriber, wait_until
-from tests.fake_models import TONE_HZ, write_fake_models
+from tests.fake_models import TONE_HZ
 
 REPO = Path(__file__).resolve().parents[1]
 SHUTDOWN_LIMIT_SECONDS = 2.0
@@ -63,11 +62,6 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def start_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-@pytest.fixture
-def fake_models(tmp_path) -> Path:
-    return write_fake_models(tmp_path / "models")
 
 
 def events_of(stdout: str) -> list[dict]:

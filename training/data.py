@@ -142,6 +142,11 @@ def load_dataset(source: Path) -> list[Clip]:
     return clips
 
 
+def clips_signature(clips: list[Clip]) -> list[list]:
+    """What identifies a clip list for cache keys: path, label, group and file size of each clip."""
+    return [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips]
+
+
 def manifest_sha256(source: Path) -> str:
     """Identity of the training data: the CSV bytes, or the sorted file list with sizes of a folder."""
     source = Path(source)

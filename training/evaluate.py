@@ -291,7 +291,10 @@ def setup_logging(level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nursery-monitor evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="nursery-monitor evaluate",
+        description="Classify labelled clips with the built models (as `nursery-monitor classify` does) and write "
+                    "metrics.json, ROC curves, confusion-matrix PNGs, report.md and errors.csv.")
     parser.add_argument("--manifest", type=Path, metavar="CSV|DIR",
                         help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
     parser.add_argument("--split", choices=(*SPLITS, ALL_CLIPS),

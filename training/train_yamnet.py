@@ -30,7 +30,7 @@ from monitor.preprocess import prepare_batch
 
 from .augment import AugmentParams, augment_window
 from .calibration import expected_calibration_error, fit_temperature, softmax
-from .data import Clip, load_dataset, manifest_sha256
+from .data import Clip, clips_signature, load_dataset, manifest_sha256
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SEED, load_or_make_split, split_file_for, split_summary
 from .windows import GATE_SETTINGS_USED, WindowSet, build_window_set
@@ -137,7 +137,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
                  base: BaseModel) -> str:
     doc = {
         "version": FEATURES_VERSION,
-        "clips": [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips],
+        "clips": clips_signature(clips),
         "split": split_of_clip.tolist(),
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},

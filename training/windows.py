@@ -25,7 +25,7 @@ from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, VAD_FRAME_SAMPL
 from monitor.paths import build_dir
 from monitor.preprocess import clip_windows, frame_starts, rms_dbfs
 
-from .data import Clip
+from .data import Clip, clips_signature
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _empty_set() -> WindowSet:
 def _cache_key(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int, gate_cfg: GateConfig) -> str:
     doc = {
         "version": CACHE_VERSION,
-        "clips": [[str(c.path), c.label, c.group, c.path.stat().st_size] for c in clips],
+        "clips": clips_signature(clips),
         "preprocess": dataclasses.asdict(preprocess_cfg),
         "gate": {name: getattr(gate_cfg, name) for name in GATE_SETTINGS_USED},
         "hop": hop_samples,

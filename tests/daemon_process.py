@@ -1,0 +1,156 @@
+"""A `nursery-monitor` process whose output is read while it runs, and facts read from outside it:
+its peak memory, the events queued in its outbox file, top-level config keys.
+
+Built on ``tests.test_daemon.start_cli`` (the process is started exactly as there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.broker import WAIT_TIMEOUT_SECONDS
+from tests.test_daemon import start_cli
+
+READER_JOIN_SECONDS = 5.0
+STOP_WAIT_SECONDS = 15.0
+REAP_POLL_SECONDS = 0.02
+KB_PER_MB = 1024.0
+TRACEBACK = "Traceback (most recent call last)"
+
+
+class RunningDaemon:
+    """``nursery-monitor <args>`` with a reader thread per output stream, so a test can wait for a line
+    while the process keeps running. Use as a context manager: whatever happens, the process is killed."""
+
+    STREAMS = ("stdout", "stderr")
+
+    def __init__(self, *args: str):
+        self.process = start_cli(*args)
+        self._lines: dict[str, list[str]] = {name: [] for name in self.STREAMS}
+        self._changed = threading.Condition()
+        self._readers = [threading.Thread(target=self._read, args=(name,), name=f"daemon-{name}", daemon=True)
+                         for name in self.STREAMS]
+        self.peak_rss_mb: float | None = None
+        """The process's own peak resident memory, known once it has ended."""
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, name: str) -> None:
+        for line in getattr(self.process, name):
+            with self._changed:
+                self._lines[name].append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def lines(self, stream: str = "stderr") -> list[str]:
+        with self._changed:
+            return list(self._lines[stream])
+
+    def text(self, stream: str = "stderr") -> str:
+        return "\n".join(self.lines(stream))
+
+    def matching(self, needle: str, stream: str = "stderr") -> list[str]:
+        return [line for line in self.lines(stream) if needle in line]
+
+    def wait_for_lines(self, needle: str, count: int = 1, stream: str = "stderr",
+                       timeout: float = WAIT_TIMEOUT_SECONDS) -> list[str]:
+        """At least ``count`` lines containing ``needle``, or those seen when ``timeout`` passed or the process
+        closed its output."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self._lines[stream] if needle in line]
+                remaining = deadline - time.monotonic()
+                if len(found) >= count or remaining <= 0 or not any(r.is_alive() for r in self._readers):
+                    return found
+                self._changed.wait(min(remaining, 0.1))
+
+    @property
+    def alive(self) -> bool:
+        return not self._reap(block_seconds=0.0)
+
+    def terminate(self, timeout: float = STOP_WAIT_SECONDS) -> int:
+        """SIGTERM, as systemd stops the service; the exit code."""
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush, close or say goodbye."""
+        if self.alive:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.wait(STOP_WAIT_SECONDS)
+
+    def wait(self, timeout: float = STOP_WAIT_SECONDS) -> int:
+        """The exit code once the process has ended and its output is read."""
+        if not self._reap(block_seconds=timeout):
+            raise subprocess.TimeoutExpired(self.process.args, timeout)
+        for reader in self._readers:
+            reader.join(READER_JOIN_SECONDS)
+        return self.process.returncode
+
+    def _reap(self, block_seconds: float) -> bool:
+        """Collect the exit status with ``wait4``, which also gives the child's own peak RSS (Popen's
+        ``wait`` would reap it without); True once it has ended."""
+        deadline = time.monotonic() + block_seconds
+        while self.process.returncode is None:
+            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid:
+                self.process.returncode = os.waitstatus_to_exitcode(status)
+                self.peak_rss_mb = usage.ru_maxrss / KB_PER_MB
+            elif time.monotonic() >= deadline:
+                return False
+            else:
+                time.sleep(REAP_POLL_SECONDS)
+        return True
+
+    def __enter__(self) -> RunningDaemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+def run_to_end(*args: str, timeout: float = 120.0) -> RunningDaemon:
+    """``nursery-monitor <args>`` to completion: ``process.returncode``, ``text(stream)``, ``peak_rss_mb``."""
+    daemon = RunningDaemon(*args)
+    try:
+        daemon.wait(timeout)
+    finally:
+        daemon.kill()
+    return daemon
+
+
+def queued_events(outbox: Path) -> int:
+    """Event messages waiting in a (possibly running) daemon's outbox, read without disturbing it."""
+    if not outbox.exists():
+        return 0
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM outbox WHERE is_event = 1").fetchone()[0]
+    except sqlite3.OperationalError:  # created but its tables not yet
+        return 0
+    finally:
+        db.close()
+
+
+def set_top_level(config: Path, **values: object) -> Path:
+    """Top-level scalar keys (``log_level``, ``device_id``) in a config written by ``write_config``."""
+    document = json.loads(config.read_text())
+    document.update(values)
+    config.write_text(json.dumps(document))
+    return config
+
+
+def stderr_problems(stderr: str, secret: str | None = None) -> list[str]:
+    """What must never be in the daemon's output: a traceback, or the secret."""
+    problems = [line for line in stderr.splitlines() if TRACEBACK in line]
+    if secret:
+        problems += [line for line in stderr.splitlines() if secret in line]
+    return problems
