@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -245,12 +246,32 @@ class InputDevice:
         return f"{self.index}: {self.name} - {self.channels} ch, {self.default_rate:.0f} Hz{default}"
 
 
+@contextmanager
+def _log_handlers_held() -> Iterator[None]:
+    """PortAudio's initialisation (``import sounddevice``, each device rescan) points the whole process's stderr
+    at /dev/null for a moment, to hide ALSA's chatter. The log handlers are held meanwhile, so a line another
+    thread logs then (say an MQTT error that is logged only once) waits instead of vanishing."""
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.acquire()
+    try:
+        yield
+    finally:
+        for handler in reversed(handlers):
+            handler.release()
+
+
+def _sounddevice() -> Any:
+    """The sounddevice module; its first import initialises PortAudio, so it is made with the log handlers held."""
+    with _log_handlers_held():
+        import sounddevice
+    return sounddevice
+
+
 def list_devices(query: Callable[[], Any] | None = None) -> list[InputDevice]:
     """Input-capable devices, for `nursery-monitor devices` and for resolving ``audio.device``."""
     if query is None:
-        import sounddevice
-
-        query = sounddevice.query_devices
+        query = _sounddevice().query_devices
         default_input = _default_input_index()
     else:
         default_input = None
@@ -263,8 +284,7 @@ def list_devices(query: Callable[[], Any] | None = None) -> list[InputDevice]:
 
 
 def _default_input_index() -> int | None:
-    import sounddevice
-
+    sounddevice = _sounddevice()
     try:
         index = sounddevice.default.device[0]
     except (TypeError, IndexError):
@@ -289,8 +309,7 @@ def resolve_device(device: int | str | None, devices: Sequence[InputDevice]) -> 
 
 def open_sounddevice_stream(request: StreamRequest) -> InputStreamLike:
     """The real stream factory: resolves the device, its native rate and a channel count it accepts."""
-    import sounddevice
-
+    sounddevice = _sounddevice()
     if request.reopening:
         _rescan_devices(sounddevice)
     try:
@@ -314,8 +333,9 @@ def _rescan_devices(sounddevice: Any) -> None:
     version without them just keeps its old device list.
     """
     try:
-        sounddevice._terminate()
-        sounddevice._initialize()
+        with _log_handlers_held():
+            sounddevice._terminate()
+            sounddevice._initialize()
     except (AttributeError, sounddevice.PortAudioError) as exc:
         log.debug("could not rescan audio devices: %s", _one_line(exc))
 

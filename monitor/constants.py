@@ -24,6 +24,8 @@ DATASET_LABELS = {"cry": "Crying", "scream": "Screaming", "normal": "Normal"}
 """Manifest label column -> product label."""
 
 YAMNET_EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean_Squeeze__273:0"
+"""As documented for tf2onnx's conversion; tf2onnx 1.17 numbers it ``__272:0``, so the converter
+(training/yamnet_features.py) also finds it by its place after the pooling layer."""
 YAMNET_EMBEDDING_SIZE = 1024
 YAMNET_AUDIOSET_CLASSES = 521
 

@@ -55,17 +55,18 @@ class RunningDaemon:
     def text(self, stream: str = "stderr") -> str:
         return "\n".join(self.lines(stream))
 
-    def matching(self, needle: str, stream: str = "stderr") -> list[str]:
-        return [line for line in self.lines(stream) if needle in line]
+    def matching(self, *needles: str, stream: str = "stderr") -> list[str]:
+        """Lines containing every one of ``needles``."""
+        return [line for line in self.lines(stream) if all(needle in line for needle in needles)]
 
-    def wait_for_lines(self, needle: str, count: int = 1, stream: str = "stderr",
+    def wait_for_lines(self, *needles: str, count: int = 1, stream: str = "stderr",
                        timeout: float = WAIT_TIMEOUT_SECONDS) -> list[str]:
-        """At least ``count`` lines containing ``needle``, or those seen when ``timeout`` passed or the process
-        closed its output."""
+        """At least ``count`` lines containing every one of ``needles``, or those seen when ``timeout`` passed
+        or the process closed its output."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                found = [line for line in self._lines[stream] if needle in line]
+                found = [line for line in self._lines[stream] if all(needle in line for needle in needles)]
                 remaining = deadline - time.monotonic()
                 if len(found) >= count or remaining <= 0 or not any(r.is_alive() for r in self._readers):
                     return found

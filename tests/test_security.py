@@ -26,6 +26,7 @@ WAIT_SECONDS = 30.0
 SHORT_EVENTS = {"hold_seconds": 1.0}
 CRY_SCENE = [(None, 0.5), ("Crying", 2.0), (None, 2.5)]
 ERROR_LEVEL = " ERROR "
+MQTT_LOG = "monitor.mqtt: MQTT:"
 
 
 @pytest.fixture
@@ -56,12 +57,12 @@ def password_from(source: str, tmp_path: Path, monkeypatch, password: str) -> di
 
 def assert_keeps_retrying_with_one_clear_error(daemon: RunningDaemon, failure: str, secret: str) -> None:
     """The failure logged once at ERROR (repeats at DEBUG), the daemon still up, then a clean SIGTERM."""
-    retries = daemon.wait_for_lines(failure, RETRIES_SEEN, timeout=WAIT_SECONDS)
+    retries = daemon.wait_for_lines(MQTT_LOG, failure, count=RETRIES_SEEN, timeout=WAIT_SECONDS)
     assert len(retries) >= RETRIES_SEEN, daemon.text()
     assert daemon.alive, "a refused connection must not end the daemon"
     assert daemon.terminate() == 0, daemon.text()
     errors = daemon.matching(ERROR_LEVEL)
-    assert len(errors) == 1 and failure in errors[0], daemon.text()
+    assert len(errors) == 1 and failure in errors[0], errors
     assert stderr_problems(daemon.text() + daemon.text("stdout"), secret) == []
 
 

@@ -34,6 +34,8 @@ ACTIVE_MARGIN_DB = 10.0
 INT16_SCALE = 32767
 CACHE_VERSION = 1
 """Bump when the windowing logic changes, so stale caches are not reused."""
+KEEP_CACHES = 6
+"""Window caches are ~0.7 GB each: only the most recently written ones are kept (ablation uses five)."""
 GATE_SETTINGS_USED = ("vad_aggressiveness", "vad_min_fraction", "silence_dbfs")
 """The runtime gate settings the activity criterion shares (only these key the cache)."""
 
@@ -152,6 +154,13 @@ def _compute_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop
     return WindowSet(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(WindowSet)))
 
 
+def _prune_caches(cache_dir: Path, keep: int = KEEP_CACHES) -> None:
+    caches = sorted(cache_dir.glob("windows-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in caches[keep:]:
+        log.info("removing old window cache %s", stale)
+        stale.unlink(missing_ok=True)
+
+
 def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int,
                      gate_cfg: GateConfig | None = None, *, cache_dir: Path | None = None,
                      progress: bool = True) -> WindowSet:
@@ -168,6 +177,7 @@ def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_sa
     tmp = cache.with_name(cache.stem + ".tmp.npz")
     np.savez(tmp, **{f.name: getattr(window_set, f.name) for f in dataclasses.fields(WindowSet)})
     tmp.replace(cache)
+    _prune_caches(cache_dir)
     log.info("%d windows (%d active) of %d clips cached in %s", len(window_set), int(window_set.active.sum()),
              len(clips), cache)
     return window_set
