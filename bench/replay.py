@@ -180,12 +180,17 @@ def _stream_seconds(stream: Path) -> float:
     return float(sf.info(str(stream)).duration)
 
 
-def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None) -> Iterator:
-    """Blocks with a progress bar on stderr; stops at ``limit_s`` of audio when given."""
+def audio_progress(total_s: float, desc: str, disable: bool = False):
+    """A tqdm bar counting seconds of audio (on stderr)."""
     from tqdm import tqdm
 
-    with tqdm(total=round(min(total_s, limit_s or total_s)), desc=desc, unit="s audio",
-              mininterval=PROGRESS_INTERVAL_S) as bar:
+    return tqdm(total=total_s, desc=desc, unit="s", mininterval=PROGRESS_INTERVAL_S, disable=disable,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
+
+
+def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None) -> Iterator:
+    """Blocks with a progress bar on stderr; stops at ``limit_s`` of audio when given."""
+    with audio_progress(min(total_s, limit_s or total_s), desc) as bar:
         for block in blocks:
             if limit_s is not None and block.start_seconds >= limit_s:
                 return
@@ -260,8 +265,6 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
 
 
 def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
-    from tqdm import tqdm
-
     from monitor.classify import load_classifiers
 
     from .baseline import iter_pcm16_chunks, run_baseline
@@ -271,8 +274,7 @@ def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
     yamnet = load_classifiers(cfg).yamnet
     load_seconds = time.perf_counter() - t0
     spec = BaselineSpec()
-    with tqdm(total=round(_stream_seconds(stream)), desc="replay (baseline)", unit="s audio",
-              mininterval=PROGRESS_INTERVAL_S) as bar, Stopwatch() as clock:
+    with audio_progress(_stream_seconds(stream), "replay (baseline)") as bar, Stopwatch() as clock:
         run = run_baseline(iter_pcm16_chunks(stream), lambda w: yamnet.predict(w)[1], spec, on_chunk=bar.update)
     inference = {"yamnet_audioset": round(float(np.mean(run.inference_ms)), 3) if run.inference_ms else None}
     _write_json(result, {

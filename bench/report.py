@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from monitor.constants import ALERT_LABELS
 
 from .score import Score
-from .tradeoff import MIN_SNR_DB
+from .tradeoff import MIN_SNR_DB, Targets
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ BARS = (
     Bar("rtf", 0.05, False),
     Bar("peak_rss_mb", 300.0, False),
 )
+RECALL_BAR_PREFIX = "recall_10db_up."
+LATENCY_BAR = "latency_p95_s"
 MIN_STREAM_HOURS = 2.0
 """The bars are judged on at least this much stream."""
 
@@ -59,6 +61,14 @@ def figures(score: Score, run: dict) -> dict:
         **{key: run.get(key) for key in MEASUREMENT_KEYS},
         "per_label": summary["per_label"],
     }
+
+
+def event_targets() -> Targets:
+    """The bars that depend on the fusion / tracker settings, for the threshold sweep."""
+    by_figure = {bar.figure: bar.limit for bar in BARS}
+    return Targets(false_alarms_per_hour=FALSE_ALARM_BAR.limit, latency_p95_s=by_figure[LATENCY_BAR],
+                   recall_10db_up={figure.removeprefix(RECALL_BAR_PREFIX): limit for figure, limit in by_figure.items()
+                                   if figure.startswith(RECALL_BAR_PREFIX)})
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -158,36 +168,52 @@ def _main_table(doc: dict) -> list[str]:
 
 def _snr_table(doc: dict) -> list[str]:
     ours, baseline = doc["ours"], doc.get("baseline")
-    lines = ["## Recall per SNR", "", "| label | SNR | insertions | ours | baseline |", "|---|---|---|---|---|"]
+    lines = ["## Recall and latency per SNR", "",
+             "| label | SNR | insertions | recall ours | recall baseline | latency p50 / p95 ours (s) |",
+             "|---|---|---|---|---|---|"]
     for label, per_snr in ours["recall_by_snr"].items():
         counts = ours["per_label"][label]["truths_by_snr"]
+        latency = ours["per_label"][label].get("latency_by_snr", {})
         for key, value in per_snr.items():
+            p50, p95 = (latency.get(key, {}).get(f"latency_p{p}_s") for p in (50, 95))
             lines.append(f"| {label} | {key} | {counts.get(key)} | {fmt(value)} | "
-                         f"{fmt(lookup(baseline, f'recall_by_snr.{label}.{key}'))} |")
+                         f"{fmt(lookup(baseline, f'recall_by_snr.{label}.{key}'))} | {fmt(p50)} / {fmt(p95)} |")
+    return lines + [""]
+
+
+def _false_alarm_table(doc: dict) -> list[str]:
+    ours, baseline = doc["ours"].get("false_alarms_by_source", {}), (doc.get("baseline") or {}).get(
+        "false_alarms_by_source", {})
+    sources = list(dict.fromkeys([*ours, *baseline]))
+    if not sources:
+        return []
+    lines = ["## What was sounding when a false alarm was raised", "",
+             "| background source | ours | baseline |", "|---|---|---|"]
+    lines += [f"| {source} | {ours.get(source, 0)} | {baseline.get(source, 0)} |" for source in sources]
     return lines + [""]
 
 
 def _tradeoff_section(tradeoff: dict) -> list[str]:
     chosen = tradeoff.get("recommended")
-    lines = ["## Threshold trade-off", "",
+    lines = ["## Trade-off: recall against false alarms", "",
              "Fusion and the event tracker re-run over the recorded window scores for every enter_threshold x "
-             f"k-of-n (re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}). "
+             "k-of-n x majority vote x models (both, or YAMNet alone; the rtf above is for the live models). "
+             f"Re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}. "
              f"Every point: `{tradeoff['file']}`" + (f"; plot: `{tradeoff['plot']}`." if tradeoff.get("plot") else "."),
              ""]
     if chosen:
-        lines += [f"Recommended: enter_threshold {chosen['enter_threshold']}, k_windows {chosen['k_windows']}, "
-                  f"n_windows {chosen['n_windows']}: {chosen['false_alarms_per_hour']:g} false alarms/h, recall at "
-                  f">= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
-                  f"latency p95 {fmt(chosen['latency_p95_s'])} s. "
-                  f"Why: {tradeoff['reason']}.", ""]
-    lines += ["Pareto frontier (and the live setting):", "",
-              "| enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB | latency p95 (s) |",
-              "|---|---|---|---|---|---|"]
+        lines += [f"Recommended default: {tradeoff['recommended_text']}: {chosen['false_alarms_per_hour']:g} false "
+                  f"alarms/h, recall at >= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
+                  f"latency p95 {fmt(chosen['latency_p95_s'])} s. Why: {tradeoff['reason']}.", ""]
+    lines += ["Pareto frontier (one row per distinct result) and the live setting:", "",
+              "| models | vote | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
+              "| latency p95 (s) |", "|---|---|---|---|---|---|---|---|"]
     for p in tradeoff["frontier"]:
         live = " (live)" if p["is_live_config"] else ""
-        lines.append(f"| {p['enter_threshold']}{live} | {p['k_windows']} of {p['n_windows']} | "
-                     f"{p['false_alarms_per_hour']:g} | {fmt(p['recall_10db_up']['Crying'])} | "
-                     f"{fmt(p['recall_10db_up']['Screaming'])} | {fmt(p['latency_p95_s'])} |")
+        lines.append(f"| {p['models']}{live} | {fmt(p['require_vote'])} | {p['enter_threshold']:g} | "
+                     f"{p['k_windows']} of {p['n_windows']} | {p['false_alarms_per_hour']:g} | "
+                     f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
+                     f"{fmt(p['latency_p95_s'])} |")
     return lines + [""]
 
 
@@ -203,7 +229,7 @@ def _profile_section(profile: dict) -> list[str]:
 
 
 def render_markdown(doc: dict) -> str:
-    lines = _header(doc) + _main_table(doc) + _snr_table(doc)
+    lines = _header(doc) + _main_table(doc) + _snr_table(doc) + _false_alarm_table(doc)
     if doc.get("tradeoff"):
         lines += _tradeoff_section(doc["tradeoff"])
     if doc.get("profile"):

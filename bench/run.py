@@ -18,21 +18,22 @@ import dataclasses
 import json
 import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.audiofile import AudioFileError, load_clip
 from monitor.cli import default_config_path
 from monitor.config import Config, ConfigError, FusionConfig, load_config
-from monitor.constants import ALERT_LABELS, SAMPLE_RATE
+from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
 from monitor.model_manifest import ModelError, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
 
 from .baseline import BaselineSpec
-from .replay import WorkerPaths, load_window_record, run_worker
-from .report import FALSE_ALARM_BAR, check_bars, figures, render_markdown
-from .score import FALSE_ALARM, DetectedEvent, ScoreSpec, score_events
-from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_truth, write_stream
+from .replay import WorkerPaths, audio_progress, load_window_record, run_worker
+from .report import check_bars, event_targets, figures, render_markdown
+from .score import FALSE_ALARM, DetectedEvent, Score, ScoreSpec, blame, score_events
+from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_background, read_truth, write_stream
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def decode_clips(clips: list, cfg: Config, progress: bool) -> list[SourceClip]:
         except AudioFileError as exc:
             log.warning("skipping %s", exc)
             continue
-        source = make_source_clip(clip.path.name, clip.label, samples)
+        source = make_source_clip(clip.path.name, clip.label, samples, clip.source)
         if source is None:
             log.warning("skipping %s: no sound above the activity floor", clip.path)
             continue
@@ -119,11 +120,9 @@ def check_spacing(spec: StreamSpec, fusion: FusionConfig, baseline: BaselineSpec
 
 def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, files: BenchFiles,
                  progress: bool) -> dict:
-    from tqdm import tqdm
-
     pool = decode_clips(select_clips(manifest, split), cfg, progress)
     plan = plan_stream(pool, spec)
-    with tqdm(total=round(plan.seconds), desc="writing stream", unit="s audio", disable=not progress) as bar:
+    with audio_progress(plan.seconds, "writing stream", disable=not progress) as bar:
         write_stream(plan, pool, files.stream, files.truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
     summary = {**plan.summary(), "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
                "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)},
@@ -134,6 +133,11 @@ def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, file
 
 
 # --- scoring ---------------------------------------------------------------------------------------
+
+def decision_span_s(cfg: Config) -> float:
+    """Audio the tracker has heard when it raises an event: its n windows."""
+    return WINDOW_SECONDS + (cfg.fusion.n_windows - 1) * cfg.window.hop_seconds
+
 
 def _score(truths, run: dict, stream_seconds: float, spec: ScoreSpec):
     return score_events(truths, [DetectedEvent.from_dict(e) for e in run["events"]], stream_seconds, spec)
@@ -147,32 +151,49 @@ def _tradeoff(files: BenchFiles, cfg: Config, ours_run: dict, baseline: dict | N
     versions = ours_run["model_versions"]
     points = sweep(record, cfg.fusion, versions, cfg.device_id, truths, stream_seconds, spec, progress)
     again = replay_tracker(record, cfg.fusion, versions, cfg.device_id, stream_seconds)
-    chosen, reason = recommend(points, FALSE_ALARM_BAR.limit, baseline["false_alarms_per_hour"] if baseline else None)
+    chosen, reason = recommend(points, event_targets(), baseline["false_alarms_per_hour"] if baseline else None)
     plotted = write_plot(points, chosen, files.tradeoff_png)
     tradeoff = {"file": files.tradeoff_json.name, "plot": files.tradeoff_png.name if plotted else None,
                 "reproduces_live": [e.to_dict() for e in again] == ours_run["events"],
-                "recommended": chosen.to_dict() if chosen else None, "reason": reason,
+                "recommended": chosen.to_dict() if chosen else None,
+                "recommended_text": chosen.setting.describe() if chosen else None, "reason": reason,
                 "frontier": [p.to_dict() for p in pareto_frontier(points)]}
     files.tradeoff_json.write_text(json.dumps({**tradeoff, "points": [p.to_dict() for p in points]}, indent=1),
                                    encoding="utf-8")
     return tradeoff
 
 
+def _false_alarms(score: Score, background: list, lookback_s: float) -> tuple[dict[str, int], list[dict]]:
+    """False alarms counted by the source of what was sounding when they were raised, and listed with the clip."""
+    events = [o.event for o in score.outcomes if o.kind == FALSE_ALARM]
+    sources = blame(events, [(b.start_s, b.end_s, b.source or b.clip) for b in background], lookback_s)
+    clips = blame(events, [(b.start_s, b.end_s, b.clip) for b in background], lookback_s)
+    listed = [{**e.to_dict(), "sounding": clip} for e, clip in zip(events, clips, strict=True)]
+    return dict(Counter(sources).most_common()), listed
+
+
 def evaluate(files: BenchFiles, cfg: Config, ours_run: dict, baseline_run: dict | None, profile: dict | None,
              stream_summary: dict, progress: bool) -> dict:
     """Score both systems, sweep the thresholds, write bench.json and bench.md; returns the document."""
     truths, stream_seconds = read_truth(files.truth)
+    background = read_background(files.truth)
     spec = ScoreSpec()
     ours_score = _score(truths, ours_run, stream_seconds, spec)
     ours = figures(ours_score, ours_run)
-    baseline = figures(_score(truths, baseline_run, stream_seconds, spec), baseline_run) if baseline_run else None
+    ours["false_alarms_by_source"], ours_false_alarms = _false_alarms(ours_score, background,
+                                                                      decision_span_s(cfg))
+    baseline = None
+    if baseline_run:
+        baseline_score = _score(truths, baseline_run, stream_seconds, spec)
+        baseline = figures(baseline_score, baseline_run)
+        baseline["false_alarms_by_source"], _ = _false_alarms(baseline_score, background, WINDOW_SECONDS)
     doc = {"ours": ours, "baseline": baseline, "stream": stream_summary,
            "config": {"fusion": dataclasses.asdict(cfg.fusion), "gate": dataclasses.asdict(cfg.gate),
                       "window": dataclasses.asdict(cfg.window), "models": dataclasses.asdict(cfg.models),
                       "score": dataclasses.asdict(spec), "baseline": BaselineSpec().to_dict()},
            "bars": check_bars(ours, baseline, stream_seconds / SECONDS_PER_HOUR),
            "misses": [t.to_dict() for t, hit in zip(truths, ours_score.truth_hit, strict=True) if not hit],
-           "false_alarm_events": [o.event.to_dict() for o in ours_score.outcomes if o.kind == FALSE_ALARM],
+           "false_alarm_events": ours_false_alarms,
            "profile": {**profile, "file": files.profile_text.name} if profile else None}
     if files.windows.is_file():
         doc["tradeoff"] = _tradeoff(files, cfg, ours_run, baseline, truths, stream_seconds, spec, progress)

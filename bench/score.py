@@ -14,6 +14,7 @@ after the sound to decide, so an event raised just after a short scream still be
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +104,7 @@ class LabelScore:
     truths_by_snr: dict[str, int] = field(default_factory=dict)
     hits_by_snr: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
+    latencies_by_snr: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def recall(self) -> float | None:
@@ -121,6 +123,7 @@ class LabelScore:
                 "event_recall": _round(self.recall), "event_precision": _round(self.precision),
                 "recall_by_snr": {k: _round(v) for k, v in self.recall_by_snr().items()},
                 "truths_by_snr": dict(self.truths_by_snr),
+                "latency_by_snr": {k: latency_summary(v) for k, v in self.latencies_by_snr.items()},
                 **latency_summary(self.latencies_s)}
 
 
@@ -255,6 +258,29 @@ def score_events(truths: Sequence[TruthEvent], events: Sequence[DetectedEvent], 
         s.false_alarms += outcome.kind == FALSE_ALARM
         if outcome.kind == HIT:
             s.latencies_s.append(outcome.latency_s)
+            s.latencies_by_snr.setdefault(truths[outcome.truth_index].snr_key, []).append(outcome.latency_s)
     covered = union_seconds((truth_window(t, spec) for t in truths), stream_seconds)
     return Score(per_label=per_label, outcomes=outcomes, truths=truths, truth_hit=matched, truth_alerted=alerted,
                  stream_seconds=stream_seconds, background_seconds=max(0.0, stream_seconds - covered))
+
+
+ROOM_TONE = "room tone only"
+
+
+def blame(events: Sequence[DetectedEvent], spans: Sequence[tuple[float, float, str]], lookback_s: float) -> list[str]:
+    """Per event, the name of the span (start_s, end_s, name) overlapping most of the ``lookback_s`` before it was
+    raised (what the tracker was hearing when it decided); ROOM_TONE when nothing was sounding."""
+    ordered = sorted(spans)
+    starts = [span[0] for span in ordered]
+    longest = max((end - start for start, end, _ in ordered), default=0.0)
+    causes = []
+    for event in events:
+        lo, hi = event.raised_s - lookback_s, event.raised_s
+        first = bisect.bisect_left(starts, lo - longest)
+        overlaps = {}
+        for start, end, name in ordered[first:bisect.bisect_right(starts, hi)]:
+            overlap = min(end, hi) - max(start, lo)
+            if overlap > 0:
+                overlaps[name] = overlaps.get(name, 0.0) + overlap
+        causes.append(max(overlaps, key=overlaps.get) if overlaps else ROOM_TONE)
+    return causes

@@ -116,6 +116,8 @@ class SourceClip:
     label: str
     samples: np.ndarray
     activity: Activity
+    source: str = ""
+    """The collection it comes from (manifest ``source``): false alarms are traced back to it."""
 
     @property
     def peak(self) -> float:
@@ -138,6 +140,20 @@ class Placement:
         return self.start + self.length
 
 
+@dataclass(frozen=True)
+class SoundingSpan:
+    """A Normal clip sounding in the stream (background or bed), for tracing false alarms to what caused them."""
+
+    start_s: float
+    end_s: float
+    clip: str
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "clip": self.clip,
+                "source": self.source}
+
+
 @dataclass
 class StreamPlan:
     spec: StreamSpec
@@ -145,6 +161,7 @@ class StreamPlan:
     placements: list[Placement]
     truth: list[TruthEvent]
     clip_names: list[str]
+    clip_sources: list[str]
 
     @property
     def seconds(self) -> float:
@@ -159,9 +176,14 @@ class StreamPlan:
         return {"seconds": self.seconds, "hours": round(self.seconds / 3600, 4), "insertions": len(self.truth),
                 "insertions_by_label_snr": counts, "placements": len(self.placements), "distinct_clips": len(used)}
 
+    def background(self) -> list[SoundingSpan]:
+        return [SoundingSpan(_seconds(p.start), _seconds(p.end), self.clip_names[p.clip], self.clip_sources[p.clip])
+                for p in self.placements if p.role != ROLE_ALERT]
+
     def to_dict(self) -> dict:
         return {"spec": self.spec.to_dict(), "sample_rate": SAMPLE_RATE, "sample_count": self.sample_count,
-                "summary": self.summary(), "truth": [t.to_dict() for t in self.truth]}
+                "summary": self.summary(), "truth": [t.to_dict() for t in self.truth],
+                "background": [span.to_dict() for span in self.background()]}
 
 
 # --- clips -----------------------------------------------------------------------------------------
@@ -184,11 +206,11 @@ def measure_activity(samples: np.ndarray) -> Activity | None:
                     level_dbfs=float(10 * np.log10(power + EPSILON)))
 
 
-def make_source_clip(name: str, label: str, samples: np.ndarray) -> SourceClip | None:
+def make_source_clip(name: str, label: str, samples: np.ndarray, source: str = "") -> SourceClip | None:
     """A decoded 16 kHz clip ready for placing; None when it holds no usable sound."""
     samples = np.asarray(samples, dtype=np.float32)
     activity = measure_activity(samples)
-    return None if activity is None else SourceClip(name, label, samples, activity)
+    return None if activity is None else SourceClip(name, label, samples, activity, source)
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -259,7 +281,8 @@ class _Planner:
             quiet_start, quiet_end = event_end, event_end + _samples(_uniform(self.rng, self.spec.quiet_s))
         self._fill_background(quiet_end, self.sample_count)
         self.placements.sort(key=lambda p: (p.start, p.role))
-        return StreamPlan(self.spec, self.sample_count, self.placements, self.truth, [c.name for c in self.clips])
+        return StreamPlan(self.spec, self.sample_count, self.placements, self.truth, [c.name for c in self.clips],
+                          [c.source for c in self.clips])
 
     def _fill_background(self, start: int, end: int) -> None:
         """Normal clips separated by room-tone gaps over ``[start, end)``, the last clip cut to fit; at least
@@ -420,4 +443,11 @@ def read_truth(path: Path) -> tuple[list[TruthEvent], float]:
     """Truth events and stream length (seconds) of a written stream."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     return [TruthEvent.from_dict(t) for t in doc["truth"]], doc["sample_count"] / doc["sample_rate"]
+
+
+def read_background(path: Path) -> list[SoundingSpan]:
+    """The Normal clips sounding in a written stream (empty for a truth file without them)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [SoundingSpan(float(b["start_s"]), float(b["end_s"]), b["clip"], b["source"])
+            for b in doc.get("background", [])]
 

@@ -99,6 +99,13 @@ def folder_identity(path: Path) -> dict[str, str] | str:
     return hash_outputs([path]) if path.exists() else str(path)
 
 
+def _key_parts(inputs: dict, versions: dict[str, str]) -> dict[str, str]:
+    """One digest per input and per source file, so a re-run can say what changed."""
+    parts = {f"input {k}": digest_json(v) for k, v in inputs.items()}
+    parts.update({f"code {m}": h for m, h in versions.items()})
+    return parts
+
+
 # --- cached steps --------------------------------------------------------------------------------
 
 @dataclass
@@ -122,7 +129,7 @@ class StepRunner:
     def _stamp_path(self, name: str) -> Path:
         return self.stamp_dir / f"{name}.json"
 
-    def _reusable(self, name: str, key: str) -> dict | None:
+    def _reusable(self, name: str, key: str, parts: dict[str, str]) -> dict | None:
         path = self._stamp_path(name)
         if self.force or not path.is_file():
             return None
@@ -131,6 +138,9 @@ class StepRunner:
         except (OSError, ValueError):
             return None
         if stamp.get("key") != key:
+            old = stamp.get("parts", {})
+            changed = sorted(k for k in set(old) | set(parts) if old.get(k) != parts.get(k))
+            log.info("      changed since the last build: %s", ", ".join(changed) or "build settings")
             return None
         outputs = stamp.get("outputs", {})
         for file, digest in outputs.items():
@@ -143,9 +153,11 @@ class StepRunner:
             outputs: list[Path] | Callable[[dict], list[Path]], action: Callable[[], dict]) -> StepOutcome:
         """``action`` does the work and returns a JSON-able result; ``outputs`` are the files / folders it makes
         (or a function of the result that names them), checked by hash before a cached result is reused."""
-        key = digest_json({"schema": STAMP_SCHEMA, "inputs": inputs, "code": code_version(code)})
+        versions = code_version(code)
+        key = digest_json({"schema": STAMP_SCHEMA, "inputs": inputs, "code": versions})
+        parts = _key_parts(inputs, versions)
         log.info("[%d/%d] %s", len(self.outcomes) + 1, self.total, title)
-        stamp = self._reusable(name, key)
+        stamp = self._reusable(name, key, parts)
         if stamp is not None:
             outcome = StepOutcome(name, key, stamp["result"], True, 0.0)
             log.info("      up to date (built %s in %.1f s)", stamp.get("finished", "?"), stamp.get("seconds", 0))
@@ -160,17 +172,18 @@ class StepRunner:
                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
             seconds = time.perf_counter() - started
             outcome = StepOutcome(name, key, result, False, seconds)
-            self._write_stamp(name, key, result, outputs(result) if callable(outputs) else outputs, seconds)
+            self._write_stamp(name, key, parts, result, outputs(result) if callable(outputs) else outputs, seconds)
             log.info("      done in %.1f s", seconds)
         self.outcomes.append(outcome)
         return outcome
 
-    def _write_stamp(self, name: str, key: str, result: dict, outputs: list[Path], seconds: float) -> None:
+    def _write_stamp(self, name: str, key: str, parts: dict[str, str], result: dict, outputs: list[Path],
+                     seconds: float) -> None:
         missing = [str(p) for p in outputs if not Path(p).exists()]
         if missing:
             raise BuildError(f"step '{name}' did not produce {', '.join(missing)}")
-        stamp = {"key": key, "result": result, "outputs": hash_outputs(outputs), "seconds": round(seconds, 1),
-                 "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")}
+        stamp = {"key": key, "parts": parts, "result": result, "outputs": hash_outputs(outputs),
+                 "seconds": round(seconds, 1), "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")}
         self.stamp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._stamp_path(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(stamp, indent=1, default=str) + "\n", encoding="utf-8")

@@ -127,7 +127,7 @@ def _run(pipeline: Pipeline, source, outputs: Outputs, stop: threading.Event, wa
         outputs.sink.close(timeout=pipeline.cfg.health.shutdown_seconds)
     log.info("processed %.1f s of audio in %.1f s: %d windows, %.1f%% gated in, %d event messages",
              stats.audio_seconds, stats.processing_seconds, stats.windows, 100 * stats.gate_pass_fraction,
-             len(stats.events))
+             stats.event_messages)
 
 
 def run_live(cfg: Config, args: argparse.Namespace) -> int:

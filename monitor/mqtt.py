@@ -187,6 +187,8 @@ class MqttPublisher:
         self._last_error: str | None = None
         self._failed_connects = 0
         self._connected = threading.Event()
+        self._first_attempt_over = threading.Event()
+        """The first connection attempt has succeeded or failed (``close`` waits for it with messages to send)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closing = False
@@ -285,7 +287,9 @@ class MqttPublisher:
         if timeout is None:
             timeout = HealthConfig().shutdown_seconds
         deadline = time.monotonic() + timeout
-        while self.connected and len(self.outbox) and time.monotonic() < deadline:
+        # Also while the first attempt is under way: replaying a short file takes less than a TLS handshake.
+        while (len(self.outbox) and time.monotonic() < deadline
+               and (self.connected or not self._first_attempt_over.is_set())):
             time.sleep(_WAIT_SLICE_SECONDS)
         self._stop.set()
         if self._sender is not None:
@@ -365,6 +369,7 @@ class MqttPublisher:
         with self._state_lock:
             self._last_error = None
             self._connected.set()
+        self._first_attempt_over.set()
         log.info("MQTT: connected to %s", self._where)
         self._wake.set()
         self._notify(True, None)
@@ -400,6 +405,7 @@ class MqttPublisher:
                 self._failed_connects += 1
         level = logging.WARNING if connection_lost else logging.ERROR
         log.log(level if is_new else logging.DEBUG, "MQTT: %s; retrying", message)
+        self._first_attempt_over.set()
         self._notify(False, message)
 
     def _notify(self, connected: bool, error: str | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +32,13 @@ from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
 
+RECENT_EVENT_MESSAGES = 1000
+"""Event messages kept in ``RunStats.events``: all of them for any clip or test replay, a bounded tail for a
+daemon that runs for months."""
+
+INFERENCE_TIMES_KEPT = 10_000
+"""Inference times kept per model in ``RunStats.inference_ms``; when full, the older half is dropped."""
+
 
 @dataclass
 class WindowOutcome:
@@ -48,7 +56,10 @@ class RunStats:
     audio_seconds: float = 0.0
     windows: int = 0
     gated_windows: int = 0
-    events: list[dict] = field(default_factory=list)
+    event_messages: int = 0
+    """Every event message published in this run."""
+    events: deque[dict] = field(default_factory=lambda: deque(maxlen=RECENT_EVENT_MESSAGES))
+    """The most recent ``RECENT_EVENT_MESSAGES`` of them, oldest first."""
     inference_ms: dict[str, list[float]] = field(default_factory=dict)
     processing_seconds: float = 0.0
 
@@ -144,6 +155,7 @@ class Pipeline:
     def publish(self, events: list[Event]) -> None:
         for event in events:
             payload = event.to_payload()
+            self.stats.event_messages += 1
             self.stats.events.append(payload)
             self.reporter.record_events()
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
@@ -161,8 +173,8 @@ class Pipeline:
         self.reporter.record_inference(model, milliseconds)
         times = self.stats.inference_ms.setdefault(model, [])
         times.append(milliseconds)
-        if len(times) > 10_000:  # bounded: keep the recent half for means over long runs
-            del times[:5_000]
+        if len(times) > INFERENCE_TIMES_KEPT:  # bounded: keep the recent half for means over long runs
+            del times[:INFERENCE_TIMES_KEPT // 2]
 
     def publish_status(self) -> None:
         if self.refresh_status is not None:

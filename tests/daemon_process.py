@@ -1,5 +1,5 @@
 """A `nursery-monitor` process whose output is read while it runs, and facts read from outside it:
-its peak memory, the events queued in its outbox file, top-level config keys.
+its peak memory (VmHWM), the events queued in its outbox file, top-level config keys.
 
 Built on ``tests.test_daemon.start_cli`` (the process is started exactly as there).
 """
@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.test_daemon import start_cli
 
 READER_JOIN_SECONDS = 5.0
 STOP_WAIT_SECONDS = 15.0
-REAP_POLL_SECONDS = 0.02
+MEMORY_POLL_SECONDS = 0.02
 KB_PER_MB = 1024.0
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -38,7 +37,9 @@ class RunningDaemon:
         self._readers = [threading.Thread(target=self._read, args=(name,), name=f"daemon-{name}", daemon=True)
                          for name in self.STREAMS]
         self.peak_rss_mb: float | None = None
-        """The process's own peak resident memory, known once it has ended."""
+        """The highest resident memory seen while it ran (its VmHWM). Not ``wait4``'s ru_maxrss: a child started
+        by vfork inherits the parent's high-water mark, here the test process's."""
+        self._readers.append(threading.Thread(target=self._watch_memory, name="daemon-memory", daemon=True))
         for reader in self._readers:
             reader.start()
 
@@ -47,6 +48,17 @@ class RunningDaemon:
             with self._changed:
                 self._lines[name].append(line.rstrip("\n"))
                 self._changed.notify_all()
+
+    def _watch_memory(self) -> None:
+        status = Path(f"/proc/{self.process.pid}/status")
+        while self.process.poll() is None:
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except OSError:  # gone
+                return
+            if "VmHWM" in fields:  # absent once it is a zombie
+                self.peak_rss_mb = int(fields["VmHWM"].split()[0]) / KB_PER_MB
+            time.sleep(MEMORY_POLL_SECONDS)
 
     def lines(self, stream: str = "stderr") -> list[str]:
         with self._changed:
@@ -74,7 +86,7 @@ class RunningDaemon:
 
     @property
     def alive(self) -> bool:
-        return not self._reap(block_seconds=0.0)
+        return self.process.poll() is None
 
     def terminate(self, timeout: float = STOP_WAIT_SECONDS) -> int:
         """SIGTERM, as systemd stops the service; the exit code."""
@@ -90,26 +102,10 @@ class RunningDaemon:
 
     def wait(self, timeout: float = STOP_WAIT_SECONDS) -> int:
         """The exit code once the process has ended and its output is read."""
-        if not self._reap(block_seconds=timeout):
-            raise subprocess.TimeoutExpired(self.process.args, timeout)
+        code = self.process.wait(timeout)
         for reader in self._readers:
             reader.join(READER_JOIN_SECONDS)
-        return self.process.returncode
-
-    def _reap(self, block_seconds: float) -> bool:
-        """Collect the exit status with ``wait4``, which also gives the child's own peak RSS (Popen's
-        ``wait`` would reap it without); True once it has ended."""
-        deadline = time.monotonic() + block_seconds
-        while self.process.returncode is None:
-            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
-            if pid:
-                self.process.returncode = os.waitstatus_to_exitcode(status)
-                self.peak_rss_mb = usage.ru_maxrss / KB_PER_MB
-            elif time.monotonic() >= deadline:
-                return False
-            else:
-                time.sleep(REAP_POLL_SECONDS)
-        return True
+        return code
 
     def __enter__(self) -> RunningDaemon:
         return self

@@ -9,9 +9,11 @@ from bench.score import (
     DUPLICATE,
     FALSE_ALARM,
     HIT,
+    ROOM_TONE,
     DetectedEvent,
     ScoreSpec,
     TruthEvent,
+    blame,
     score_events,
     union_seconds,
 )
@@ -106,6 +108,13 @@ def test_events_are_matched_in_the_order_they_were_raised():
     assert hit.event.raised_s == 101.0 and hit.latency_s == pytest.approx(1.0)
 
 
+def test_latency_is_also_split_by_snr():
+    events = [raised("Crying", 101.0), raised("Crying", 202.0), raised("Crying", 303.0)]
+    per_snr = score_events(TRUTHS, events, HOUR, SPEC).to_dict()["per_label"]["Crying"]["latency_by_snr"]
+    assert {key: value["latency_p50_s"] for key, value in per_snr.items()} == {
+        "clean": pytest.approx(1.0), "10dB": pytest.approx(2.0), "0dB": pytest.approx(3.0)}
+
+
 def test_latency_percentiles():
     delays = [0.5, 1.0, 1.5, 2.0, 4.0]
     events = [raised(t.label, t.onset_s + d) for t, d in zip(TRUTHS, delays, strict=True)]
@@ -124,3 +133,10 @@ def test_no_events_no_latency_and_zero_recall():
 def test_union_of_overlapping_windows():
     assert union_seconds([(0, 10), (5, 15), (20, 30)], 100.0) == 25.0
     assert union_seconds([(-5, 5), (95, 120)], 100.0) == 10.0
+
+
+def test_false_alarms_are_blamed_on_what_was_sounding_before_they_were_raised():
+    spans = [(10.0, 20.0, "speech"), (19.0, 30.0, "laughter"), (40.0, 41.0, "door")]
+    events = [raised("Crying", 21.0), raised("Crying", 29.5), raised("Crying", 60.0), raised("Crying", 41.5)]
+    assert blame(events, spans, lookback_s=2.0) == ["laughter", "laughter", ROOM_TONE, "door"]
+    assert blame(events[:1], [(10.0, 20.5, "speech"), (20.5, 21.0, "laughter")], 2.0) == ["speech"]

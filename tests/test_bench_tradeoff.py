@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from bench.replay import VOTER_ROWS, EventLog
-from bench.tradeoff import SweepPoint, pareto_frontier, recommend, replay_tracker
+from bench.tradeoff import YAMNET_ONLY, Setting, SweepPoint, Targets, pareto_frontier, recommend, replay_tracker
 from monitor.config import FusionConfig
 from monitor.constants import LABELS
 
 HOP_S = 0.5
-FA_BAR = 0.05
+TARGETS = Targets(false_alarms_per_hour=0.05, recall_10db_up={"Crying": 0.98, "Screaming": 0.95}, latency_p95_s=1.5)
 
 
 def record_with_cry(windows: int, cry_windows: range, cry_prob: float = 0.9) -> dict[str, np.ndarray]:
@@ -55,30 +55,55 @@ def test_event_log_stamps_messages_with_the_window_that_sent_them():
 
 
 def point(fa: float, cry: float, scream: float, enter: float = 0.6, latency: float = 1.0) -> SweepPoint:
-    return SweepPoint(enter, 2, 3, fa, {"Crying": cry, "Screaming": scream}, {"Crying": cry, "Screaming": scream},
-                      latency)
+    recall = {"Crying": cry, "Screaming": scream}
+    return SweepPoint(Setting(YAMNET_ONLY, True, enter, 2, 3), fa, recall, recall, latency)
 
 
-def test_recommend_takes_the_most_recall_within_the_false_alarm_bar():
-    points = [point(0.0, 0.90, 0.90, 0.9), point(0.04, 0.97, 0.95, 0.7), point(0.5, 1.0, 1.0, 0.5)]
-    chosen, reason = recommend(points, FA_BAR, baseline_fa_per_hour=2.0)
-    assert chosen.enter_threshold == 0.7
-    assert "at most" in reason
+def test_recommend_prefers_a_setting_that_meets_every_bar():
+    meets = point(0.0, 0.99, 0.96, enter=0.8)
+    too_slow = point(0.04, 1.0, 1.0, enter=0.7, latency=2.0)
+    noisy = point(0.5, 1.0, 1.0, enter=0.5)
+    chosen, reason = recommend([too_slow, meets, noisy], TARGETS, baseline_fa_per_hour=2.0)
+    assert chosen is meets
+    assert "every event bar" in reason
+
+
+def test_recommend_puts_false_alarms_first_when_no_setting_meets_every_bar():
+    points = [point(0.0, 0.90, 0.90, enter=0.9), point(0.04, 0.97, 0.95, enter=0.7), point(0.5, 1.0, 1.0, enter=0.5)]
+    chosen, reason = recommend(points, TARGETS, baseline_fa_per_hour=2.0)
+    assert chosen.setting.enter_threshold == 0.7
+    assert "false alarms come first" in reason
+
+
+def test_recommend_never_picks_a_setting_deaf_to_one_label():
+    deaf_to_crying = point(0.0, 0.0, 0.95, enter=0.95)
+    balanced = point(0.04, 0.6, 0.6, enter=0.8)
+    chosen, _ = recommend([deaf_to_crying, balanced], TARGETS, baseline_fa_per_hour=1.0)
+    assert chosen is balanced
 
 
 def test_recommend_never_exceeds_the_baselines_rate():
-    points = [point(0.0, 0.80, 0.80, 0.9), point(0.04, 0.97, 0.95, 0.7)]
-    chosen, _ = recommend(points, FA_BAR, baseline_fa_per_hour=0.0)
-    assert chosen.enter_threshold == 0.9
+    points = [point(0.0, 0.80, 0.80, enter=0.9), point(0.04, 0.97, 0.95, enter=0.7)]
+    chosen, _ = recommend(points, TARGETS, baseline_fa_per_hour=0.0)
+    assert chosen.setting.enter_threshold == 0.9
+
+
+def test_recommend_without_a_quiet_setting_stays_at_or_below_the_baseline():
+    points = [point(0.6, 1.0, 1.0, enter=0.5), point(0.3, 0.9, 0.9, enter=0.8)]
+    chosen, reason = recommend(points, TARGETS, baseline_fa_per_hour=0.4)
+    assert chosen.setting.enter_threshold == 0.8
+    assert "baseline" in reason
 
 
 def test_recommend_falls_back_to_the_fewest_alarms():
-    points = [point(0.6, 1.0, 1.0, 0.5), point(0.3, 0.9, 0.9, 0.8)]
-    chosen, reason = recommend(points, FA_BAR, baseline_fa_per_hour=None)
-    assert chosen.enter_threshold == 0.8
-    assert "no setting" in reason
+    points = [point(0.6, 0.0, 0.0, enter=0.5), point(0.3, 0.0, 0.0, enter=0.8)]
+    chosen, _ = recommend(points, TARGETS, baseline_fa_per_hour=0.1)
+    assert chosen.setting.enter_threshold == 0.8
 
 
-def test_pareto_frontier_drops_dominated_settings():
-    best, dominated, other = point(0.0, 1.0, 1.0, 0.9), point(0.5, 0.9, 0.9, 0.5), point(0.0, 0.8, 0.8, 0.95)
-    assert pareto_frontier([best, dominated, other]) == [best]
+def test_pareto_frontier_drops_dominated_and_repeated_results():
+    best = point(0.0, 1.0, 1.0, enter=0.9)
+    same_result = point(0.0, 1.0, 1.0, enter=0.8)
+    dominated = point(0.5, 0.9, 0.9, enter=0.5)
+    other = point(0.0, 0.8, 0.8, enter=0.95)
+    assert pareto_frontier([same_result, best, dominated, other]) == [best]

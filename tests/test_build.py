@@ -58,6 +58,15 @@ def test_step_reruns_when_anything_it_depends_on_changed(tmp_path: Path, change:
     assert action.out.read_text() == "result"
 
 
+def test_rerun_says_which_input_changed(tmp_path: Path, caplog):
+    action = CountingAction(tmp_path / "out.txt")
+    _run(tmp_path, action, {"seed": 1, "minutes": 10})
+    with caplog.at_level("INFO", logger="export.build"):
+        _run(tmp_path, action, {"seed": 1, "minutes": 3})
+    assert "changed since the last build: input minutes" in caplog.text
+    assert "input seed" not in caplog.text
+
+
 def test_failed_step_names_itself_and_leaves_no_stamp(tmp_path: Path):
     def broken() -> dict:
         raise RuntimeError("parity 0.3 above tolerance 1e-4\nsecond line")

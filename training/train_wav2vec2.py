@@ -100,6 +100,10 @@ class TrainSettings:
     scratch_lr: float = 1e-3
     pretrained_lr: float = 1e-4
     weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    """wav2vec 2.0's own choice: a shorter second-moment memory reacts faster to the loss spikes of a
+    from-scratch transformer."""
+    adam_eps: float = 1e-6
     warmup_fraction: float = 0.06
     final_lr_fraction: float = 0.02
     grad_clip_norm: float = 1.0
@@ -324,7 +328,8 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
          budget: Budget, progress: bool) -> _Outcome:
     """Train until the epochs, the patience or the time budget run out; keep the best val macro-F1 state."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=settings.weight_decay, betas=settings.adam_betas,
+                                  eps=settings.adam_eps)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
                                   label_smoothing=settings.label_smoothing)
     planned_steps = settings.max_epochs * batches.steps_per_epoch()
