@@ -195,7 +195,7 @@ def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float |
             if limit_s is not None and block.start_seconds >= limit_s:
                 return
             yield block
-            bar.update(block.samples.size / SAMPLE_RATE)
+            bar.update(min(block.samples.size / SAMPLE_RATE, bar.total - bar.n))  # the last block may overrun
 
 
 def _single_threaded(cfg: Config) -> Config:

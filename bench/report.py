@@ -187,9 +187,15 @@ def _false_alarm_table(doc: dict) -> list[str]:
     sources = list(dict.fromkeys([*ours, *baseline]))
     if not sources:
         return []
+
+    def cell(entry: dict | None) -> str:
+        return f"{entry['alarms']} ({entry['clips']} clips)" if entry else "0"
+
     lines = ["## What was sounding when a false alarm was raised", "",
+             f"Each background clip recurs about {doc['stream'].get('background_reuse', '?')} times in the stream, "
+             "so a few clips can account for many alarms.", "",
              "| background source | ours | baseline |", "|---|---|---|"]
-    lines += [f"| {source} | {ours.get(source, 0)} | {baseline.get(source, 0)} |" for source in sources]
+    lines += [f"| {source} | {cell(ours.get(source))} | {cell(baseline.get(source))} |" for source in sources]
     return lines + [""]
 
 

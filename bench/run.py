@@ -163,13 +163,19 @@ def _tradeoff(files: BenchFiles, cfg: Config, ours_run: dict, baseline: dict | N
     return tradeoff
 
 
-def _false_alarms(score: Score, background: list, lookback_s: float) -> tuple[dict[str, int], list[dict]]:
-    """False alarms counted by the source of what was sounding when they were raised, and listed with the clip."""
+def _false_alarms(score: Score, background: list, lookback_s: float) -> tuple[dict[str, dict], list[dict]]:
+    """False alarms by the source of what was sounding when they were raised (with how many distinct clips: the
+    background pool is small and reused, so a few clips can make many alarms), and the list with the clip."""
     events = [o.event for o in score.outcomes if o.kind == FALSE_ALARM]
-    sources = blame(events, [(b.start_s, b.end_s, b.source or b.clip) for b in background], lookback_s)
+    source_of = {b.clip: b.source or b.clip for b in background}
     clips = blame(events, [(b.start_s, b.end_s, b.clip) for b in background], lookback_s)
+    by_source: dict[str, dict] = {}
+    for clip, count in Counter(clips).most_common():
+        entry = by_source.setdefault(source_of.get(clip, clip), {"alarms": 0, "clips": 0})
+        entry["alarms"] += count
+        entry["clips"] += 1
     listed = [{**e.to_dict(), "sounding": clip} for e, clip in zip(events, clips, strict=True)]
-    return dict(Counter(sources).most_common()), listed
+    return by_source, listed
 
 
 def evaluate(files: BenchFiles, cfg: Config, ours_run: dict, baseline_run: dict | None, profile: dict | None,

@@ -173,8 +173,11 @@ class StreamPlan:
             per_snr = counts.setdefault(truth.label, {})
             per_snr[truth.snr_key] = per_snr.get(truth.snr_key, 0) + 1
         used = {self.clip_names[p.clip] for p in self.placements}
+        background = [p.clip for p in self.placements if p.role != ROLE_ALERT]
+        reuse = len(background) / len(set(background)) if background else 0.0
         return {"seconds": self.seconds, "hours": round(self.seconds / 3600, 4), "insertions": len(self.truth),
-                "insertions_by_label_snr": counts, "placements": len(self.placements), "distinct_clips": len(used)}
+                "insertions_by_label_snr": counts, "placements": len(self.placements), "distinct_clips": len(used),
+                "background_reuse": round(reuse, 1)}
 
     def background(self) -> list[SoundingSpan]:
         return [SoundingSpan(_seconds(p.start), _seconds(p.end), self.clip_names[p.clip], self.clip_sources[p.clip])

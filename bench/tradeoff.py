@@ -34,6 +34,7 @@ MIN_SNR_DB = 10.0
 PLOT_LINEAR_BELOW = 0.05
 """The plot's x axis is linear below this many false alarms per hour (the bar), logarithmic above."""
 PLOT_TICKS = (0.0, 0.05, 0.2, 1.0, 5.0, 20.0, 100.0, 500.0)
+SWEEP_PROGRESS_S = 1.0
 
 
 @dataclass(frozen=True, order=True)
@@ -160,7 +161,7 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
                        for k, n in K_OF_N} | {live_key})
     points = []
     fused_key, fused = None, []
-    for setting in tqdm(settings, desc="threshold sweep", disable=not progress):
+    for setting in tqdm(settings, desc="threshold sweep", disable=not progress, mininterval=SWEEP_PROGRESS_S):
         fusion = setting.fusion(live)
         key = (setting.models, setting.require_vote, setting.enter_threshold)
         if key != fused_key:  # fusion does not depend on k-of-n: fuse once per (models, vote, threshold)

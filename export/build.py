@@ -138,9 +138,9 @@ class StepRunner:
         except (OSError, ValueError):
             return None
         if stamp.get("key") != key:
-            old = stamp.get("parts", {})
-            changed = sorted(k for k in set(old) | set(parts) if old.get(k) != parts.get(k))
-            log.info("      changed since the last build: %s", ", ".join(changed) or "build settings")
+            old = stamp.get("parts")
+            changed = sorted(k for k in set(old) | set(parts) if old.get(k) != parts.get(k)) if old else []
+            log.info("      changed since the last build: %s", ", ".join(changed) or "inputs or code")
             return None
         outputs = stamp.get("outputs", {})
         for file, digest in outputs.items():

@@ -28,6 +28,14 @@ EPILOG = """examples:
 """
 
 
+DELEGATED = {
+    "build-models": "Train and export the models from labelled audio (needs the train extra).",
+    "evaluate": "Evaluate the models on a manifest; writes metrics.json, plots, report.",
+    "bench": "Event-level benchmark on a long synthetic household stream.",
+}
+"""Commands handled by training / export / bench modules with their own option parsers."""
+
+
 def default_config_path() -> str | None:
     """$NURSERY_CONFIG, else ./config.yaml if present, else built-in defaults."""
     env = os.environ.get("NURSERY_CONFIG")
@@ -62,11 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = command("check-config", "Validate a config file and print the effective settings.")
     check.add_argument("--defaults", action="store_true", help="print all keys, defaults, descriptions")
     command("devices", "List audio input devices.")
-    for name, help in (("build-models", "Train and export the models from labelled audio (needs the train extra)."),
-                       ("evaluate", "Evaluate the models on a manifest; writes metrics.json, plots, report."),
-                       ("bench", "Event-level benchmark on a long synthetic household stream.")):
-        sub = commands.add_parser(name, help=help, add_help=False)
-        sub.add_argument("args", nargs=argparse.REMAINDER)
+    for name, help in DELEGATED.items():
+        commands.add_parser(name, help=help, add_help=False)
     return parser
 
 
@@ -82,13 +87,13 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:  # their own parsers own every option, --help included
+        return _delegate(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
-    if args.command in ("build-models", "evaluate", "bench"):
-        return _delegate(args.command, args.args)
 
     from .config import ConfigError, default_yaml, describe, load_config
 
