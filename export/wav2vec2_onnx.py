@@ -29,7 +29,7 @@ from monitor.classify import create_session
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, WINDOW_SAMPLES
 from monitor.model_manifest import variant_record
-from monitor.paths import build_dir, default_manifest_csv, models_dir
+from monitor.paths import build_dir, default_manifest_csv
 from monitor.windows import hop_samples_from_seconds
 from training.data import Clip, load_dataset, manifest_sha256
 from training.split import DEFAULT_SEED as SPLIT_SEED
@@ -49,8 +49,11 @@ log = logging.getLogger(__name__)
 
 FLOAT_FILE = "wav2vec2_classifier.onnx"
 INT8_FILE = "wav2vec2_classifier.int8.onnx"
+STANDALONE_SUBDIR = "wav2vec2_export"
+"""Output of the stand-alone command under build/: not models/, whose manifest pins every file's sha256 and
+is written by build-models; not the model folder, whose contents key build-models' up-to-date check."""
 REPORT_FILE = "export.json"
-"""Written beside the trained model: what the export measured."""
+"""What the stand-alone command measured, beside the ONNX files."""
 INPUT_NAME = "input_values"
 OUTPUT_NAME = "logits"
 EXPORT_TASK = "audio-classification"
@@ -234,10 +237,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m export.wav2vec2_onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None, help="trained model (default: build/wav2vec2)")
     parser.add_argument("--manifest", type=Path, default=None, help="manifest CSV or folder (default: shared)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: models/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: build/{STANDALONE_SUBDIR}; models/ is written by build-models "
+                        "together with the manifest that pins the files' sha256)")
     parser.add_argument("--config", type=Path, default=None, help="monitor config YAML (preprocess, window)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("export", "training", __name__):  # not root: the quantiser logs a line per tensor there
+        logging.getLogger(name).setLevel(logging.INFO)
     model_dir = args.model_dir or default_model_dir()
     manifest = args.manifest or default_manifest_csv()
     try:
@@ -246,11 +253,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(exc))
     cfg = load_config(args.config)
     split = load_or_make_split(clips, build_dir() / "split.json", SPLIT_SEED, manifest_sha256(manifest))
-    report = export_wav2vec2(model_dir, args.out or models_dir(), pick_parity_clips(split["test"]), split["val"], cfg)
+    out_dir = args.out or build_dir() / STANDALONE_SUBDIR
+    report = export_wav2vec2(model_dir, out_dir, pick_parity_clips(split["test"]), split["val"], cfg)
     test_set = _windows(split["test"], cfg)
     report["test_split"] = {name: evaluate_onnx(Path(report[name]["path"]), test_set, cfg, report["temperature"])
                             for name in VARIANTS}
-    (model_dir / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({"parity": report["parity"], "default_variant": report["default_variant"],
                       "decision": report["decision"],
                       **{name: {"size_mb": report[name]["size_mb"], "ms_per_window": report[name]["ms_per_window"],

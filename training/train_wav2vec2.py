@@ -423,6 +423,10 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     if not clips_split.get("train") or not clips_split.get("val"):
         raise ValueError("training needs clips in both the train and the val split")
 
+    model = build_model(init, TINY_DIMS if tiny else COMPACT_DIMS)  # first: a bad --init fails fast
+    summary = config_summary(model)
+    log.info("wav2vec2 %s: %s", "pretrained " + init if init else "from scratch", summary)
+
     hop = hop_samples_from_seconds(cfg.window.hop_seconds)
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
     train = sets["train"].training_view()
@@ -433,10 +437,6 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     val_labels = val.labels.astype(np.int64)
     log.info("windows: train %d %s, val %d", len(train), dict(Counter(LABELS[i] for i in train.labels)), len(val))
 
-    dims = TINY_DIMS if tiny else COMPACT_DIMS
-    model = build_model(init, dims)
-    summary = config_summary(model)
-    log.info("wav2vec2 %s: %s", "pretrained " + init if init else "from scratch", summary)
     weights = class_weights(train.labels)
     peak_lr = settings.pretrained_lr if init else settings.scratch_lr
     batches = _Batches(train, cfg.preprocess, augment, settings, rng)
@@ -527,10 +527,13 @@ def main(argv: list[str] | None = None) -> dict:
     digest = manifest_sha256(manifest)
     split_file = build_dir() / "split.json"
     split = load_or_make_split(clips, split_file, SPLIT_SEED, digest)
-    metadata = train_wav2vec2(split, args.out or default_model_dir(), init=args.init, max_minutes=args.max_minutes,
-                              seed=args.seed, cfg=cfg,
-                              extra_metadata={"training_data": {"manifest_sha256": digest, "clips": len(clips),
-                                                                "split_file": str(split_file)}})
+    try:
+        metadata = train_wav2vec2(split, args.out or default_model_dir(), init=args.init,
+                                  max_minutes=args.max_minutes, seed=args.seed, cfg=cfg,
+                                  extra_metadata={"training_data": {"manifest_sha256": digest, "clips": len(clips),
+                                                                    "split_file": str(split_file)}})
+    except ValueError as exc:
+        parser.exit(1, f"error: {exc}\n")
     print(json.dumps({k: metadata[k] for k in ("init", "epochs", "best_epoch", "minutes", "temperature",
                                               "ece_before", "ece_after")}, indent=1))
     return metadata
