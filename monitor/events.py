@@ -154,6 +154,8 @@ class _Evidence:
     level_dbfs: float
     model_scores: dict[str, float]
     votes: dict[str, str]
+    alert_score: float = 0.0
+    """Fused probability of any alert label (Crying + Screaming): what keeps one episode alive."""
 
 
 @dataclass
@@ -222,8 +224,15 @@ class EventTracker:
         events = []
         for track in self._tracks:
             evidence = None if fused is None else _evidence(track.label, now, fused, level_dbfs, model_probs)
+            if track.open is None and self._another_episode_open(track):
+                track.recent.clear()  # one alert per episode: a scream turning into sobbing is not two alarms
+                continue
             events.extend(self._step(track, now, evidence))
         return events
+
+    def _another_episode_open(self, track: _LabelTrack) -> bool:
+        return self.cfg.one_episode_at_a_time and any(
+            other.open is not None and other.open.published for other in self._tracks if other is not track)
 
     def finish(self, now_seconds: float) -> list[Event]:
         """End every published event (shutdown / end of replay); unpublished candidates are dropped."""
@@ -239,7 +248,9 @@ class EventTracker:
     # --- state machine ---
 
     def _step(self, track: _LabelTrack, now: float, evidence: _Evidence | None) -> list[Event]:
-        sustained = evidence is not None and evidence.score >= self.cfg.exit_threshold
+        keeps_episode = self.cfg.one_episode_at_a_time and track.open is not None and evidence is not None
+        episode_score = evidence.alert_score if keeps_episode else 0.0
+        sustained = evidence is not None and max(evidence.score, episode_score) >= self.cfg.exit_threshold
         if track.open is None:
             if not self._arm(track, now, evidence if sustained else None):
                 return []
@@ -332,4 +343,4 @@ def _evidence(label: str, now: float, fused: FusedWindow, level_dbfs: float,
     index = LABELS.index(label)
     return _Evidence(end_s=now, score=fused.prob(label), hit=fused.alert_label == label,
                      level_dbfs=float(level_dbfs), model_scores={n: float(p[index]) for n, p in model_probs.items()},
-                     votes=dict(fused.votes))
+                     votes=dict(fused.votes), alert_score=sum(fused.prob(other) for other in ALERT_LABELS))

@@ -146,8 +146,8 @@ def test_finish_ends_open_events_and_drops_unpublished_candidates():
     assert waiting.finish(end_time(4)) == []
 
 
-def test_two_labels_alerting_together_get_two_events():
-    cfg = dataclasses.replace(CFG, enter_threshold=0.5, exit_threshold=0.3)
+def test_two_labels_alerting_together_get_two_events_when_episodes_may_overlap():
+    cfg = dataclasses.replace(CFG, enter_threshold=0.5, exit_threshold=0.3, one_episode_at_a_time=False)
     crying_window, screaming_window = (0.55, 0.4), (0.4, 0.55)
     events = feed(tracker(cfg), [crying_window, screaming_window] * 10 + [MISS] * 10)
     starts = [e for _, e in events if e.phase == PHASE_START]
@@ -203,3 +203,21 @@ def test_default_ids_are_unique_hex():
         events = feed(t, [HIT] * 3 + [MISS] * 37, start_index=base)
         ids |= {e.event_id for _, e in events}
     assert len(ids) == 3 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+
+def start_labels(cfg: FusionConfig, windows) -> list[str]:
+    t = tracker(cfg)
+    events = [e for _, e in feed(t, windows)] + t.finish(end_time(len(windows) + 1))
+    return [e.label for e in events if e.phase == PHASE_START]
+
+
+def test_a_scream_turning_into_sobbing_is_one_episode_unless_configured_otherwise():
+    scream_then_cry = [(0.1, 0.8)] * 4 + [(0.5, 0.4)] + [(0.8, 0.1)] * 4
+    assert start_labels(CFG, scream_then_cry) == [SCREAM]
+    assert start_labels(dataclasses.replace(CFG, one_episode_at_a_time=False), scream_then_cry) == [SCREAM, CRY]
+
+
+def test_a_new_label_can_start_once_the_previous_episode_ended():
+    quiet = [MISS] * int(CFG.hold_seconds / WINDOW_SECONDS + 4)
+    assert start_labels(CFG, [(0.1, 0.8)] * 3 + quiet + [(0.8, 0.1)] * 3) == [SCREAM, CRY]
