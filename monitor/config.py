@@ -154,8 +154,9 @@ class FusionConfig:
     cooldown_seconds: float = setting(5.0, "After an event of a label ends, wait this long before a new one.",
                                       lo=0.0, hi=600.0)
     one_episode_at_a_time: bool = setting(
-        True, "While an event is open, windows of the other alert label keep it alive instead of starting a "
-        "second event (a scream that turns into sobbing is one alarm).")
+        False, "While an event is open, windows of the other alert label keep it alive instead of starting a "
+        "second event (a scream that turns into sobbing is one alarm); off: on the benchmark it cost scream "
+        "recall (0.72 -> 0.47 at >= 10 dB) and overall alerted fraction (0.89 -> 0.86).")
     update_interval_seconds: float = setting(5.0, "Publish an update this often while an event is active.",
                                              lo=0.5, hi=600.0)
 

@@ -24,7 +24,8 @@ from training.split import load_or_make_split, split_file_for
 REPO = Path(__file__).resolve().parents[1]
 MIN_CLIP_EVENT_RATE = {"Crying": 0.95, "Screaming": 0.8}
 """Held-out clips that must yield exactly one event of their label (the test split has ~68 cries and ~11
-screams; a few screams are ambiguous, e.g. a 'muffled female cry'). Speech must never yield one."""
+screams; a few screams are ambiguous, e.g. a 'muffled female cry', and a scream that turns into sobbing
+may add a Crying event: `fusion.one_episode_at_a_time` folds that into one). Speech must never yield one."""
 
 pytestmark = [
     pytest.mark.models,
@@ -62,8 +63,8 @@ def test_alert_clips_yield_one_event_of_their_label(test_split, runtime, label):
     clips = [c.path for c in test_split if c.label == label]
     assert clips, f"no {label} clip in the test split"
     outcomes = {clip.name: starts(clip_events(clip, runtime)) for clip in clips}
-    exact = [name for name, labels in outcomes.items() if labels == [label]]
-    wrong = {name: labels for name, labels in outcomes.items() if labels != [label]}
+    exact = [name for name, labels in outcomes.items() if labels.count(label) == 1]
+    wrong = {name: labels for name, labels in outcomes.items() if labels.count(label) != 1}
     assert len(exact) / len(clips) >= MIN_CLIP_EVENT_RATE[label], wrong
 
 

@@ -146,8 +146,8 @@ def test_finish_ends_open_events_and_drops_unpublished_candidates():
     assert waiting.finish(end_time(4)) == []
 
 
-def test_two_labels_alerting_together_get_two_events_when_episodes_may_overlap():
-    cfg = dataclasses.replace(CFG, enter_threshold=0.5, exit_threshold=0.3, one_episode_at_a_time=False)
+def test_two_labels_alerting_together_get_two_events():
+    cfg = dataclasses.replace(CFG, enter_threshold=0.5, exit_threshold=0.3)
     crying_window, screaming_window = (0.55, 0.4), (0.4, 0.55)
     events = feed(tracker(cfg), [crying_window, screaming_window] * 10 + [MISS] * 10)
     starts = [e for _, e in events if e.phase == PHASE_START]
@@ -214,10 +214,12 @@ def start_labels(cfg: FusionConfig, windows) -> list[str]:
 
 def test_a_scream_turning_into_sobbing_is_one_episode_unless_configured_otherwise():
     scream_then_cry = [(0.1, 0.8)] * 4 + [(0.5, 0.4)] + [(0.8, 0.1)] * 4
-    assert start_labels(CFG, scream_then_cry) == [SCREAM]
+    one_episode = dataclasses.replace(CFG, one_episode_at_a_time=True)
+    assert start_labels(one_episode, scream_then_cry) == [SCREAM]
     assert start_labels(dataclasses.replace(CFG, one_episode_at_a_time=False), scream_then_cry) == [SCREAM, CRY]
 
 
 def test_a_new_label_can_start_once_the_previous_episode_ended():
     quiet = [MISS] * int(CFG.hold_seconds / WINDOW_SECONDS + 4)
-    assert start_labels(CFG, [(0.1, 0.8)] * 3 + quiet + [(0.8, 0.1)] * 3) == [SCREAM, CRY]
+    one_episode = dataclasses.replace(CFG, one_episode_at_a_time=True)
+    assert start_labels(one_episode, [(0.1, 0.8)] * 3 + quiet + [(0.8, 0.1)] * 3) == [SCREAM, CRY]
