@@ -114,7 +114,10 @@ class GateConfig:
 class WindowConfig:
     """Sliding analysis windows (length fixed by the model contract: 0.975 s)."""
 
-    hop_seconds: float = setting(0.5, "Step between windows; shorter = lower latency, more CPU.", lo=0.1, hi=0.975)
+    hop_seconds: float = setting(
+        0.5, "Step between windows. Benchmark (2 h, test split): 0.5 s gives latency p50 1.43 s, 25.7 CPU s per "
+        "audio hour; 0.25 s gives p50 0.98 s but 37.1 CPU s/h and 16% more false alarms at equal recall.",
+        lo=0.1, hi=0.975)
 
 
 @dataclass
