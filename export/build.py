@@ -50,7 +50,7 @@ QUANTIZATION_SPLIT = "val"
 
 # Source files that make up each step's "code version" (module names; the files are hashed).
 DATA_CODE = ("training.data", "training.split", "training.windows", "training.augment", "training.options",
-             "training.calibration", "monitor.preprocess", "monitor.audiofile", "monitor.constants")
+             "training.calibration", "training.cache", "monitor.preprocess", "monitor.audiofile", "monitor.constants")
 YAMNET_CODE = (*DATA_CODE, "training.train_yamnet", "training.yamnet_features")
 WAV2VEC2_CODE = (*DATA_CODE, "training.train_wav2vec2")
 YAMNET_EXPORT_CODE = ("export.yamnet_onnx", "training.yamnet_features", "training.train_yamnet")

@@ -29,6 +29,7 @@ from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
 
 from .augment import AugmentParams, augment_window
+from .cache import save_npz_atomic
 from .calibration import expected_calibration_error, fit_temperature, softmax
 from .data import Clip, clips_signature, load_dataset, manifest_sha256
 from .metrics import classification_report, confusion_matrix
@@ -185,10 +186,8 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
     features = FeatureSet(*(np.concatenate([getattr(clean, f.name), getattr(extra, f.name)])
                             for f in dataclasses.fields(FeatureSet)))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, timing=json.dumps(timing), **{f.name: getattr(features, f.name)
-                                                for f in dataclasses.fields(FeatureSet)})
-    tmp.replace(cache)
+    save_npz_atomic(cache, timing=json.dumps(timing), **{f.name: getattr(features, f.name)
+                                                         for f in dataclasses.fields(FeatureSet)})
     return features, timing
 
 

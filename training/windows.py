@@ -25,6 +25,7 @@ from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, VAD_FRAME_SAMPL
 from monitor.paths import build_dir
 from monitor.preprocess import clip_windows, frame_starts, rms_dbfs
 
+from .cache import save_npz_atomic
 from .data import Clip, clips_signature
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,7 @@ def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_sa
             return WindowSet(**{f.name: data[f.name] for f in dataclasses.fields(WindowSet)})
     window_set = _compute_window_set(clips, preprocess_cfg, hop_samples, gate_cfg, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, **{f.name: getattr(window_set, f.name) for f in dataclasses.fields(WindowSet)})
-    tmp.replace(cache)
+    save_npz_atomic(cache, **{f.name: getattr(window_set, f.name) for f in dataclasses.fields(WindowSet)})
     _prune_caches(cache_dir)
     log.info("%d windows (%d active) of %d clips cached in %s", len(window_set), int(window_set.active.sum()),
              len(clips), cache)

@@ -38,6 +38,8 @@ from monitor.constants import (
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_yamnet_tflite
 
+from .cache import save_npz_atomic
+
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
@@ -360,9 +362,7 @@ def extract_embeddings(prepared: np.ndarray, base: BaseModel | None = None, thre
              1000 * elapsed / max(len(prepared), 1))
     if cache_file is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-        np.savez(tmp, embeddings=embeddings, scores=scores)
-        tmp.replace(cache_file)
+        save_npz_atomic(cache_file, embeddings=embeddings, scores=scores)
     return embeddings, scores
 
 
