@@ -230,14 +230,10 @@ class Prepared:
 
 
 def prepare(opts: BuildOptions) -> Prepared:
-    from training.data import load_dataset, manifest_sha256
-    from training.split import load_or_make_split, split_file_for
+    from training.split import dataset_split
 
-    clips = load_dataset(opts.data)
-    digest = manifest_sha256(opts.data)
-    split_file = split_file_for(digest)
-    split = load_or_make_split(clips, split_file, seed=opts.seed, manifest_hash=digest)
-    return Prepared(clips, split, digest, split_file, sha256_file(split_file))
+    data = dataset_split(opts.data, opts.seed)
+    return Prepared(data.clips, data.split, data.manifest_sha256, data.split_file, sha256_file(data.split_file))
 
 
 def _yamnet_head(opts: BuildOptions, head_dir: Path) -> dict:

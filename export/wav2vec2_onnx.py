@@ -31,9 +31,8 @@ from monitor.constants import LABELS, WINDOW_SAMPLES
 from monitor.model_manifest import variant_record
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.windows import hop_samples_from_seconds
-from training.data import Clip, load_dataset, manifest_sha256
-from training.split import DEFAULT_SEED as SPLIT_SEED
-from training.split import load_or_make_split
+from training.data import Clip
+from training.split import dataset_split
 from training.train_wav2vec2 import (
     Predictions,
     default_model_dir,
@@ -246,13 +245,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("export", "training", __name__):  # not root: the quantiser logs a line per tensor there
         logging.getLogger(name).setLevel(logging.INFO)
     model_dir = args.model_dir or default_model_dir()
-    manifest = args.manifest or default_manifest_csv()
     try:
-        clips = load_dataset(manifest)
+        split = dataset_split(args.manifest or default_manifest_csv()).split
     except ValueError as exc:
         parser.error(str(exc))
     cfg = load_config(args.config)
-    split = load_or_make_split(clips, build_dir() / "split.json", SPLIT_SEED, manifest_sha256(manifest))
     out_dir = args.out or build_dir() / STANDALONE_SUBDIR
     report = export_wav2vec2(model_dir, out_dir, pick_parity_clips(split["test"]), split["val"], cfg)
     test_set = _windows(split["test"], cfg)

@@ -129,3 +129,32 @@ def test_missing_model_manifest_is_one_clear_error(tmp_path: Path, monkeypatch, 
     assert code == 1
     assert err[-1].startswith("evaluate: model manifest") and "not found" in err[-1]
     assert not (tmp_path / "eval").exists()
+
+
+def test_weight_sweep_runs_from_wav2vec2_alone_to_yamnet_alone(evaluated):
+    out, _ = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    sweep = metrics["meta"]["weight_sweep"]
+    assert [row["weight_yamnet"] for row in sweep] == pytest.approx([i / 10 for i in range(11)])
+    # the ends are the single models: the sweep re-fuses the clip scores, it does not re-classify
+    assert sweep[0]["accuracy"] == pytest.approx(metrics["wav2vec2"]["accuracy"])
+    assert sweep[-1]["accuracy"] == pytest.approx(metrics["yamnet"]["accuracy"])
+    assert sweep[-1]["macro_f1"] == pytest.approx(metrics["yamnet"]["macro_f1"])
+    assert 0.0 < metrics["meta"]["fusion_weight_yamnet"] < 1.0
+    assert "Ensemble average vs. fusion weight" in (out / "report.md").read_text()
+
+
+def test_single_branches_are_compared_with_the_ensemble_with_an_interval(evaluated):
+    out, _ = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    comparison = metrics["meta"]["single_vs_ensemble"]
+    assert set(comparison) == {"yamnet", "wav2vec2"}
+    for model, figures in comparison.items():
+        for key in ("accuracy", "macro_f1"):
+            expected = metrics[model][key] - metrics["ensemble_average"][key]
+            assert figures[key]["difference"] == pytest.approx(expected, abs=1e-5)
+            lo, hi = figures[key]["ci95"]
+            assert lo <= hi
+    # the always-Normal fake Wav2Vec2 is worse than the ensemble on every draw of groups
+    assert comparison["wav2vec2"]["accuracy"]["ci95"][1] < 0
+    assert "Single branch minus ensemble_average" in (out / "report.md").read_text()

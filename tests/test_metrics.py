@@ -12,6 +12,7 @@ from training.metrics import (
     classification_report,
     confusion_matrix,
     grouped_accuracy,
+    paired_bootstrap,
     roc_curves,
 )
 
@@ -123,3 +124,21 @@ def test_roc_auc_is_none_for_a_label_absent_from_the_data():
 def test_grouped_accuracy_per_key():
     out = grouped_accuracy(["A", "A", "B", "B"], ["A", "B", "B", "B"], ["s1", "s1", "s2", "s2"])
     assert out == {"s1": {"clips": 2, "accuracy": 0.5}, "s2": {"clips": 2, "accuracy": 1.0}}
+
+
+def test_paired_bootstrap_resamples_whole_groups_and_brackets_the_observed_difference():
+    labels = ["a", "b"]
+    y_true = ["a"] * 6 + ["b"] * 6
+    perfect = list(y_true)
+    # B's only mistakes are both clips of group g0: drawn together or not at all
+    flawed = ["b", "b"] + y_true[2:]
+    groups = ["g0", "g0", "g1", "g1", "g2", "g2", "g3", "g3", "g4", "g4", "g5", "g5"]
+    result = paired_bootstrap(y_true, perfect, flawed, labels, groups, resamples=400, seed=1)
+    assert result["groups"] == 6
+    assert result["accuracy"]["difference"] == pytest.approx(2 / 12)
+    lo, hi = result["accuracy"]["ci95"]
+    assert lo == pytest.approx(0.0) and 2 / 12 <= hi <= 1.0
+    same = paired_bootstrap(y_true, perfect, perfect, labels, groups, resamples=50)
+    assert same["macro_f1"] == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(ValueError):
+        paired_bootstrap(y_true, perfect, flawed[:-1], labels, groups)

@@ -23,7 +23,7 @@ import export.wav2vec2_onnx as w2v_onnx  # noqa: E402
 import training.train_wav2vec2 as tw  # noqa: E402
 from monitor.classify import create_session  # noqa: E402
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES  # noqa: E402
-from training.data import Clip  # noqa: E402
+from training.data import Clip, class_weights  # noqa: E402
 from training.windows import WindowSet  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -152,7 +152,7 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_class_weights_are_inverse_frequency_and_zero_for_absent_classes():
-    weights = tw.class_weights(np.array([0, 0, 0, 2]))
+    weights = class_weights(np.array([0, 0, 0, 2]))
     assert weights[1] == 0.0
     assert weights[2] / weights[0] == pytest.approx(3.0)
     assert weights[[0, 2]].mean() == pytest.approx(1.0)

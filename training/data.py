@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from monitor.constants import DATASET_LABELS, LABELS
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,14 @@ def load_dataset(source: Path) -> list[Clip]:
         raise ValueError(f"{source}: no such manifest CSV or folder")
     log.info("%d clips from %s", len(clips), source)
     return clips
+
+
+def class_weights(label_indices: np.ndarray) -> np.ndarray:
+    """Loss weight per label, inverse to its count (mean 1 over the labels present, 0 for an absent one), so
+    the few screams count as much as the many cries. Both branches train with it."""
+    counts = np.bincount(label_indices, minlength=len(LABELS)).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+    return weights / weights[counts > 0].mean()
 
 
 def clips_signature(clips: list[Clip]) -> list[list]:

@@ -34,8 +34,8 @@ from monitor.paths import build_dir, default_manifest_csv
 
 from .calibration import expected_calibration_error
 from .data import Clip, load_dataset, manifest_sha256
-from .metrics import classification_report, confusion_matrix, grouped_accuracy, roc_curves
-from .split import DEFAULT_SEED, SPLITS, load_or_make_split, split_file_for
+from .metrics import classification_report, confusion_matrix, grouped_accuracy, paired_bootstrap, roc_curves
+from .split import DEFAULT_SEED, SPLITS, dataset_split
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ ALL_CLIPS = "all"
 DEFAULT_SPLIT = "test"
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 METRIC_DIGITS = 6
+SWEEP_STEPS = 10
+"""YAMNet weights 0, 0.1, ..., 1 in the fusion-weight sweep."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -89,15 +91,12 @@ def select_clips(manifest: Path | None, split: str | None, seed: int = DEFAULT_S
     """The shared data's test split by default; all clips of any other manifest unless a split is named."""
     source = Path(manifest) if manifest is not None else default_manifest_csv()
     chosen = split or (DEFAULT_SPLIT if manifest is None else ALL_CLIPS)
-    clips = load_dataset(source)
-    digest = manifest_sha256(source)
     if chosen == ALL_CLIPS:
-        return Selection(clips, source, digest, chosen, None)
-    split_path = split_file_for(digest)
-    parts = load_or_make_split(clips, split_path, seed=seed, manifest_hash=digest)
-    if not parts[chosen]:
-        raise ValueError(f"{source}: split '{chosen}' of {split_path} is empty")
-    return Selection(parts[chosen], source, digest, chosen, split_path)
+        return Selection(load_dataset(source), source, manifest_sha256(source), chosen, None)
+    data = dataset_split(source, seed)
+    if not data.split[chosen]:
+        raise ValueError(f"{source}: split '{chosen}' of {data.split_file} is empty")
+    return Selection(data.split[chosen], source, data.manifest_sha256, chosen, data.split_file)
 
 
 def _stored_rate(clip: Clip) -> int | None:
@@ -150,6 +149,42 @@ def model_metrics(outcomes: Sequence[ClipOutcome], model: str) -> tuple[dict, di
     section["confusion_matrix"] = cm.tolist()
     section["roc"] = {label: {"auc": _rounded(curve["auc"])} for label, curve in curves.items()}
     return section, curves
+
+
+def weight_sweep(outcomes: Sequence[ClipOutcome], steps: int = SWEEP_STEPS) -> list[dict]:
+    """Accuracy and macro-F1 of the averaged ensemble for YAMNet weights 0..1 (Wav2Vec2 gets the rest).
+
+    Averaging is linear, so each clip's ensemble score at any weight follows from the two models' clip
+    scores: no re-classification. Run it on val to choose ``fusion.weight_yamnet``; on test it only shows
+    how much the choice matters.
+    """
+    if not all("wav2vec2" in o.result.per_model for o in outcomes):
+        return []
+    y_true = [o.clip.label for o in outcomes]
+    yamnet = np.array([o.scores("yamnet") for o in outcomes])
+    wav2vec2 = np.array([o.scores("wav2vec2") for o in outcomes])
+    rows = []
+    for step in range(steps + 1):
+        weight = step / steps
+        fused = weight * yamnet + (1.0 - weight) * wav2vec2
+        report = classification_report(confusion_matrix(y_true, [LABELS[i] for i in fused.argmax(axis=1)], LABELS),
+                                       LABELS)
+        rows.append({"weight_yamnet": round(weight, 3), "accuracy": round(report["accuracy"], METRIC_DIGITS),
+                     "macro_f1": round(report["macro_f1"], METRIC_DIGITS)})
+    return rows
+
+
+def single_models_vs_ensemble(outcomes: Sequence[ClipOutcome], models: Sequence[str]) -> dict[str, dict]:
+    """Each branch minus the decision ensemble (accuracy, macro-F1) with a 95% interval over clip groups:
+    whether a branch alone beats the ensemble by more than the test set's noise."""
+    if DECISION_MODEL not in models:
+        return {}
+    y_true = [o.clip.label for o in outcomes]
+    groups = [o.clip.group for o in outcomes]
+    ensemble = [o.predicted(DECISION_MODEL) for o in outcomes]
+    return {model: _rounded(paired_bootstrap(y_true, [o.predicted(model) for o in outcomes], ensemble, LABELS,
+                                             groups))
+            for model in models if model in ("yamnet", "wav2vec2")}
 
 
 def _numbers_first(key: str) -> tuple:
@@ -234,6 +269,23 @@ def render_report(metrics: dict, models: Sequence[str]) -> str:
             labels = ", ".join(f"{k} {v}" for k, v in sorted(row["labels"].items()))
             lines.append(f"| {group} | {row['clips']} | {labels} | "
                          + " | ".join(f"{row['accuracy'][m]:.3f}" for m in models) + " |")
+    if meta.get("single_vs_ensemble"):
+        lines += ["", f"## Single branch minus {DECISION_MODEL}", "",
+                  "Paired bootstrap over clip groups; an interval containing 0 is within the noise of this set.", "",
+                  "| model | accuracy difference [95% interval] | macro-F1 difference [95% interval] |",
+                  "|---|---|---|"]
+        for model, figures in meta["single_vs_ensemble"].items():
+            cells = [f"{figures[k]['difference']:+.3f} [{figures[k]['ci95'][0]:+.3f}, {figures[k]['ci95'][1]:+.3f}]"
+                     for k in ("accuracy", "macro_f1")]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if meta.get("weight_sweep"):
+        lines += ["", "## Ensemble average vs. fusion weight", "",
+                  f"`fusion.weight_yamnet` in use: {meta['fusion_weight_yamnet']:g} (choose it on val, not on test)",
+                  "",
+                  "| weight_yamnet | " + " | ".join(f"{row['weight_yamnet']:g}" for row in meta["weight_sweep"]) + " |",
+                  "|---" * (1 + len(meta["weight_sweep"])) + "|"]
+        for key in ("accuracy", "macro_f1"):
+            lines.append(f"| {key} | " + " | ".join(f"{row[key]:.3f}" for row in meta["weight_sweep"]) + " |")
     lines += ["", "## Figures", ""]
     for model in models:
         lines.append(f"### {model}\n\n![confusion {model}](confusion_{model}.png) ![ROC {model}](roc_{model}.png)\n")
@@ -278,6 +330,9 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
         "decision_model": DECISION_MODEL,
         "per_source": breakdown(outcomes, models, lambda o: o.clip.source or "<none>"),
         "per_sample_rate": breakdown(outcomes, models, lambda o: o.sample_rate or "unknown"),
+        "fusion_weight_yamnet": cfg.fusion.weight_yamnet / (cfg.fusion.weight_yamnet + cfg.fusion.weight_wav2vec2),
+        "weight_sweep": weight_sweep(outcomes),
+        "single_vs_ensemble": single_models_vs_ensemble(outcomes, models),
     }
     write_report(out, metrics, curves, outcomes, root)
     log.info("evaluation of %d clips written to %s: %s", len(outcomes), out,

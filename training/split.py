@@ -22,7 +22,7 @@ import numpy as np
 from monitor.constants import LABELS
 from monitor.paths import build_dir
 
-from .data import Clip
+from .data import Clip, load_dataset, manifest_sha256
 
 log = logging.getLogger(__name__)
 
@@ -286,3 +286,21 @@ def load_or_make_split(clips: list[Clip], path: Path, seed: int = DEFAULT_SEED,
     split = make_split(clips, seed=seed)
     save_split(split, path, seed=seed, manifest_hash=manifest_hash)
     return split
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """A dataset and its saved split: what every trainer, exporter and evaluator starts from."""
+
+    clips: list[Clip]
+    split: dict[str, list[Clip]]
+    manifest_sha256: str
+    split_file: Path
+
+
+def dataset_split(source: Path, seed: int = DEFAULT_SEED) -> DatasetSplit:
+    """Clips of a manifest CSV or label folder, split once per dataset and seed (``split_file_for``)."""
+    clips = load_dataset(source)
+    digest = manifest_sha256(source)
+    path = split_file_for(digest)
+    return DatasetSplit(clips, load_or_make_split(clips, path, seed=seed, manifest_hash=digest), digest, path)

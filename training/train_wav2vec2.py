@@ -45,10 +45,9 @@ from monitor.windows import hop_samples_from_seconds
 
 from .augment import AugmentParams, augment_window
 from .calibration import expected_calibration_error, fit_temperature, softmax
-from .data import Clip, load_dataset, manifest_sha256
+from .data import Clip, class_weights
 from .metrics import classification_report, confusion_matrix
-from .split import DEFAULT_SEED as SPLIT_SEED
-from .split import SPLITS, load_or_make_split
+from .split import SPLITS, dataset_split
 from .windows import WindowSet, build_window_set
 
 log = logging.getLogger(__name__)
@@ -187,14 +186,6 @@ def config_summary(model: Wav2Vec2ForSequenceClassification) -> dict:
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
     }
-
-
-def class_weights(labels: np.ndarray) -> np.ndarray:
-    """Inverse window frequency, mean 1 over the classes present; an absent class gets weight 0."""
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
-    present = counts > 0
-    return weights / weights[present].mean()
 
 
 def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) -> float:
@@ -519,19 +510,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.max_minutes <= 0:
         parser.error("--max-minutes must be positive")
     cfg = load_config(args.config)
-    manifest = args.manifest or default_manifest_csv()
     try:
-        clips = load_dataset(manifest)
+        data = dataset_split(args.manifest or default_manifest_csv())
     except ValueError as exc:
         parser.error(str(exc))
-    digest = manifest_sha256(manifest)
-    split_file = build_dir() / "split.json"
-    split = load_or_make_split(clips, split_file, SPLIT_SEED, digest)
     try:
-        metadata = train_wav2vec2(split, args.out or default_model_dir(), init=args.init,
+        metadata = train_wav2vec2(data.split, args.out or default_model_dir(), init=args.init,
                                   max_minutes=args.max_minutes, seed=args.seed, cfg=cfg,
-                                  extra_metadata={"training_data": {"manifest_sha256": digest, "clips": len(clips),
-                                                                    "split_file": str(split_file)}})
+                                  extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
+                                                                    "clips": len(data.clips),
+                                                                    "split_file": str(data.split_file)}})
     except ValueError as exc:
         parser.exit(1, f"error: {exc}\n")
     print(json.dumps({k: metadata[k] for k in ("init", "epochs", "best_epoch", "minutes", "temperature",

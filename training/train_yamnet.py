@@ -31,9 +31,9 @@ from monitor.preprocess import prepare_batch
 from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
 from .calibration import expected_calibration_error, fit_temperature, softmax
-from .data import Clip, clips_signature, load_dataset, manifest_sha256
+from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
-from .split import DEFAULT_SEED, load_or_make_split, split_file_for, split_summary
+from .split import DEFAULT_SEED, dataset_split, split_summary
 from .windows import GATE_SETTINGS_USED, WindowSet, build_window_set
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
@@ -193,13 +193,6 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
 
 # --- head training -------------------------------------------------------------------------------
 
-def class_weights(labels: np.ndarray) -> np.ndarray:
-    """Inverse-frequency weights (mean 1 over examples), so the few screams count as much as the many cries."""
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (len(LABELS) * np.maximum(counts, 1)), 0.0)
-    return weights.astype(np.float32)
-
-
 def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     names = list(LABELS)
     cm = confusion_matrix([names[i] for i in labels], [names[i] for i in predicted], LABELS)
@@ -216,7 +209,7 @@ def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: i
     model = nn.Sequential(nn.Linear(YAMNET_EMBEDDING_SIZE, head_cfg.hidden), nn.ReLU(), nn.Dropout(head_cfg.dropout),
                           nn.Linear(head_cfg.hidden, len(LABELS)))
     optimiser = torch.optim.AdamW(model.parameters(), lr=head_cfg.learning_rate, weight_decay=head_cfg.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights(train.labels)))
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights(train.labels).astype(np.float32)))
     x = torch.from_numpy(np.ascontiguousarray(train.embeddings, dtype=np.float32))
     y = torch.from_numpy(train.labels.astype(np.int64))
     x_val = torch.from_numpy(np.ascontiguousarray(val.embeddings, dtype=np.float32))
@@ -331,16 +324,13 @@ def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = 
                  base: BaseModel | None = None, progress: bool = True) -> dict:
     """The whole branch; returns (and writes to ``out_dir``) the metadata with val/test metrics."""
     cfg = cfg or Config()
-    clips = load_dataset(manifest)
-    digest = manifest_sha256(manifest)
-    split_path = split_file_for(digest)
-    split = load_or_make_split(clips, split_path, seed=seed, manifest_hash=digest)
-    head, metrics, timing = fit_and_evaluate(clips, split, cfg, head_cfg, seed, base, progress)
+    data = dataset_split(manifest, seed)
+    head, metrics, timing = fit_and_evaluate(data.clips, data.split, cfg, head_cfg, seed, base, progress)
     metadata = {
         "seed": seed,
-        "manifest_sha256": digest,
-        "split_file": str(split_path),
-        "split": split_summary(split),
+        "manifest_sha256": data.manifest_sha256,
+        "split_file": str(data.split_file),
+        "split": split_summary(data.split),
         "head_config": dataclasses.asdict(head_cfg),
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},
