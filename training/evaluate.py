@@ -133,6 +133,8 @@ def _rounded(value):
         return round(value, METRIC_DIGITS)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return value
 
 
