@@ -78,14 +78,12 @@ class BenchFiles:
 
 def select_clips(manifest: Path, split: str) -> list:
     """Clips of ``split`` (the grouped split training used, found by the manifest's hash), or all of them."""
-    from training.data import load_dataset, manifest_sha256
-    from training.split import load_or_make_split, split_file_for
+    from training.data import load_dataset
+    from training.split import dataset_split
 
-    clips = load_dataset(manifest)
     if split == "all":
-        return clips
-    digest = manifest_sha256(manifest)
-    chosen = load_or_make_split(clips, split_file_for(digest), manifest_hash=digest)[split]
+        return load_dataset(manifest)
+    chosen = dataset_split(manifest).split[split]
     if not chosen:
         raise ValueError(f"{manifest}: the '{split}' split is empty (try --split all)")
     return chosen

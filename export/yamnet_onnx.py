@@ -33,6 +33,7 @@ from training.yamnet_features import (
     INPUT_NAME,
     SCORES_NAME,
     convert_yamnet,
+    dequantize,
     make_session,
 )
 
@@ -108,14 +109,10 @@ def float_weights_tflite(tflite_path: Path) -> bytes:
             buffer = model.buffers[tensor.buffer]
             if tensor.type != schema.TensorType.INT8 or index in dequantised or buffer.data is None:
                 continue
-            quantised = np.asarray(buffer.data, dtype=np.uint8).view(np.int8).reshape(tensor.shape).astype(np.float32)
-            scale = np.asarray(tensor.quantization.scale, np.float32)
-            zero_point = np.asarray(tensor.quantization.zeroPoint, np.float32)
-            if scale.size > 1:
-                shape = [1] * quantised.ndim
-                shape[tensor.quantization.quantizedDimension] = -1
-                scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-            buffer.data = np.frombuffer(((quantised - zero_point) * scale).astype(np.float32).tobytes(), np.uint8)
+            quantised = np.asarray(buffer.data, dtype=np.uint8).view(np.int8).reshape(tensor.shape)
+            weights = dequantize(quantised, tensor.quantization.scale, tensor.quantization.zeroPoint,
+                                 tensor.quantization.quantizedDimension)
+            buffer.data = np.frombuffer(weights.tobytes(), np.uint8)
             tensor.type = schema.TensorType.FLOAT32
             tensor.quantization = None
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

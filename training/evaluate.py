@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -27,8 +28,9 @@ from tqdm import tqdm
 
 from monitor.audiofile import AudioFileError, file_info
 from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import Config, ConfigError, FusionConfig, load_config
 from monitor.constants import LABELS
+from monitor.fusion import MODEL_NAMES, VOTER_WAV2VEC2, VOTER_YAMNET, argmax_label, average_probabilities
 from monitor.model_manifest import ModelError
 from monitor.paths import build_dir, default_manifest_csv
 
@@ -153,24 +155,24 @@ def model_metrics(outcomes: Sequence[ClipOutcome], model: str) -> tuple[dict, di
     return section, curves
 
 
-def weight_sweep(outcomes: Sequence[ClipOutcome], steps: int = SWEEP_STEPS) -> list[dict]:
+def weight_sweep(outcomes: Sequence[ClipOutcome], fusion: FusionConfig, steps: int = SWEEP_STEPS) -> list[dict]:
     """Accuracy and macro-F1 of the averaged ensemble for YAMNet weights 0..1 (Wav2Vec2 gets the rest).
 
-    Averaging is linear, so each clip's ensemble score at any weight follows from the two models' clip
-    scores: no re-classification. Run it on val to choose ``fusion.weight_yamnet``; on test it only shows
-    how much the choice matters.
+    A clip's ensemble score is the fusion average of the two models' clip scores, so every weight is
+    re-fused from them, with the runtime's own averaging: no re-classification. Run it on val to choose
+    ``fusion.weight_yamnet``; on test it only shows how much the choice matters.
     """
-    if not all("wav2vec2" in o.result.per_model for o in outcomes):
+    if not all(VOTER_WAV2VEC2 in o.result.per_model for o in outcomes):
         return []
     y_true = [o.clip.label for o in outcomes]
-    yamnet = np.array([o.scores("yamnet") for o in outcomes])
-    wav2vec2 = np.array([o.scores("wav2vec2") for o in outcomes])
     rows = []
     for step in range(steps + 1):
         weight = step / steps
-        fused = weight * yamnet + (1.0 - weight) * wav2vec2
-        report = classification_report(confusion_matrix(y_true, [LABELS[i] for i in fused.argmax(axis=1)], LABELS),
-                                       LABELS)
+        weighted = dataclasses.replace(fusion, weight_yamnet=weight, weight_wav2vec2=1.0 - weight)
+        y_pred = [argmax_label(average_probabilities(np.array(o.scores(VOTER_YAMNET)),
+                                                     np.array(o.scores(VOTER_WAV2VEC2)), weighted))
+                  for o in outcomes]
+        report = classification_report(confusion_matrix(y_true, y_pred, LABELS), LABELS)
         rows.append({"weight_yamnet": round(weight, 3), "accuracy": round(report["accuracy"], METRIC_DIGITS),
                      "macro_f1": round(report["macro_f1"], METRIC_DIGITS)})
     return rows
@@ -186,7 +188,7 @@ def single_models_vs_ensemble(outcomes: Sequence[ClipOutcome], models: Sequence[
     ensemble = [o.predicted(DECISION_MODEL) for o in outcomes]
     return {model: _rounded(paired_bootstrap(y_true, [o.predicted(model) for o in outcomes], ensemble, LABELS,
                                              groups))
-            for model in models if model in ("yamnet", "wav2vec2")}
+            for model in models if model in MODEL_NAMES}
 
 
 def _numbers_first(key: str) -> tuple:
@@ -333,7 +335,7 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
         "per_source": breakdown(outcomes, models, lambda o: o.clip.source or "<none>"),
         "per_sample_rate": breakdown(outcomes, models, lambda o: o.sample_rate or "unknown"),
         "fusion_weight_yamnet": cfg.fusion.weight_yamnet / (cfg.fusion.weight_yamnet + cfg.fusion.weight_wav2vec2),
-        "weight_sweep": weight_sweep(outcomes),
+        "weight_sweep": weight_sweep(outcomes, cfg.fusion),
         "single_vs_ensemble": single_models_vs_ensemble(outcomes, models),
     }
     write_report(out, metrics, curves, outcomes, root)

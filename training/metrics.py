@@ -40,20 +40,26 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rates(cms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(accuracy, per-class precision, recall, F1) of one confusion matrix (K, K) or a stack of them
+    (..., K, K), with 0 for every undefined ratio."""
+    true_positives = np.diagonal(cms, axis1=-2, axis2=-1).astype(np.float64)
+    precision = _ratio(true_positives, cms.sum(axis=-2))
+    recall = _ratio(true_positives, cms.sum(axis=-1))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    accuracy = _ratio(true_positives.sum(axis=-1), cms.sum(axis=(-2, -1)))
+    return accuracy, precision, recall, f1
+
+
 def classification_report(cm: np.ndarray, labels: Sequence[str]) -> dict:
     """Accuracy, macro precision / recall / F1 and per-class figures from a confusion matrix."""
     cm = np.asarray(cm, dtype=np.int64)
     if cm.shape != (len(labels), len(labels)):
         raise ValueError(f"confusion matrix shape {cm.shape} does not match {len(labels)} labels")
-    true_positives = np.diag(cm).astype(np.float64)
+    accuracy, precision, recall, f1 = _rates(cm)
     support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = _ratio(true_positives, predicted)
-    recall = _ratio(true_positives, support)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    total = int(cm.sum())
     return {
-        "accuracy": float(true_positives.sum() / total) if total else 0.0,
+        "accuracy": float(accuracy),
         "macro_f1": float(f1.mean()),
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
@@ -128,13 +134,9 @@ def grouped_accuracy(y_true: Sequence[str], y_pred: Sequence[str], keys: Sequenc
     return out
 
 
-def _macro_f1_rows(cms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(accuracy, macro-F1) of a stack of confusion matrices (R, K, K), with 0 for undefined ratios."""
-    tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
-    precision = _ratio(tp, cms.sum(axis=1))
-    recall = _ratio(tp, cms.sum(axis=2))
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    return _ratio(tp.sum(axis=1), cms.sum(axis=(1, 2))), f1.mean(axis=1)
+def _accuracy_and_macro_f1(cms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    accuracy, _, _, f1 = _rates(cms)
+    return accuracy, f1.mean(axis=-1)
 
 
 def paired_bootstrap(y_true: Sequence[str], pred_a: Sequence[str], pred_b: Sequence[str], labels: Sequence[str],
@@ -161,8 +163,8 @@ def paired_bootstrap(y_true: Sequence[str], pred_a: Sequence[str], pred_b: Seque
     counts = np.zeros((resamples, len(names)), dtype=np.int64)
     np.add.at(counts, (np.repeat(np.arange(resamples), len(names)), draws.ravel()), 1)
     out = {"resamples": resamples, "groups": len(names)}
-    observed = [_macro_f1_rows(per_group[side].sum(axis=0, keepdims=True)) for side in (0, 1)]
-    sampled = [_macro_f1_rows(np.tensordot(counts, per_group[side], axes=1)) for side in (0, 1)]
+    observed = [_accuracy_and_macro_f1(per_group[side].sum(axis=0, keepdims=True)) for side in (0, 1)]
+    sampled = [_accuracy_and_macro_f1(np.tensordot(counts, per_group[side], axes=1)) for side in (0, 1)]
     for i, metric in enumerate(("accuracy", "macro_f1")):
         difference = sampled[0][i] - sampled[1][i]
         lo, hi = np.percentile(difference, [2.5, 97.5])

@@ -34,7 +34,7 @@ from .calibration import expected_calibration_error, fit_temperature, softmax
 from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SEED, dataset_split, split_summary
-from .windows import GATE_SETTINGS_USED, WindowSet, build_window_set
+from .windows import WindowSet, build_window_set, gate_settings_used
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
         "clips": clips_signature(clips),
         "split": split_of_clip.tolist(),
         "preprocess": dataclasses.asdict(cfg.preprocess),
-        "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},
+        "gate": gate_settings_used(cfg.gate),
         "hop": cfg.window.hop_seconds,
         "augment": dataclasses.asdict(head_cfg.augment),
         "copies": head_cfg.augment_copies,
@@ -333,7 +333,7 @@ def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = 
         "split": split_summary(data.split),
         "head_config": dataclasses.asdict(head_cfg),
         "preprocess": dataclasses.asdict(cfg.preprocess),
-        "gate": {name: getattr(cfg.gate, name) for name in GATE_SETTINGS_USED},
+        "gate": gate_settings_used(cfg.gate),
         "hop_seconds": cfg.window.hop_seconds,
         "timing": timing,
         "metrics": metrics,

@@ -41,6 +41,11 @@ GATE_SETTINGS_USED = ("vad_aggressiveness", "vad_min_fraction", "silence_dbfs")
 """The runtime gate settings the activity criterion shares (only these key the cache)."""
 
 
+def gate_settings_used(gate_cfg: GateConfig) -> dict:
+    """The part of the gate config that shapes the training windows: for cache keys and metadata."""
+    return {name: getattr(gate_cfg, name) for name in GATE_SETTINGS_USED}
+
+
 def vad_frame_flags(samples16k: np.ndarray, aggressiveness: int) -> np.ndarray:
     """webrtcvad speech flag per consecutive 30 ms frame (a trailing partial frame is dropped)."""
     vad = webrtcvad.Vad(int(aggressiveness))
@@ -120,7 +125,7 @@ def _cache_key(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples:
         "version": CACHE_VERSION,
         "clips": clips_signature(clips),
         "preprocess": dataclasses.asdict(preprocess_cfg),
-        "gate": {name: getattr(gate_cfg, name) for name in GATE_SETTINGS_USED},
+        "gate": gate_settings_used(gate_cfg),
         "hop": hop_samples,
         "margin_db": ACTIVE_MARGIN_DB,
     }

@@ -87,6 +87,18 @@ def _embedding_tensor(graph: onnx.GraphProto) -> str:
     return squeezes[0]
 
 
+def dequantize(quantised: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | float, axis: int) -> np.ndarray:
+    """``scale * (q - zero_point)`` as float32; a per-channel scale and zero point apply along ``axis``."""
+    quantised = np.asarray(quantised, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero_point = np.broadcast_to(np.asarray(zero_point, dtype=np.float32), scale.shape)
+    if scale.size > 1:
+        shape = [1] * quantised.ndim
+        shape[axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return ((quantised - zero_point) * scale).astype(np.float32)
+
+
 def _fold_dequantize(graph: onnx.GraphProto) -> int:
     """Replace DequantizeLinear of constant int8 weights by float constants; returns how many were folded.
 
@@ -102,15 +114,10 @@ def _fold_dequantize(graph: onnx.GraphProto) -> int:
         if node.op_type != "DequantizeLinear" or not all(name in constants for name in node.input):
             kept.append(node)
             continue
-        values = [numpy_helper.to_array(constants[name]).astype(np.float32) for name in node.input]
-        quantised, scale = values[0], values[1]
-        zero_point = values[2] if len(values) > 2 else np.zeros_like(scale)
+        values = [numpy_helper.to_array(constants[name]) for name in node.input]
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if scale.ndim == 1 and scale.size > 1:
-            shape = [1] * quantised.ndim
-            shape[axis] = -1
-            scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-        folded.append(numpy_helper.from_array(((quantised - zero_point) * scale).astype(np.float32), node.output[0]))
+        weights = dequantize(values[0], values[1], values[2] if len(values) > 2 else 0.0, axis)
+        folded.append(numpy_helper.from_array(weights, node.output[0]))
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(folded)
