@@ -138,7 +138,8 @@ class FusionConfig:
     """Per-window fusion of the classifiers, then smoothing over time."""
 
     weight_yamnet: float = setting(
-        0.7, "Weight of the YAMNet head in probability averaging (0.7 / 0.3: best val macro-F1 of 0.5-0.9).",
+        0.7, "Weight of the YAMNet head in probability averaging (0.7 / 0.3: chosen on val, where 0.5-0.8 are within "
+        "one clip of each other; `nursery-monitor evaluate --split val` reports the sweep).",
         lo=0.0, hi=1.0)
     weight_wav2vec2: float = setting(0.3, "Weight of the Wav2Vec2 classifier in probability averaging.",
                                      lo=0.0, hi=1.0)
