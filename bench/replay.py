@@ -246,6 +246,7 @@ def _write_json(path: Path, doc: dict) -> None:
 # --- workers ---------------------------------------------------------------------------------------
 
 def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
+    """The pipeline as configured (``models.wav2vec2_cascade`` included): its events, costs and window record."""
     record = WindowRecord()
     replay = _wire_replay(cfg, stream, record=record)
     with Stopwatch() as clock:
@@ -257,9 +258,11 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
         "model_load_seconds": round(replay.load_seconds, 3),
         "windows": stats.windows, "gated_windows": stats.gated_windows,
         "gate_pass_fraction": round(stats.gate_pass_fraction, 4),
+        "wav2vec2_skipped_windows": stats.wav2vec2_skipped, "wav2vec2_cascade": cfg.models.wav2vec2_cascade,
         "inference_ms_per_window": {k: round(v, 3) for k, v in stats.mean_inference_ms().items()},
         "model_versions": dict(replay.pipeline.classifiers.versions), "threads": cfg.models.threads,
         "use_wav2vec2": cfg.models.use_wav2vec2, "wav2vec2_variant": cfg.models.wav2vec2_variant,
+        "fusion": replay.pipeline.fusion.operating_point(),
     })
     record.save(windows)
 
@@ -306,23 +309,52 @@ class WorkerPaths:
     """profile: the pyinstrument text rendering."""
 
 
-def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0) -> dict:
-    """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed)."""
+def _child_env() -> dict[str, str]:
+    return {**os.environ, **SINGLE_THREAD_ENV,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0,
+               cascade: bool = True) -> dict:
+    """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed).
+    ``cascade=False`` runs Wav2Vec2 on every gated window, whatever the config says."""
     command = [sys.executable, "-m", "bench.replay", kind, "--stream", str(paths.stream), "--result", str(paths.result),
                "--profile-seconds", str(profile_seconds)]
+    if not cascade:
+        command.append("--no-cascade")
     if paths.windows:
         command += ["--windows", str(paths.windows)]
     if paths.profile_text:
         command += ["--profile-text", str(paths.profile_text)]
     if config:
         command += ["--config", str(config)]
-    env = {**os.environ, **SINGLE_THREAD_ENV,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     paths.result.unlink(missing_ok=True)
-    completed = subprocess.run(command, env=env, cwd=str(REPO_ROOT), check=False)
+    completed = subprocess.run(command, env=_child_env(), cwd=str(REPO_ROOT), check=False)
     if completed.returncode != 0 or not paths.result.is_file():
         raise RuntimeError(f"the {kind} replay failed (exit {completed.returncode}); see the messages above")
     return json.loads(paths.result.read_text(encoding="utf-8"))
+
+
+def run_monitor(stream: Path, events_jsonl: Path, config: str | None) -> dict:
+    """The monitor itself (`nursery-monitor replay`, no MQTT) over the stream, alone in its process: its peak RSS
+    and CPU are what a device would see, without the benchmark's window record or stream building."""
+    command = [sys.executable, "-m", "monitor.cli", "replay", str(stream), "--no-mqtt", "--quiet", "--events-jsonl",
+               str(events_jsonl)]
+    if config:
+        command += ["--config", str(config)]
+    with open(os.devnull, "wb") as quiet, Stopwatch() as clock:
+        process = subprocess.Popen(command, env=_child_env(), cwd=str(REPO_ROOT), stdout=quiet)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"`nursery-monitor replay` failed (exit {process.returncode}); see the messages above")
+    messages = [json.loads(line) for line in events_jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    audio_seconds = _stream_seconds(stream)
+    return {"peak_rss_mb": round(usage.ru_maxrss / KB_PER_MB, 1), "wall_seconds": round(clock.wall, 3),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "cpu_seconds_per_audio_hour": round((usage.ru_utime + usage.ru_stime) / audio_seconds * SECONDS_PER_HOUR,
+                                                2),
+            "event_messages": len(messages), "starts": sum(m.get("phase") == PHASE_START for m in messages)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,9 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-text", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=0.0)
     parser.add_argument("--config")
+    parser.add_argument("--no-cascade", action="store_true", help="Wav2Vec2 on every gated window")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     cfg = _single_threaded(load_config(args.config))
+    if args.no_cascade:
+        cfg.models.wav2vec2_cascade = False
     if args.kind == "ours":
         worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"))
     elif args.kind == "baseline":

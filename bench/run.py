@@ -30,7 +30,7 @@ from monitor.model_manifest import ModelError, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
 
 from .baseline import BaselineSpec
-from .replay import WorkerPaths, audio_progress, load_window_record, run_worker
+from .replay import WorkerPaths, audio_progress, load_window_record, run_monitor, run_worker
 from .report import check_bars, event_targets, figures, render_markdown
 from .score import FALSE_ALARM, DetectedEvent, Score, ScoreSpec, blame, score_events
 from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_background, read_truth, write_stream
@@ -43,10 +43,16 @@ DEFAULT_PROFILE_SECONDS = 600.0
 MERGE_MARGIN_S = 5.0
 """Quiet stretches must exceed every event merge span (hold + cooldown, the baseline's 30 s) by this much."""
 SPLITS = ("test", "val", "train", "all")
+NEGATIVE_OVERLAP_PROBABILITY = 0.2
+"""In the negative-only stream, how often a second household sound starts over the first."""
 
 
 FILE_NAMES = {"stream": "stream.flac", "truth": "truth.json", "stream_summary": "stream_summary.json",
-              "ours": "ours_run.json", "windows": "ours_windows.npz", "baseline": "baseline_run.json",
+              "ours": "ours_run.json", "windows": "ours_windows.npz", "ours_full": "ours_full_run.json",
+              "windows_full": "ours_full_windows.npz", "monitor": "monitor_events.jsonl",
+              "negative_stream": "negative_stream.flac", "negative_truth": "negative_truth.json",
+              "negative_run": "negative_run.json", "negative_windows": "negative_windows.npz",
+              "baseline": "baseline_run.json",
               "profile": "profile.json", "profile_text": "profile.txt", "bench_json": "bench.json",
               "bench_md": "bench.md", "tradeoff_json": "tradeoff.json", "tradeoff_png": "tradeoff.png"}
 
@@ -61,6 +67,13 @@ class BenchFiles:
     stream_summary: Path
     ours: Path
     windows: Path
+    ours_full: Path
+    windows_full: Path
+    monitor: Path
+    negative_stream: Path
+    negative_truth: Path
+    negative_run: Path
+    negative_windows: Path
     baseline: Path
     profile: Path
     profile_text: Path
@@ -116,46 +129,55 @@ def check_spacing(spec: StreamSpec, fusion: FusionConfig, baseline: BaselineSpec
                     "neighbouring insertions may merge into one event", spec.quiet_s[0], merge_span, MERGE_MARGIN_S)
 
 
-def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, files: BenchFiles,
+def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, stream: Path, truth: Path,
                  progress: bool) -> dict:
     pool = decode_clips(select_clips(manifest, split), cfg, progress)
+    return write_planned_stream(pool, spec, stream, truth, progress) | {
+        "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
+        "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)}}
+
+
+def write_planned_stream(pool: list[SourceClip], spec: StreamSpec, stream: Path, truth: Path, progress: bool) -> dict:
+    """Plan and write one stream from decoded clips; returns its summary."""
     plan = plan_stream(pool, spec)
-    with audio_progress(plan.seconds, "writing stream", disable=not progress) as bar:
-        write_stream(plan, pool, files.stream, files.truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
-    summary = {**plan.summary(), "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
-               "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)},
-               "spec": spec.to_dict()}
-    log.info("stream: %.2f h, %d insertions %s", summary["hours"], summary["insertions"],
+    with audio_progress(plan.seconds, f"writing {stream.name}", disable=not progress) as bar:
+        write_stream(plan, pool, stream, truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
+    summary = {**plan.summary(), "spec": spec.to_dict()}
+    log.info("%s: %.2f h, %d insertions %s", stream.name, summary["hours"], summary["insertions"],
              summary["insertions_by_label_snr"])
     return summary
 
 
 # --- scoring ---------------------------------------------------------------------------------------
 
-def decision_span_s(cfg: Config) -> float:
+def decision_span_s(cfg: Config, fusion: FusionConfig) -> float:
     """Audio the tracker has heard when it raises an event: its n windows."""
-    return WINDOW_SECONDS + (cfg.fusion.n_windows - 1) * cfg.window.hop_seconds
+    return WINDOW_SECONDS + (fusion.n_windows - 1) * cfg.window.hop_seconds
 
 
 def _score(truths, run: dict, stream_seconds: float, spec: ScoreSpec):
     return score_events(truths, [DetectedEvent.from_dict(e) for e in run["events"]], stream_seconds, spec)
 
 
-def _tradeoff(files: BenchFiles, cfg: Config, ours_run: dict, baseline: dict | None, truths, stream_seconds: float,
-              spec: ScoreSpec, progress: bool) -> dict:
-    from .tradeoff import pareto_frontier, recommend, replay_tracker, sweep, write_plot
+def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: dict, full_run: dict,
+              baseline: dict | None, truths, stream_seconds: float, spec: ScoreSpec, progress: bool) -> dict:
+    """The sweep over the full record (Wav2Vec2 on every gated window, so every fusion can be re-run)."""
+    from .tradeoff import det_curves, pareto_frontier, recommend, replay_tracker, sweep, write_plot
 
-    record = load_window_record(files.windows)
+    record = load_window_record(files.windows_full)
     versions = ours_run["model_versions"]
-    points = sweep(record, cfg.fusion, versions, cfg.device_id, truths, stream_seconds, spec, progress)
-    again = replay_tracker(record, cfg.fusion, versions, cfg.device_id, stream_seconds)
+    points = sweep(record, fusion, versions, cfg.device_id, truths, stream_seconds, spec, progress)
+    again = replay_tracker(record, fusion, versions, cfg.device_id, stream_seconds)
+    live_again = replay_tracker(load_window_record(files.windows), fusion, versions, cfg.device_id, stream_seconds)
     chosen, reason = recommend(points, event_targets(), baseline["false_alarms_per_hour"] if baseline else None)
     plotted = write_plot(points, chosen, files.tradeoff_png)
     tradeoff = {"file": files.tradeoff_json.name, "plot": files.tradeoff_png.name if plotted else None,
-                "reproduces_live": [e.to_dict() for e in again] == ours_run["events"],
+                "reproduces_live": ([e.to_dict() for e in again] == full_run["events"]
+                                    and [e.to_dict() for e in live_again] == ours_run["events"]),
                 "recommended": chosen.to_dict() if chosen else None,
                 "recommended_text": chosen.setting.describe() if chosen else None, "reason": reason,
-                "frontier": [p.to_dict() for p in pareto_frontier(points)]}
+                "frontier": [p.to_dict() for p in pareto_frontier(points)],
+                "det_curves": {family: [p.to_dict() for p in curve] for family, curve in det_curves(points).items()}}
     files.tradeoff_json.write_text(json.dumps({**tradeoff, "points": [p.to_dict() for p in points]}, indent=1),
                                    encoding="utf-8")
     return tradeoff
@@ -176,31 +198,76 @@ def _false_alarms(score: Score, background: list, lookback_s: float) -> tuple[di
     return by_source, listed
 
 
-def evaluate(files: BenchFiles, cfg: Config, ours_run: dict, baseline_run: dict | None, profile: dict | None,
-             stream_summary: dict, progress: bool) -> dict:
+@dataclass
+class Runs:
+    """What the bench replayed: ours as configured, ours with Wav2Vec2 on every gated window (the record the sweep
+    needs, and the cascade's reference), the monitor process alone (its memory), the baseline, the profile and
+    the negative-only stream."""
+
+    ours: dict
+    full: dict
+    monitor: dict | None = None
+    baseline: dict | None = None
+    profile: dict | None = None
+    negative: dict | None = None
+
+
+def _cascade_figures(ours_score: Score, full_score: Score, ours_run: dict, full_run: dict) -> dict:
+    """The cascade against Wav2Vec2 on every gated window: CPU both ways, and how many events differ."""
+    ours_events = {(e["label"], e["raised_s"]) for e in ours_run["events"]}
+    full_events = {(e["label"], e["raised_s"]) for e in full_run["events"]}
+    return {"cpu_seconds_per_audio_hour": ours_run.get("cpu_seconds_per_audio_hour"),
+            "cpu_seconds_per_audio_hour_without": full_run.get("cpu_seconds_per_audio_hour"),
+            "wav2vec2_skipped_windows": ours_run.get("wav2vec2_skipped_windows"),
+            "gated_windows": ours_run.get("gated_windows"),
+            "events_differing": len(ours_events ^ full_events),
+            "false_alarms": [ours_score.false_alarms, full_score.false_alarms],
+            "hits": [sum(ours_score.truth_hit), sum(full_score.truth_hit)]}
+
+
+def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run: dict) -> dict:
+    truths, seconds = read_truth(files.negative_truth)
+    score = _score(truths, run, seconds, ScoreSpec())
+    by_source, _ = _false_alarms(score, read_background(files.negative_truth), decision_span_s(cfg, fusion))
+    return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "false_alarms": score.false_alarms,
+            "false_alarms_per_hour": round(score.false_alarms_per_hour, 4), "false_alarms_by_source": by_source,
+            "cpu_seconds_per_audio_hour": run.get("cpu_seconds_per_audio_hour"),
+            "wav2vec2_skipped_windows": run.get("wav2vec2_skipped_windows"), "gated_windows": run.get("gated_windows")}
+
+
+def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, stream_summary: dict,
+             progress: bool) -> dict:
     """Score both systems, sweep the thresholds, write bench.json and bench.md; returns the document."""
     truths, stream_seconds = read_truth(files.truth)
     background = read_background(files.truth)
     spec = ScoreSpec()
-    ours_score = _score(truths, ours_run, stream_seconds, spec)
-    ours = figures(ours_score, ours_run)
+    ours_score = _score(truths, runs.ours, stream_seconds, spec)
+    ours = figures(ours_score, runs.ours)
     ours["false_alarms_by_source"], ours_false_alarms = _false_alarms(ours_score, background,
-                                                                      decision_span_s(cfg))
+                                                                      decision_span_s(cfg, fusion))
+    ours["cascade"] = _cascade_figures(ours_score, _score(truths, runs.full, stream_seconds, spec), runs.ours,
+                                       runs.full)
+    if runs.monitor:
+        ours["monitor_peak_rss_mb"] = runs.monitor["peak_rss_mb"]
+        ours["monitor"] = runs.monitor
+    if runs.negative:
+        ours["negative_stream"] = _negative_figures(files, cfg, fusion, runs.negative)
     baseline = None
-    if baseline_run:
-        baseline_score = _score(truths, baseline_run, stream_seconds, spec)
-        baseline = figures(baseline_score, baseline_run)
+    if runs.baseline:
+        baseline_score = _score(truths, runs.baseline, stream_seconds, spec)
+        baseline = figures(baseline_score, runs.baseline)
         baseline["false_alarms_by_source"], _ = _false_alarms(baseline_score, background, WINDOW_SECONDS)
     doc = {"ours": ours, "baseline": baseline, "stream": stream_summary,
-           "config": {"fusion": dataclasses.asdict(cfg.fusion), "gate": dataclasses.asdict(cfg.gate),
+           "config": {"fusion": dataclasses.asdict(fusion), "gate": dataclasses.asdict(cfg.gate),
                       "window": dataclasses.asdict(cfg.window), "models": dataclasses.asdict(cfg.models),
                       "score": dataclasses.asdict(spec), "baseline": BaselineSpec().to_dict()},
            "bars": check_bars(ours, baseline, stream_seconds / SECONDS_PER_HOUR),
            "misses": [t.to_dict() for t, hit in zip(truths, ours_score.truth_hit, strict=True) if not hit],
            "false_alarm_events": ours_false_alarms,
-           "profile": {**profile, "file": files.profile_text.name} if profile else None}
-    if files.windows.is_file():
-        doc["tradeoff"] = _tradeoff(files, cfg, ours_run, baseline, truths, stream_seconds, spec, progress)
+           "profile": {**runs.profile, "file": files.profile_text.name} if runs.profile else None}
+    if files.windows_full.is_file():
+        doc["tradeoff"] = _tradeoff(files, cfg, fusion, runs.ours, runs.full, baseline, truths, stream_seconds, spec,
+                                    progress)
     files.bench_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     files.bench_md.write_text(render_markdown(doc), encoding="utf-8")
     return doc
@@ -227,24 +294,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline replay")
     parser.add_argument("--reuse-stream", action="store_true",
                         help="replay the stream already in DIR instead of generating it again")
+    parser.add_argument("--negative-hours", type=float, default=0.0,
+                        help="also replay a negative-only stream this long (the split's Normal clips, two at once at "
+                             "times): false alarms per hour where nothing should alert (default: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def _models_manifest(cfg: Config) -> None:
-    """Fail before spending minutes on the stream when the models are not built."""
-    read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
+def _resolved_fusion(cfg: Config) -> FusionConfig:
+    """The fusion settings the monitor will use: the config's, null ones from the models' operating point. Also
+    fails before minutes are spent on the stream when the models are not built."""
+    manifest = read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
+    return cfg.fusion.resolve(manifest.operating_point)
 
 
 def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
     if args.reuse_stream and files.stream_summary.is_file() and files.stream.is_file() and files.truth.is_file():
         return json.loads(files.stream_summary.read_text(encoding="utf-8"))
     spec = StreamSpec(hours=args.hours, seed=args.seed)
-    check_spacing(spec, cfg.fusion, BaselineSpec())
+    check_spacing(spec, cfg.fusion.resolve(), BaselineSpec())
     manifest = (args.manifest or default_manifest_csv()).resolve()
-    summary = build_stream(manifest, args.split, spec, cfg, files, progress=not args.quiet)
+    summary = build_stream(manifest, args.split, spec, cfg, files.stream, files.truth, progress=not args.quiet)
     files.stream_summary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def _negative_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+    """``--negative-hours``: household sound of the split's Normal clips only, nothing to alert on."""
+    spec = StreamSpec(hours=args.negative_hours, seed=args.seed + 1, label_weights={},
+                      overlap_probability=NEGATIVE_OVERLAP_PROBABILITY)
+    manifest = (args.manifest or default_manifest_csv()).resolve()
+    normal = [c for c in select_clips(manifest, args.split) if c.label == "Normal"]
+    pool = decode_clips(normal, cfg, not args.quiet)
+    write_planned_stream(pool, spec, files.negative_stream, files.negative_truth, not args.quiet)
+    return run_worker("ours", WorkerPaths(files.negative_stream, files.negative_run, windows=files.negative_windows),
+                      args.config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,20 +336,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     files = BenchFiles.under((args.out or build_dir() / "reports" / "bench").resolve())
     try:
-        if args.hours <= 0:
-            raise ValueError(f"--hours must be positive, got {args.hours}")
+        if args.hours <= 0 or args.negative_hours < 0:
+            raise ValueError(f"--hours must be positive and --negative-hours not negative, got {args.hours}, "
+                             f"{args.negative_hours}")
         cfg = load_config(args.config)
-        _models_manifest(cfg)
+        fusion = _resolved_fusion(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
         stream_summary = _stream(args, cfg, files)
-        ours = run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config)
-        baseline = None if args.no_baseline else run_worker("baseline", WorkerPaths(files.stream, files.baseline),
-                                                            args.config)
-        profile = None
+        runs = Runs(ours=run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config),
+                    full=run_worker("ours", WorkerPaths(files.stream, files.ours_full, windows=files.windows_full),
+                                    args.config, cascade=False),
+                    monitor=run_monitor(files.stream, files.monitor, args.config))
+        if not args.no_baseline:
+            runs.baseline = run_worker("baseline", WorkerPaths(files.stream, files.baseline), args.config)
         if args.profile_seconds > 0:
-            profile = run_worker("profile", WorkerPaths(files.stream, files.profile, profile_text=files.profile_text),
-                                 args.config, args.profile_seconds)
-        doc = evaluate(files, cfg, ours, baseline, profile, stream_summary, progress=not args.quiet)
+            runs.profile = run_worker("profile", WorkerPaths(files.stream, files.profile,
+                                                             profile_text=files.profile_text),
+                                      args.config, args.profile_seconds)
+        if args.negative_hours > 0:
+            runs.negative = _negative_stream(args, cfg, files)
+        doc = evaluate(files, cfg, fusion, runs, stream_summary, progress=not args.quiet)
     except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
         print(f"nursery-monitor bench: {exc}", file=sys.stderr)
         return EXIT_FAILURE

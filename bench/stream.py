@@ -62,7 +62,8 @@ class StreamSpec:
     snrs_db: tuple[float | None, ...] = (None, 10.0, 0.0)
     """SNR conditions, cycled per label; None = clean (over the room tone only)."""
     label_weights: dict[str, float] = field(default_factory=lambda: {"Crying": 0.6, "Screaming": 0.4})
-    """Crying is the common case and has the stricter bar (0.98: ~50 insertions at >= 10 dB resolve it in 2 h)."""
+    """Crying is the common case and has the stricter bar (0.98: ~50 insertions at >= 10 dB resolve it in 2 h).
+    Empty: a negative-only stream (household sound and nothing to alert on), for false alarms per hour."""
     lead_in_s: float = 15.0
     """Background before the first insertion (the gate learns the room)."""
     quiet_s: tuple[float, float] = (35.0, 60.0)
@@ -81,6 +82,12 @@ class StreamSpec:
     max_alert_s: float = 15.0
     """Inserted clips are cut this long after their onset."""
     room_tone_dbfs: float = -60.0
+    overlap_probability: float = 0.0
+    """Chance that a second background clip starts while one is sounding (TV over the dishwasher)."""
+
+    @property
+    def negative_only(self) -> bool:
+        return not self.label_weights
 
     def validate(self) -> None:
         if self.hours <= 0:
@@ -91,8 +98,12 @@ class StreamSpec:
                 raise ValueError(f"stream spec {name}: low {low} > high {high}")
         if not self.snrs_db:
             raise ValueError("stream spec snrs_db: at least one SNR condition is needed")
-        if any(w < 0 for w in self.label_weights.values()) or not any(self.label_weights.values()):
-            raise ValueError(f"stream spec label_weights must be non-negative and not all zero: {self.label_weights}")
+        if any(w < 0 for w in self.label_weights.values()) or (self.label_weights
+                                                                and not any(self.label_weights.values())):
+            raise ValueError(f"stream spec label_weights must be non-negative and not all zero (empty for a "
+                             f"negative-only stream): {self.label_weights}")
+        if not 0.0 <= self.overlap_probability <= 1.0:
+            raise ValueError(f"stream spec overlap_probability must lie in [0, 1], got {self.overlap_probability}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,17 +277,17 @@ class _Planner:
             raise ValueError("no usable Normal clips for the background")
         by_label = {label: [i for i, c in enumerate(self.clips) if c.label == label] for label in ALERT_LABELS}
         self.labels = [label for label in ALERT_LABELS if by_label[label] and spec.label_weights.get(label, 0) > 0]
-        if not self.labels:
+        if not self.labels and not spec.negative_only:
             raise ValueError("no usable Crying or Screaming clips to insert")
         weights = np.array([spec.label_weights[label] for label in self.labels], dtype=np.float64)
-        self.label_p = weights / weights.sum()
+        self.label_p = weights / weights.sum() if weights.size else weights
         self.alert_clips = {label: _Cycler(by_label[label], self.rng) for label in self.labels}
         self.snrs = {label: _Cycler(list(spec.snrs_db), self.rng) for label in self.labels}
 
     def plan(self) -> StreamPlan:
         quiet_start, quiet_end = 0, _samples(self.spec.lead_in_s)
         tail = _samples(self.spec.quiet_s[0])
-        while True:
+        while self.labels:
             self._fill_background(quiet_start, quiet_end)
             event_end = self._insert(quiet_end, limit=self.sample_count - tail)
             if event_end is None:
@@ -296,10 +307,19 @@ class _Planner:
             index = int(self.rng.choice(self.background))
             clip = self.clips[index]
             length = min(clip.samples.size, end - cursor)
-            gain = _gain_for(_uniform(self.rng, self.spec.background_dbfs), clip.activity.level_dbfs)
-            self.placements.append(Placement(ROLE_BACKGROUND, index, cursor, 0, length,
-                                             _peak_limited(gain, clip.peak)))
+            self._place_background(index, cursor, length)
+            if self.spec.overlap_probability and self.rng.random() < self.spec.overlap_probability:
+                other = int(self.rng.choice(self.background))
+                start = cursor + int(self.rng.integers(0, length))
+                overlap = min(self.clips[other].samples.size, end - start)
+                if overlap >= MIN_BACKGROUND_PIECE_SAMPLES:
+                    self._place_background(other, start, overlap)
             cursor += length + _samples(_uniform(self.rng, self.spec.gap_s))
+
+    def _place_background(self, index: int, start: int, length: int) -> None:
+        clip = self.clips[index]
+        gain = _gain_for(_uniform(self.rng, self.spec.background_dbfs), clip.activity.level_dbfs)
+        self.placements.append(Placement(ROLE_BACKGROUND, index, start, 0, length, _peak_limited(gain, clip.peak)))
 
     def _insert(self, start: int, limit: int) -> int | None:
         """Place the next cry/scream (on its bed) from ``start``; returns where it ends, None when it won't fit."""

@@ -2,8 +2,10 @@
 
 The ours replay records, per window, the gate decision, each model's probabilities and the AudioSet voter
 rows. Fusion and the event tracker are pure, so they are re-run over that record for every setting of
-``enter_threshold`` x k-of-n x ``require_vote`` x models (both, or YAMNet alone). Re-running the live setting
-must give the live events back (checked and reported): that proves the record is complete.
+fusion family (YAMNet alone, Wav2Vec2 alone, weighted averages; each with or without the vote) x
+``enter_threshold`` x k-of-n. Re-running the live setting must give the live events back (checked and
+reported): that proves the record is complete. ``build-models`` uses the same sweep to choose the operating
+point (``bench.tune``); the bench uses it for the DET-style curves.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.config import FusionConfig
-from monitor.constants import ALERT_LABELS, YAMNET_AUDIOSET_CLASSES
+from monitor.constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES
 
 from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
 from .score import DetectedEvent, ScoreSpec, TruthEvent, score_events
@@ -28,32 +30,59 @@ ENTER_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))
 """0.30 ... 0.95."""
 K_OF_N = ((1, 1), (2, 3), (2, 2), (3, 4), (3, 5))
 REQUIRE_VOTE = (True, False)
-BOTH_MODELS, YAMNET_ONLY = "yamnet+wav2vec2", "yamnet"
+YAMNET_ALONE, WAV2VEC2_ALONE = 1.0, 0.0
+"""``weight_yamnet`` of the single-model fusions."""
+AVERAGE_WEIGHTS = (0.85, 0.7, 0.5)
+"""YAMNet weights of the averaged fusions swept (Wav2Vec2 gets the rest)."""
+MIN_DURATIONS = (0.0,)
 MIN_SNR_DB = 10.0
 """The recall bars are set for insertions at this SNR and cleaner."""
 PLOT_LINEAR_BELOW = 0.05
 """The plot's x axis is linear below this many false alarms per hour (the bar), logarithmic above."""
 PLOT_TICKS = (0.0, 0.05, 0.2, 1.0, 5.0, 20.0, 100.0, 500.0)
 SWEEP_PROGRESS_S = 1.0
+STREAM_JOIN_GAP_S = 60.0
+"""Silence put between concatenated records: longer than any hold + cooldown, so no event spans a join."""
 
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    models: str
+    weight_yamnet: float
+    """1 = YAMNet alone, 0 = Wav2Vec2 alone, else the weighted average (Wav2Vec2 gets 1 - this)."""
     require_vote: bool
     enter_threshold: float
     k_windows: int
     n_windows: int
+    min_duration_seconds: float = 0.0
 
     def fusion(self, live: FusionConfig) -> FusionConfig:
-        return dataclasses.replace(live, enter_threshold=self.enter_threshold, require_vote=self.require_vote,
+        return dataclasses.replace(live, weight_yamnet=self.weight_yamnet, weight_wav2vec2=1.0 - self.weight_yamnet,
+                                   enter_threshold=self.enter_threshold, require_vote=self.require_vote,
                                    exit_threshold=min(live.exit_threshold, self.enter_threshold),
-                                   k_windows=self.k_windows, n_windows=self.n_windows)
+                                   k_windows=self.k_windows, n_windows=self.n_windows,
+                                   min_duration_seconds=self.min_duration_seconds)
+
+    @property
+    def family(self) -> str:
+        """The fusion this setting belongs to: one DET curve each."""
+        if self.weight_yamnet == YAMNET_ALONE:
+            name = "YAMNet alone"
+        elif self.weight_yamnet == WAV2VEC2_ALONE:
+            name = "Wav2Vec2 alone"
+        else:
+            name = f"average {self.weight_yamnet:g}/{1 - self.weight_yamnet:g}"
+        return name + (" + vote" if self.require_vote else "")
 
     def describe(self) -> str:
-        vote = "majority vote required" if self.require_vote else "no vote"
-        return (f"models {self.models}, enter_threshold {self.enter_threshold:g}, {self.k_windows} of "
-                f"{self.n_windows} windows, {vote}")
+        duration = f", min duration {self.min_duration_seconds:g} s" if self.min_duration_seconds else ""
+        return (f"{self.family}, enter_threshold {self.enter_threshold:g}, {self.k_windows} of {self.n_windows} "
+                f"windows{duration}")
+
+    @classmethod
+    def of(cls, fusion: FusionConfig) -> Setting:
+        total = fusion.weight_yamnet + fusion.weight_wav2vec2
+        return cls(round(fusion.weight_yamnet / total, 4), fusion.require_vote, fusion.enter_threshold,
+                   fusion.k_windows, fusion.n_windows, fusion.min_duration_seconds)
 
 
 @dataclass(frozen=True)
@@ -94,79 +123,101 @@ class SweepPoint:
                         for label, bar in targets.recall_10db_up.items()))
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self.setting), **{k: v for k, v in dataclasses.asdict(self).items()
-                                                        if k != "setting"}}
+        return {**dataclasses.asdict(self.setting), "family": self.setting.family,
+                **{k: v for k, v in dataclasses.asdict(self).items() if k != "setting"}}
 
 
 def has_wav2vec2(record: dict[str, np.ndarray]) -> bool:
     return bool(np.any(~np.isnan(record["wav2vec2"])))
 
 
-def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig,
-                use_wav2vec2: bool = True) -> list[tuple[object, dict]]:
-    """Per window: (fused window, or None when the gate skipped it; the model probabilities)."""
-    from monitor.fusion import fuse_window
-
-    audioset = np.zeros(YAMNET_AUDIOSET_CLASSES, np.float32)
-    with_wav2vec2 = use_wav2vec2 and has_wav2vec2(record)
-    fused = []
-    for i, passed in enumerate(record["passed"].tolist()):
-        if not passed:
-            fused.append((None, {}))
-            continue
-        audioset[list(VOTER_ROWS)] = record["voters"][i]
-        probs = {"yamnet": record["yamnet"][i]}
-        if with_wav2vec2:
-            probs["wav2vec2"] = record["wav2vec2"][i]
-        fused.append((fuse_window(probs["yamnet"], probs.get("wav2vec2"), audioset, fusion), probs))
-    return fused
+def concat_records(parts: Sequence[tuple[dict[str, np.ndarray], Sequence[TruthEvent], float]],
+                   gap_s: float = STREAM_JOIN_GAP_S) -> tuple[dict[str, np.ndarray], list[TruthEvent], float]:
+    """Several recorded streams as one, each shifted past the previous one's end plus ``gap_s``: one sweep then
+    scores false alarms and recall over all of them."""
+    records, truths, offset = [], [], 0.0
+    for record, part_truths, seconds in parts:
+        records.append({**record, "end_s": record["end_s"] + offset})
+        truths += [dataclasses.replace(t, onset_s=t.onset_s + offset, offset_s=t.offset_s + offset)
+                   for t in part_truths]
+        offset += seconds + gap_s
+    joined = {key: np.concatenate([r[key] for r in records]) for key in records[0]}
+    return joined, truths, offset - gap_s
 
 
-def track_record(record: dict[str, np.ndarray], fused: list[tuple[object, dict]], fusion: FusionConfig,
-                 versions: dict[str, str], device_id: str, stream_seconds: float) -> list[DetectedEvent]:
-    """The event tracker over fused windows, stamped on the audio clock like the live run."""
+def _could_alert(record: dict[str, np.ndarray], fusion: FusionConfig) -> np.ndarray:
+    """Windows whose fused probability of some alert label can reach ``enter_threshold``: an average reaches it
+    only if one of the averaged models does. Every other window is a hit for no label."""
+    rows = [LABELS.index(label) for label in ALERT_LABELS]
+    missing = np.isnan(record["wav2vec2"][:, :1])
+    yamnet = record["yamnet"][:, rows]
+    # YAMNet counts where it has weight, and alone wherever Wav2Vec2 is missing (whatever the weights)
+    best = yamnet if fusion.weight_yamnet > 0 else np.where(missing, yamnet, 0.0)
+    if fusion.weight_wav2vec2 > 0:
+        best = np.maximum(best, np.nan_to_num(record["wav2vec2"][:, rows], nan=0.0))
+    return record["passed"] & np.any(best >= fusion.enter_threshold, axis=1)
+
+
+def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions: dict[str, str], device_id: str,
+                   stream_seconds: float) -> list[DetectedEvent]:
+    """Fusion and the event tracker over recorded window scores: the events, without any model.
+
+    A window whose Wav2Vec2 scores are missing (the cascade skipped it, or Wav2Vec2 was off) is fused without
+    them, as it was live. While the tracker is idle, windows that can be a hit for no label change nothing
+    (``EventTracker.idle``), so the replay jumps from one window that could alert to the next: a long quiet
+    stream costs only its few candidate windows.
+    """
     from monitor.events import EventTracker
+    from monitor.fusion import fuse_window
 
     tracker = EventTracker(fusion, device_id, versions, STREAM_EPOCH)
     events = EventLog()
-    for end_s, level, (window, probs) in zip(record["end_s"].tolist(), record["level_dbfs"].tolist(), fused,
-                                            strict=True):
-        for event in tracker.update(end_s, window, level, probs):
-            events.record(end_s, event.to_payload())
+    candidates = np.flatnonzero(_could_alert(record, fusion))
+    end_s, level, passed = record["end_s"], record["level_dbfs"], record["passed"]
+    yamnet, wav2vec2, voters = record["yamnet"], record["wav2vec2"], record["voters"]
+    audioset = np.zeros(YAMNET_AUDIOSET_CLASSES, np.float32)
+    i, count = 0, len(passed)
+    while i < count:
+        if tracker.idle:
+            following = int(np.searchsorted(candidates, i))
+            if following == len(candidates):
+                break
+            i = int(candidates[following])
+        fused, probs = None, {}
+        if passed[i]:
+            audioset[list(VOTER_ROWS)] = voters[i]
+            probs = {"yamnet": yamnet[i]}
+            if not np.isnan(wav2vec2[i, 0]):
+                probs["wav2vec2"] = wav2vec2[i]
+            fused = fuse_window(probs["yamnet"], probs.get("wav2vec2"), audioset, fusion)
+        for event in tracker.update(float(end_s[i]), fused, float(level[i]), probs):
+            events.record(float(end_s[i]), event.to_payload())
+        i += 1
     for event in tracker.finish(stream_seconds):
         events.record(stream_seconds, event.to_payload())
     return events.finish(stream_seconds)
 
 
-def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions: dict[str, str], device_id: str,
-                   stream_seconds: float, use_wav2vec2: bool = True) -> list[DetectedEvent]:
-    """Fusion and the event tracker over recorded window scores: the events, without any model."""
-    return track_record(record, fuse_record(record, fusion, use_wav2vec2), fusion, versions, device_id,
-                        stream_seconds)
-
-
-def live_setting(record: dict[str, np.ndarray], live: FusionConfig) -> Setting:
-    return Setting(BOTH_MODELS if has_wav2vec2(record) else YAMNET_ONLY, live.require_vote, live.enter_threshold,
-                   live.k_windows, live.n_windows)
+def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[Setting]:
+    """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages) x vote x threshold x k-of-n, plus
+    the live setting."""
+    weights = (YAMNET_ALONE, *AVERAGE_WEIGHTS, WAV2VEC2_ALONE) if has_wav2vec2(record) else (YAMNET_ALONE,)
+    grid = {Setting(w, v, t, k, n, d) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
+            for k, n in K_OF_N for d in MIN_DURATIONS}
+    return sorted(grid | {Setting.of(live)})
 
 
 def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str, str], device_id: str,
           truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
-          progress: bool = True) -> list[SweepPoint]:
+          progress: bool = True, settings: Sequence[Setting] | None = None) -> list[SweepPoint]:
+    """Every setting's events over the record, scored against the truths."""
     from tqdm import tqdm
 
-    models = (BOTH_MODELS, YAMNET_ONLY) if has_wav2vec2(record) else (YAMNET_ONLY,)
-    live_key = live_setting(record, live)
-    settings = sorted({Setting(m, v, t, k, n) for m in models for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
-                       for k, n in K_OF_N} | {live_key})
+    live_key = Setting.of(live)
+    settings = default_settings(record, live) if settings is None else settings
     points = []
-    fused_key, fused = None, []
     for setting in tqdm(settings, desc="threshold sweep", disable=not progress, mininterval=SWEEP_PROGRESS_S):
-        fusion = setting.fusion(live)
-        key = (setting.models, setting.require_vote, setting.enter_threshold)
-        if key != fused_key:  # fusion does not depend on k-of-n: fuse once per (models, vote, threshold)
-            fused_key, fused = key, fuse_record(record, fusion, setting.models == BOTH_MODELS)
-        events = track_record(record, fused, fusion, versions, device_id, stream_seconds)
+        events = replay_tracker(record, setting.fusion(live), versions, device_id, stream_seconds)
         score = score_events(truths, events, stream_seconds, score_spec)
         summary = score.to_dict()
         points.append(SweepPoint(
@@ -177,7 +228,7 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
     return points
 
 
-def _most_recall(points: Sequence[SweepPoint]) -> SweepPoint:
+def most_recall(points: Sequence[SweepPoint]) -> SweepPoint:
     return max(points, key=lambda p: (p.recall_worst, p.recall_sum, -p.false_alarms_per_hour, -p.latency_or_inf,
                                       p.setting.enter_threshold))
 
@@ -199,16 +250,16 @@ def recommend(points: Sequence[SweepPoint], targets: Targets,
     not_worse = [p for p in points if baseline_fa_per_hour is None or p.false_alarms_per_hour <= baseline_fa_per_hour]
     all_bars = [p for p in not_worse if p.meets(targets)]
     if all_bars:
-        return _most_recall(all_bars), (f"{len(all_bars)} settings meet every event bar; this one has the most "
+        return most_recall(all_bars), (f"{len(all_bars)} settings meet every event bar; this one has the most "
                                         "recall, then the fewest false alarms")
     quiet = [p for p in not_worse if p.false_alarms_per_hour <= targets.false_alarms_per_hour and p.recall_worst > 0]
     if quiet:
-        return _most_recall(quiet), (f"no setting meets every event bar; false alarms come first (a monitor that "
+        return most_recall(quiet), (f"no setting meets every event bar; false alarms come first (a monitor that "
                                      f"cries wolf gets switched off), so the most recall among the {len(quiet)} "
                                      f"settings within {targets.false_alarms_per_hour:g} false alarms per hour")
     useful = [p for p in not_worse if p.recall_worst > 0]
     if useful:
-        return _most_recall(useful), ("no setting that detects every label stays within the false-alarm bar; the "
+        return most_recall(useful), ("no setting that detects every label stays within the false-alarm bar; the "
                                       "most recall among the settings with no more false alarms than the baseline")
     best = min(points, key=lambda p: (p.false_alarms_per_hour, -p.recall_sum, p.latency_or_inf,
                                       -p.setting.enter_threshold))
@@ -236,9 +287,20 @@ def pareto_frontier(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     return frontier
 
 
+def det_curves(points: Sequence[SweepPoint]) -> dict[str, list[SweepPoint]]:
+    """Per fusion family, the settings no other setting of that family beats on both false alarms per hour and
+    recall, fewest false alarms first: one DET-style curve per fusion."""
+    families: dict[str, list[SweepPoint]] = {}
+    for p in points:
+        families.setdefault(p.setting.family, []).append(p)
+    return {family: [p for p in pareto_frontier(members) if not p.is_live_config or not any(
+        q is not p and q.false_alarms_per_hour <= p.false_alarms_per_hour and q.recall_sum >= p.recall_sum
+        for q in members)] for family, members in sorted(families.items())}
+
+
 def write_plot(points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path) -> bool:
-    """Recall (>= 10 dB) against false alarms per hour: a row per (models, vote), a column per label, a curve
-    per k-of-n over the thresholds. False when matplotlib (train extra) is missing."""
+    """Recall (>= 10 dB) against false alarms per hour, a panel per label, one curve per fusion family (its
+    frontier over thresholds and k-of-n). False when matplotlib (train extra) is missing."""
     try:
         import matplotlib
 
@@ -247,32 +309,26 @@ def write_plot(points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Pa
     except ImportError:
         log.info("matplotlib is not installed (train extra): no %s", path.name)
         return False
-    rows = sorted({(p.setting.models, p.setting.require_vote) for p in points})
-    fig, axes = plt.subplots(len(rows), len(ALERT_LABELS), figsize=(6 * len(ALERT_LABELS), 4 * len(rows)),
-                             sharey=True, squeeze=False)
+    curves = det_curves(points)
+    fig, axes = plt.subplots(1, len(ALERT_LABELS), figsize=(7 * len(ALERT_LABELS), 5), sharey=True, squeeze=False)
     top = max((p.false_alarms_per_hour for p in points), default=0.0)
     ticks = [t for t in PLOT_TICKS if t <= max(top, PLOT_LINEAR_BELOW)]
-    for row, (models, vote) in zip(axes, rows, strict=True):
-        mine = [p for p in points if (p.setting.models, p.setting.require_vote) == (models, vote)]
-        for ax, label in zip(row, ALERT_LABELS, strict=True):
-            for k, n in sorted({(p.setting.k_windows, p.setting.n_windows) for p in mine}):
-                curve = sorted((p for p in mine if (p.setting.k_windows, p.setting.n_windows) == (k, n)),
-                               key=lambda p: p.setting.enter_threshold)
-                ax.plot([p.false_alarms_per_hour for p in curve], [p.recall_10db_up[label] or 0 for p in curve],
-                        marker=".", label=f"{k} of {n}")
-            for point, style, name in ((next((p for p in mine if p.is_live_config), None), "ks", "live config"),
-                                       (chosen if chosen in mine else None, "r*", "recommended")):
-                if point is not None:
-                    ax.plot(point.false_alarms_per_hour, point.recall_10db_up[label] or 0, style, markersize=10,
-                            label=name)
-            ax.set_xscale("symlog", linthresh=PLOT_LINEAR_BELOW)
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-            ax.set_xlabel("false alarms per hour")
-            ax.set_title(f"{label}, recall >= {MIN_SNR_DB:g} dB ({models}, {'vote' if vote else 'no vote'})",
-                         fontsize=10)
-            ax.grid(alpha=0.3)
-        row[0].set_ylabel("event recall")
-        row[0].legend(fontsize=7)
+    for ax, label in zip(axes[0], ALERT_LABELS, strict=True):
+        for family, curve in curves.items():
+            ax.plot([p.false_alarms_per_hour for p in curve], [p.recall_10db_up[label] or 0 for p in curve],
+                    marker=".", label=family, drawstyle="steps-post")
+        for point, style, name in ((next((p for p in points if p.is_live_config), None), "ks", "live config"),
+                                   (chosen, "r*", "chosen")):
+            if point is not None:
+                ax.plot(point.false_alarms_per_hour, point.recall_10db_up[label] or 0, style, markersize=11,
+                        label=name)
+        ax.set_xscale("symlog", linthresh=PLOT_LINEAR_BELOW)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel("false alarms per hour")
+        ax.set_title(f"{label}: event recall at >= {MIN_SNR_DB:g} dB", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("event recall")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -55,6 +55,14 @@ YAMNET_CODE = (*DATA_CODE, "training.train_yamnet", "training.yamnet_features")
 WAV2VEC2_CODE = (*DATA_CODE, "training.train_wav2vec2")
 YAMNET_EXPORT_CODE = ("export.yamnet_onnx", "training.yamnet_features", "training.train_yamnet")
 WAV2VEC2_EXPORT_CODE = ("export.wav2vec2_onnx",)
+TUNE_CODE = ("bench.tune", "bench.tradeoff", "bench.stream", "bench.replay", "bench.run", "bench.score",
+             "monitor.pipeline", "monitor.fusion", "monitor.events", "monitor.gate", "monitor.windows",
+             "monitor.classify", "monitor.config", "monitor.preprocess", "monitor.audiofile", "training.augment")
+QUICK_TUNE_HOURS = 1.0
+"""``--quick``: length of the negative tuning stream for CI and smoke runs."""
+TUNE_DIR = "tune"
+OPERATING_POINT_KEYS = ("fusion", "setting", "reason", "chosen", "tuned_on")
+"""What the tuning step puts into the manifest's ``operating_point``."""
 EVAL_CODE = ("training.evaluate", "training.metrics", "training.data", "training.split", "monitor.classify",
              "monitor.fusion", "monitor.gate", "monitor.windows", "monitor.preprocess", "monitor.audiofile")
 
@@ -199,6 +207,8 @@ class BuildOptions:
     init: str | None
     w2v_minutes: float | None
     """None = the trainer's default budget."""
+    tune_hours: float | None
+    """Negative tuning stream length; None = ``TuneSpec``'s default."""
     out: Path
     force: bool
     skip_eval: bool
@@ -323,6 +333,19 @@ def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: 
     return manifest_document({"yamnet": yamnet_entry, "wav2vec2": w2v_entry}, training_data)
 
 
+def _tune_spec(opts: BuildOptions):
+    from bench.tune import TuneSpec
+
+    return TuneSpec() if opts.tune_hours is None else TuneSpec(negative_hours=opts.tune_hours)
+
+
+def _tune(opts: BuildOptions, data: Prepared, staged: Path) -> dict:
+    from bench.tune import tune_operating_point
+
+    return tune_operating_point(data.split, staged, opts.cfg, build_dir() / TUNE_DIR, _tune_spec(opts),
+                                progress=sys.stderr.isatty())
+
+
 def _evaluate(opts: BuildOptions, staged: Path) -> dict:
     from monitor.classify import load_classifiers
     from training.evaluate import evaluate, select_clips
@@ -363,7 +386,7 @@ def run_build(opts: BuildOptions) -> dict:
     from .manifest import with_test_metrics
 
     started = time.perf_counter()
-    runner = StepRunner(build_dir() / STAMP_DIR_NAME, total=6 if opts.skip_eval else 7, force=opts.force)
+    runner = StepRunner(build_dir() / STAMP_DIR_NAME, total=7 if opts.skip_eval else 8, force=opts.force)
     if not opts.yamnet_tflite.is_file():
         raise BuildError(f"YAMNet base model not found: {opts.yamnet_tflite} (use --yamnet-tflite PATH)")
     log.info("[1/%d] prepare: dataset %s", runner.total, opts.data)
@@ -402,12 +425,19 @@ def run_build(opts: BuildOptions) -> dict:
     staged_path = staging / MANIFEST_NAME
     write_manifest(staged_path, document)
 
+    versions = {kind: entry["version"] for kind, entry in document["models"].items()}
+    temperatures = {kind: entry["temperature"] for kind, entry in document["models"].items()}
+    models_inputs = {"versions": versions, "temperatures": temperatures, "split_sha256": data.split_sha256,
+                     "settings": _settings(opts.cfg, "preprocess", "gate", "window", "fusion")}
+    tune = runner.run("tune", "choose the operating point by false alarms per hour on long train/val streams",
+                      {**models_inputs, "spec": _tune_spec(opts).to_dict()}, TUNE_CODE,
+                      [build_dir() / TUNE_DIR / "tune.json"], lambda: _tune(opts, data, staged_path))
+    document["operating_point"] = {key: tune.result[key] for key in OPERATING_POINT_KEYS}
+    write_manifest(staged_path, document)
+
     if not opts.skip_eval:
-        versions = {kind: entry["version"] for kind, entry in document["models"].items()}
-        temperatures = {kind: entry["temperature"] for kind, entry in document["models"].items()}
         runner.run("evaluate", "evaluate both models and the ensembles on the test split",
-                   {"versions": versions, "temperatures": temperatures, "split_sha256": data.split_sha256,
-                    "settings": _settings(opts.cfg, "preprocess", "gate", "window", "fusion")}, EVAL_CODE,
+                   {**models_inputs, "operating_point": document["operating_point"]["fusion"]}, EVAL_CODE,
                    [opts.report_dir / "metrics.json"], lambda: _evaluate(opts, staged_path))
         document = with_test_metrics(document, _read_json(opts.report_dir / "metrics.json"), opts.report_dir)
 
@@ -467,7 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--w2v-minutes", type=float, metavar="M", help="Wav2Vec2 training budget in minutes")
     budget.add_argument("--quick", action="store_true",
-                        help=f"short Wav2Vec2 budget ({QUICK_W2V_MINUTES:g} min) for CI and smoke runs")
+                        help=f"short Wav2Vec2 budget ({QUICK_W2V_MINUTES:g} min) and tuning stream "
+                             f"({QUICK_TUNE_HOURS:g} h) for smoke runs")
+    parser.add_argument("--tune-hours", type=float, metavar="H",
+                        help="negative stream the operating point is tuned on (default: 12 h of train/val sound)")
     parser.add_argument("--out", type=Path, help="models folder (default: models/ or $NURSERY_MODELS)")
     parser.add_argument("--force", action="store_true", help="re-run every step, ignoring cached results")
     parser.add_argument("--skip-eval", action="store_true", help="no test-split evaluation (test_metrics stay empty)")
@@ -484,7 +517,7 @@ def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     return BuildOptions(
         data=(args.data or default_manifest_csv()).resolve(),
         yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
-        init=args.init, w2v_minutes=minutes, out=(args.out or models_dir()).resolve(), force=args.force,
+        init=args.init, w2v_minutes=minutes, tune_hours=QUICK_TUNE_HOURS if args.quick else args.tune_hours, out=(args.out or models_dir()).resolve(), force=args.force,
         skip_eval=args.skip_eval, seed=DEFAULT_SEED if args.seed is None else args.seed, cfg=cfg)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .audiofile import load_clip
-from .config import Config
+from .config import Config, FusionConfig
 from .constants import LABELS, WINDOW_SAMPLES
 from .fusion import FusedWindow, fuse_window
 from .gate import Gate
@@ -111,6 +111,12 @@ class Classifiers:
     yamnet: YamnetClassifier
     wav2vec2: Wav2Vec2Classifier | None
     manifest_path: Path
+    operating_point: dict = field(default_factory=dict)
+    """Fusion settings tuned for these models by build-models (the manifest's ``operating_point``)."""
+
+    def resolve_fusion(self, fusion: FusionConfig) -> FusionConfig:
+        """The config's fusion settings, its null operating-point keys taken from these models' tuning."""
+        return fusion.resolve(self.operating_point)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -134,7 +140,8 @@ def load_classifiers(cfg: Config) -> Classifiers:
         wav2vec2 = Wav2Vec2Classifier(manifest.models["wav2vec2"], cfg.models.threads, cfg.models.wav2vec2_variant)
     log.info("models loaded: %s", ", ".join(f"{k}={v}" for k, v in Classifiers(yamnet, wav2vec2,
                                                                                  manifest_path).versions.items()))
-    return Classifiers(yamnet=yamnet, wav2vec2=wav2vec2, manifest_path=manifest_path)
+    return Classifiers(yamnet=yamnet, wav2vec2=wav2vec2, manifest_path=manifest_path,
+                       operating_point=manifest.operating_point)
 
 
 @dataclass
@@ -147,7 +154,7 @@ class WindowPredictions:
 
     def fused(self, index: int, cfg: Config) -> FusedWindow:
         w2v = None if self.wav2vec2 is None else self.wav2vec2[index]
-        return fuse_window(self.yamnet[index], w2v, self.audioset[index], cfg.fusion)
+        return fuse_window(self.yamnet[index], w2v, self.audioset[index], cfg.fusion.resolve())
 
     def model_probs(self, index: int) -> dict[str, np.ndarray]:
         probs = {"yamnet": self.yamnet[index]}
@@ -212,7 +219,8 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     predictions = predict_windows(classifiers, np.stack(kept), cfg)
     yamnet_mean = predictions.yamnet.mean(axis=0)
     w2v_mean = predictions.wav2vec2.mean(axis=0) if predictions.wav2vec2 is not None else None
-    fused = fuse_window(yamnet_mean, w2v_mean, predictions.audioset.mean(axis=0), cfg.fusion)
+    fusion = classifiers.resolve_fusion(cfg.fusion)
+    fused = fuse_window(yamnet_mean, w2v_mean, predictions.audioset.mean(axis=0), fusion)
     vote_probs = vote_shares(fused)
     result.per_model = {"yamnet": _as_dict(yamnet_mean), "ensemble_average": _as_dict(fused.probs),
                         "ensemble_vote": _as_dict(vote_probs)}

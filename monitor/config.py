@@ -29,9 +29,15 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple | None = None) -> Any:
-    """Declare a field with its default, description and bounds in one place."""
+            choices: tuple | None = None, fallback: Any = None) -> Any:
+    """Declare a field with its default, description and bounds in one place.
+
+    ``fallback`` marks an operating-point setting: its default ``None`` means "the value build-models tuned,
+    from the model manifest", and ``fallback`` is used when the manifest has none (an older model set).
+    """
     meta = {"help": help, "lo": lo, "hi": hi, "choices": choices}
+    if fallback is not None:
+        meta["fallback"] = fallback
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -129,31 +135,44 @@ class ModelsConfig:
         "checkout (or $NURSERY_MODELS/manifest.json).")
     threads: int = setting(1, "Intra-op threads per ONNX Runtime session.", lo=1, hi=16)
     use_wav2vec2: bool = setting(True, "Run the Wav2Vec2 classifier (on gated windows).")
+    wav2vec2_cascade: bool = setting(
+        True, "Run Wav2Vec2 only on windows where it can change the outcome: where YAMNet's alert probability is "
+        "so low that even a certain Wav2Vec2 keeps the fused score under fusion.exit_threshold, it is skipped. "
+        "Events are identical either way; a quiet or talkative room costs far less CPU.")
     wav2vec2_variant: str = setting("default", "Which Wav2Vec2 file: the manifest's default, or float / int8.",
                                     choices=("default", "float", "int8"))
+
+
+FROM_MANIFEST = ("null = the operating point `build-models` tuned for these models (most recall at <= 0.1 false "
+                 "alarms per hour on a long household stream; models/manifest.json); a value overrides it.")
 
 
 @dataclass
 class FusionConfig:
     """Per-window fusion of the classifiers, then smoothing over time."""
 
-    weight_yamnet: float = setting(
-        0.7, "Weight of the YAMNet head in probability averaging (0.7 / 0.3: chosen on val, where 0.5-0.8 are within "
-        "one clip of each other; `nursery-monitor evaluate --split val` reports the sweep).",
-        lo=0.0, hi=1.0)
-    weight_wav2vec2: float = setting(0.3, "Weight of the Wav2Vec2 classifier in probability averaging.",
-                                     lo=0.0, hi=1.0)
+    weight_yamnet: float | None = setting(
+        None, f"Weight of the YAMNet head in probability averaging. {FROM_MANIFEST}", lo=0.0, hi=1.0, fallback=0.7)
+    weight_wav2vec2: float | None = setting(
+        None, f"Weight of the Wav2Vec2 classifier in probability averaging. {FROM_MANIFEST}", lo=0.0, hi=1.0,
+        fallback=0.3)
     audioset_vote_threshold: float = setting(
         0.2, "YAMNet's AudioSet cry/scream score that makes the third voter vote for that label.", lo=0.0, hi=1.0)
-    require_vote: bool = setting(True, "A window counts as alerting only if the majority vote agrees with the average.")
-    enter_threshold: float = setting(
-        0.55, "Fused probability that makes a window count towards an event (0.55: chosen on the val-split "
-        "benchmark's trade-off curve, the most recall within 0.05 false alarms per hour).", lo=0.0, hi=1.0)
-    exit_threshold: float = setting(0.4, "Below this a window counts as a miss (hysteresis).", lo=0.0, hi=1.0)
-    k_windows: int = setting(2, "Start an event when k of the last n windows are alerting.", lo=1, hi=50)
-    n_windows: int = setting(3, "The n of k-of-n.", lo=1, hi=50)
-    min_duration_seconds: float = setting(0.0, "Drop events shorter than this (no start is published until reached).",
-                                          lo=0.0, hi=60.0)
+    require_vote: bool | None = setting(
+        None, f"A window counts as alerting only if the majority vote agrees with the average. {FROM_MANIFEST}",
+        fallback=True)
+    enter_threshold: float | None = setting(
+        None, f"Fused probability that makes a window count towards an event. {FROM_MANIFEST}", lo=0.0, hi=1.0,
+        fallback=0.55)
+    exit_threshold: float | None = setting(
+        None, f"Below this a window counts as a miss (hysteresis); never above enter_threshold. {FROM_MANIFEST}",
+        lo=0.0, hi=1.0, fallback=0.4)
+    k_windows: int | None = setting(
+        None, f"Start an event when k of the last n windows are alerting. {FROM_MANIFEST}", lo=1, hi=50, fallback=2)
+    n_windows: int | None = setting(None, f"The n of k-of-n. {FROM_MANIFEST}", lo=1, hi=50, fallback=3)
+    min_duration_seconds: float | None = setting(
+        None, f"Drop events shorter than this (no start is published until reached). {FROM_MANIFEST}",
+        lo=0.0, hi=60.0, fallback=0.0)
     hold_seconds: float = setting(3.0, "Keep an event open this long after the last alerting window.", lo=0.0, hi=120.0)
     cooldown_seconds: float = setting(5.0, "After an event of a label ends, wait this long before a new one.",
                                       lo=0.0, hi=600.0)
@@ -163,6 +182,44 @@ class FusionConfig:
         "recall (0.72 -> 0.47 at >= 10 dB) and overall alerted fraction (0.89 -> 0.86).")
     update_interval_seconds: float = setting(5.0, "Publish an update this often while an event is active.",
                                              lo=0.5, hi=600.0)
+
+    def resolve(self, operating_point: dict[str, Any] | None = None) -> FusionConfig:
+        """Every operating-point setting left null filled from ``operating_point`` (the manifest's), else from
+        its fallback; explicit values win. Raises ConfigError when the result breaks a cross-field rule."""
+        chosen = dict(operating_point or {})
+        unknown = sorted(set(chosen) - set(OPERATING_POINT_KEYS))
+        if unknown:
+            raise ConfigError("fusion", f"the operating point names unknown settings {', '.join(unknown)}")
+        hints = typing.get_type_hints(FusionConfig)
+        values = {}
+        for f in dataclasses.fields(self):
+            if f.name in OPERATING_POINT_KEYS and getattr(self, f.name) is None:
+                value = chosen.get(f.name, f.metadata["fallback"])
+                values[f.name] = _check_scalar(f"fusion.{f.name}", value, hints[f.name], dict(f.metadata))
+        resolved = dataclasses.replace(self, **values)
+        _fusion_rules(resolved)
+        return resolved
+
+    @property
+    def is_resolved(self) -> bool:
+        return all(getattr(self, name) is not None for name in OPERATING_POINT_KEYS)
+
+    def operating_point(self) -> dict[str, Any]:
+        """The operating-point settings of a resolved config, as the manifest stores them."""
+        return {name: getattr(self, name) for name in OPERATING_POINT_KEYS}
+
+
+OPERATING_POINT_KEYS = tuple(f.name for f in dataclasses.fields(FusionConfig) if "fallback" in f.metadata)
+"""Fusion settings that `build-models` tunes and writes into the model manifest."""
+
+
+def require_resolved(fusion: FusionConfig) -> FusionConfig:
+    """Decisions need concrete values: a config with operating-point settings still null is a wiring bug."""
+    if not fusion.is_resolved:
+        missing = [name for name in OPERATING_POINT_KEYS if getattr(fusion, name) is None]
+        raise ValueError(f"fusion settings {', '.join(missing)} are unresolved: call FusionConfig.resolve(manifest "
+                         "operating point) first")
+    return fusion
 
 
 @dataclass
@@ -236,14 +293,23 @@ class Config:
     _base_dir: Path = field(default=Path("."), repr=False, compare=False, metadata={"internal": True})
 
 
-def _cross_field_rules(cfg: Config) -> None:
-    f = cfg.fusion
-    if f.exit_threshold > f.enter_threshold:
-        raise ConfigError("fusion.exit_threshold", "must not exceed fusion.enter_threshold")
-    if f.k_windows > f.n_windows:
-        raise ConfigError("fusion.k_windows", "must not exceed fusion.n_windows")
-    if f.weight_yamnet + f.weight_wav2vec2 <= 0:
+def _fusion_rules(f: FusionConfig) -> None:
+    """Cross-field rules between fusion settings that are both set (null ones are checked once resolved)."""
+    def both(a: str, b: str) -> bool:
+        return getattr(f, a) is not None and getattr(f, b) is not None
+
+    if both("exit_threshold", "enter_threshold") and f.exit_threshold > f.enter_threshold:
+        raise ConfigError("fusion.exit_threshold", f"must not exceed fusion.enter_threshold ({f.exit_threshold:g} > "
+                                                   f"{f.enter_threshold:g}; a null one comes from the model manifest)")
+    if both("k_windows", "n_windows") and f.k_windows > f.n_windows:
+        raise ConfigError("fusion.k_windows", f"must not exceed fusion.n_windows ({f.k_windows} > {f.n_windows}; "
+                                              "a null one comes from the model manifest)")
+    if both("weight_yamnet", "weight_wav2vec2") and f.weight_yamnet + f.weight_wav2vec2 <= 0:
         raise ConfigError("fusion.weight_yamnet", "the two weights must not both be zero")
+
+
+def _cross_field_rules(cfg: Config) -> None:
+    _fusion_rules(cfg.fusion)
     if cfg.audio.retry_min_seconds > cfg.audio.retry_max_seconds:
         raise ConfigError("audio.retry_min_seconds", "must not exceed audio.retry_max_seconds")
     if cfg.mqtt.reconnect_min_seconds > cfg.mqtt.reconnect_max_seconds:
@@ -272,6 +338,8 @@ def _check_scalar(key: str, value: Any, annotation: Any, meta: dict) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
+        if len(options) == 2 and type(None) in options:  # "X or null": X's own message
+            return _check_scalar(key, value, next(o for o in options if o is not type(None)), meta)
         errors = []
         for option in options:
             if option is type(None):

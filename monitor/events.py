@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FusionConfig
+from .config import FusionConfig, require_resolved
 from .constants import ALERT_LABELS, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
 from .fusion import MODEL_NAMES, FusedWindow, as_probabilities
 
@@ -199,6 +199,7 @@ class EventTracker:
                  stream_start_wall: datetime, id_factory: Callable[[], str] = new_event_id):
         if stream_start_wall.tzinfo is None or stream_start_wall.utcoffset() is None:
             raise ValueError("stream_start_wall must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        require_resolved(cfg)
         if cfg.k_windows > cfg.n_windows:
             raise ValueError(f"k_windows ({cfg.k_windows}) must not exceed n_windows ({cfg.n_windows})")
         self.cfg = cfg
@@ -208,6 +209,12 @@ class EventTracker:
         self._new_id = id_factory
         self._tracks = [_LabelTrack(label, deque(maxlen=cfg.n_windows)) for label in ALERT_LABELS]
         self._last_time = -math.inf
+
+    @property
+    def idle(self) -> bool:
+        """No event open and no hit waiting in a k-of-n count: a window that is a hit for no label then changes
+        nothing (it only feeds counts that hold no hit), so a replay over recorded scores may skip it."""
+        return all(t.open is None and not any(e.hit for e in t.recent) for t in self._tracks)
 
     @property
     def open_labels(self) -> list[str]:

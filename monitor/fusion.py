@@ -95,6 +95,26 @@ def majority_label(votes: dict[str, str], fallback: str) -> str:
     return winners[0] if winners else fallback
 
 
+def wav2vec2_decisive_from(fusion: FusionConfig) -> float:
+    """YAMNet's total alert probability (Crying + Screaming) below which Wav2Vec2 cannot change a window's outcome.
+
+    There, even a Wav2Vec2 certain of an alert label leaves the fused probability of every alert label (and of both
+    together) under ``exit_threshold`` <= ``enter_threshold``: the window is a miss for the event tracker with or
+    without it, and the events are the same. Without Wav2Vec2 the fused probabilities are YAMNet's own, which are
+    under the bar too. -inf (always run it) when YAMNet has no weight.
+    """
+    total = fusion.weight_yamnet + fusion.weight_wav2vec2
+    share_yamnet = fusion.weight_yamnet / total if total > 0 else 0.5
+    if share_yamnet <= 0:
+        return float("-inf")
+    return (fusion.exit_threshold - (1.0 - share_yamnet)) / share_yamnet
+
+
+def alert_probability(probs: np.ndarray) -> float:
+    """Total probability of the alert labels."""
+    return float(sum(probs[LABELS.index(label)] for label in ALERT_LABELS))
+
+
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
                 audioset_scores: np.ndarray | None, cfg: FusionConfig) -> FusedWindow:
     probs = average_probabilities(yamnet_probs, wav2vec2_probs, cfg)

@@ -58,6 +58,11 @@ class ModelManifest:
     models: dict[str, ModelEntry]
     raw: dict[str, Any]
 
+    @property
+    def operating_point(self) -> dict[str, Any]:
+        """The fusion settings build-models tuned for these models (empty for a model set built before tuning)."""
+        return dict(self.raw.get("operating_point", {}).get("fusion", {}))
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
@@ -116,7 +121,18 @@ def read_manifest(path: str | os.PathLike) -> ModelManifest:
         name: _parse_entry(name, entry, path.parent, f"{path}: models.{name}")
         for name, entry in _require(raw, "models", str(path)).items()
     }
-    return ModelManifest(path=path, labels=labels, models=models, raw=raw)
+    manifest = ModelManifest(path=path, labels=labels, models=models, raw=raw)
+    _check_operating_point(manifest)
+    return manifest
+
+
+def _check_operating_point(manifest: ModelManifest) -> None:
+    from .config import ConfigError, FusionConfig
+
+    try:
+        FusionConfig().resolve(manifest.operating_point)
+    except (ConfigError, AttributeError) as exc:
+        raise ModelError(f"model manifest {manifest.path}: bad operating_point ({exc}); {REBUILD_HINT}") from None
 
 
 def verify_variant(entry: ModelEntry, variant: str = "default") -> Path:

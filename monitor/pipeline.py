@@ -23,7 +23,7 @@ from .classify import Classifiers
 from .config import Config
 from .constants import SAMPLE_RATE
 from .events import Event, EventTracker
-from .fusion import FusedWindow, fuse_window
+from .fusion import FusedWindow, alert_probability, fuse_window, wav2vec2_decisive_from
 from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
 from .preprocess import prepare_window
@@ -56,6 +56,8 @@ class RunStats:
     audio_seconds: float = 0.0
     windows: int = 0
     gated_windows: int = 0
+    wav2vec2_skipped: int = 0
+    """Gated windows on which the cascade left Wav2Vec2 out (it could not change the outcome)."""
     event_messages: int = 0
     """Every event message published in this run."""
     events: deque[dict] = field(default_factory=lambda: deque(maxlen=RECENT_EVENT_MESSAGES))
@@ -89,9 +91,12 @@ class Pipeline:
         self.reporter = reporter or StatusReporter(cfg.health)
         self.notifier = notifier
         self.refresh_status = refresh_status
+        self.fusion = classifiers.resolve_fusion(cfg.fusion)
+        self.wav2vec2_from = wav2vec2_decisive_from(self.fusion) if cfg.models.wav2vec2_cascade else float("-inf")
+        """YAMNet alert probability from which Wav2Vec2 runs (the cascade); -inf: on every gated window."""
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
-        self.tracker = EventTracker(cfg.fusion, cfg.device_id, classifiers.versions,
+        self.tracker = EventTracker(self.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
         self.stats = RunStats()
 
@@ -132,7 +137,7 @@ class Pipeline:
         if decision.passed:
             self.stats.gated_windows += 1
             model_probs, audioset = self.classify(window)
-            fused = fuse_window(model_probs["yamnet"], model_probs.get("wav2vec2"), audioset, self.cfg.fusion)
+            fused = fuse_window(model_probs["yamnet"], model_probs.get("wav2vec2"), audioset, self.fusion)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)
         self.publish(events)
         outcome = WindowOutcome(window, decision, fused, model_probs, events)
@@ -146,7 +151,11 @@ class Pipeline:
         yamnet_probs, audioset = self.classifiers.yamnet.predict(prepared)
         self._record_time("yamnet", t0)
         probs = {"yamnet": yamnet_probs[0]}
-        if self.classifiers.wav2vec2 is not None:
+        if self.classifiers.wav2vec2 is None:
+            return probs, audioset[0]
+        if alert_probability(probs["yamnet"]) < self.wav2vec2_from:
+            self.stats.wav2vec2_skipped += 1
+        else:
             t0 = time.perf_counter()
             probs["wav2vec2"] = self.classifiers.wav2vec2.predict(prepared)[0]
             self._record_time("wav2vec2", t0)

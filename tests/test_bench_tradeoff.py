@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.replay import VOTER_ROWS, EventLog
-from bench.tradeoff import YAMNET_ONLY, Setting, SweepPoint, Targets, pareto_frontier, recommend, replay_tracker
+from bench.replay import STREAM_EPOCH, VOTER_ROWS, EventLog
+from bench.score import TruthEvent
+from bench.tradeoff import (YAMNET_ALONE, Setting, SweepPoint, Targets, concat_records, det_curves, pareto_frontier,
+                            recommend, replay_tracker)
 from monitor.config import FusionConfig
 from monitor.constants import LABELS
 
@@ -28,7 +30,7 @@ def record_with_cry(windows: int, cry_windows: range, cry_prob: float = 0.9) -> 
 def fusion(**changes) -> FusionConfig:
     base = {"require_vote": False, "enter_threshold": 0.6, "exit_threshold": 0.4, "k_windows": 2, "n_windows": 3,
             "hold_seconds": 3.0, "cooldown_seconds": 5.0}
-    return FusionConfig(**{**base, **changes})
+    return FusionConfig(**{**base, **changes}).resolve()
 
 
 def test_replayed_tracker_raises_at_the_kth_alerting_window():
@@ -56,7 +58,7 @@ def test_event_log_stamps_messages_with_the_window_that_sent_them():
 
 def point(fa: float, cry: float, scream: float, enter: float = 0.6, latency: float = 1.0) -> SweepPoint:
     recall = {"Crying": cry, "Screaming": scream}
-    return SweepPoint(Setting(YAMNET_ONLY, True, enter, 2, 3), fa, recall, recall, latency)
+    return SweepPoint(Setting(YAMNET_ALONE, True, enter, 2, 3), fa, recall, recall, latency)
 
 
 def test_recommend_prefers_a_setting_that_meets_every_bar():
@@ -107,3 +109,75 @@ def test_pareto_frontier_drops_dominated_and_repeated_results():
     dominated = point(0.5, 0.9, 0.9, enter=0.5)
     other = point(0.0, 0.8, 0.8, enter=0.95)
     assert pareto_frontier([same_result, best, dominated, other]) == [best]
+
+
+def _replay_every_window(record: dict[str, np.ndarray], cfg: FusionConfig, seconds: float):
+    """The reference: fusion and the tracker on every window, nothing skipped."""
+    from monitor.events import EventTracker
+    from monitor.fusion import fuse_window
+
+    tracker, log = EventTracker(cfg, "dev", {"yamnet": "test"}, STREAM_EPOCH), EventLog()
+    audioset = np.zeros(521, np.float32)
+    for i, end in enumerate(record["end_s"].tolist()):
+        fused, probs = None, {}
+        if record["passed"][i]:
+            audioset[list(VOTER_ROWS)] = record["voters"][i]
+            probs = {"yamnet": record["yamnet"][i]}
+            if not np.isnan(record["wav2vec2"][i, 0]):
+                probs["wav2vec2"] = record["wav2vec2"][i]
+            fused = fuse_window(probs["yamnet"], probs.get("wav2vec2"), audioset, cfg)
+        for event in tracker.update(end, fused, float(record["level_dbfs"][i]), probs):
+            log.record(end, event.to_payload())
+    for event in tracker.finish(seconds):
+        log.record(seconds, event.to_payload())
+    return log.finish(seconds)
+
+
+def random_record(rng: np.random.Generator, windows: int) -> dict[str, np.ndarray]:
+    """Mostly quiet windows with bursts of cry and scream scores, gate gaps and missing Wav2Vec2 rows."""
+    starts = rng.random(windows) < 0.03
+    bursts = np.convolve(starts, np.ones(6), mode="same") > 0
+
+    def probs() -> np.ndarray:
+        raw = rng.dirichlet([0.3, 0.3, 3.0], windows)
+        raw[bursts] = rng.dirichlet([3.0, 1.0, 0.5], int(bursts.sum()))
+        return raw.astype(np.float32)
+
+    wav2vec2 = probs()
+    wav2vec2[rng.random(windows) < 0.3] = np.nan
+    return {"end_s": 0.975 + HOP_S * np.arange(windows), "level_dbfs": np.full(windows, -30.0, np.float32),
+            "passed": rng.random(windows) < 0.8, "yamnet": probs(), "wav2vec2": wav2vec2,
+            "voters": rng.random((windows, len(VOTER_ROWS))).astype(np.float32) * 0.4}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_skipping_idle_windows_changes_no_event(seed: int):
+    rng = np.random.default_rng(seed)
+    record = random_record(rng, 600)
+    seconds = float(record["end_s"][-1]) + 1.0
+    for weight, vote, enter, (k, n) in [(1.0, False, 0.5, (1, 1)), (0.7, True, 0.6, (2, 3)),
+                                        (0.5, False, 0.4, (3, 5)), (0.0, True, 0.55, (2, 2))]:
+        cfg = Setting(weight, vote, enter, k, n).fusion(fusion(hold_seconds=2.0, cooldown_seconds=3.0))
+        expected = _replay_every_window(record, cfg, seconds)
+        assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
+        assert expected, "the random record should raise events under every setting"
+
+
+def test_concatenated_records_keep_their_events_apart():
+    first, second = record_with_cry(200, range(40, 50)), record_with_cry(100, range(10, 20))
+    truth = [TruthEvent("Crying", 20.0, 25.0, None)]
+    joined, truths, seconds = concat_records([(first, truth, 101.0), (second, truth, 51.0)], gap_s=60.0)
+    events = replay_tracker(joined, fusion(), {"yamnet": "test"}, "dev", seconds)
+    assert seconds == pytest.approx(101.0 + 60.0 + 51.0)
+    assert [t.onset_s for t in truths] == [20.0, 20.0 + 161.0]
+    assert [round(e.raised_s - (161.0 if e.raised_s > 101 else 0.0), 3) for e in events] == [
+        round(float(first["end_s"][41]), 3), round(float(second["end_s"][11]), 3)]
+
+
+def test_det_curves_hold_one_frontier_per_fusion_family():
+    yamnet = [SweepPoint(Setting(1.0, False, t, 2, 3), fa, {"Crying": r, "Screaming": r}, {}, 1.0)
+              for t, fa, r in ((0.5, 2.0, 1.0), (0.7, 0.5, 0.8), (0.9, 0.0, 0.5), (0.8, 0.6, 0.7))]
+    average = [SweepPoint(Setting(0.7, True, 0.6, 2, 3), 0.1, {"Crying": 0.9, "Screaming": 0.9}, {}, 1.0)]
+    curves = det_curves(yamnet + average)
+    assert set(curves) == {"YAMNet alone", "average 0.7/0.3 + vote"}
+    assert [p.setting.enter_threshold for p in curves["YAMNet alone"]] == [0.9, 0.7, 0.5]

@@ -65,7 +65,7 @@ def test_schema_is_valid_draft_2020_12_and_versioned():
 def test_generated_payloads_validate_and_events_are_well_formed(windows, k, min_duration):
     cfg = FusionConfig(enter_threshold=0.5, exit_threshold=0.3, k_windows=k, n_windows=3,
                        min_duration_seconds=min_duration, hold_seconds=1.5, cooldown_seconds=1.0,
-                       update_interval_seconds=1.0, require_vote=False)
+                       update_interval_seconds=1.0, require_vote=False).resolve()
     payloads = run(windows, cfg)
     by_event = defaultdict(list)
     for payload in payloads:
@@ -82,7 +82,7 @@ def test_generated_payloads_validate_and_events_are_well_formed(windows, k, min_
 
 def test_a_full_event_validates_and_the_schema_rejects_broken_payloads():
     cry = (0.9, 0.05, 0.05, True, -20.0)
-    payloads = run([cry] * 30, FusionConfig())
+    payloads = run([cry] * 30, FusionConfig().resolve())
     assert {p["phase"] for p in payloads} == {"start", "update", "end"}
     for payload in payloads:
         VALIDATOR.validate(payload)

@@ -11,7 +11,7 @@ from monitor.events import PHASE_END, PHASE_START, PHASE_UPDATE, EventTracker
 from monitor.fusion import fuse_window
 
 CRY, SCREAM, NORMAL = LABELS
-CFG = FusionConfig()
+CFG = FusionConfig().resolve()
 HOP_S = 0.5
 WALL = datetime(2026, 11, 25, 10, 0, 0, tzinfo=timezone.utc)
 VERSIONS = {"yamnet": "yamnet-0123abcd", "wav2vec2": "wav2vec2-4567ef01"}

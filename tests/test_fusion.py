@@ -7,7 +7,7 @@ from monitor.config import FusionConfig
 from monitor.constants import LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VOTER_CLASSES
 from monitor.fusion import audioset_vote, fuse_window, majority_label
 
-CFG = FusionConfig()
+CFG = FusionConfig().resolve()
 CRY, SCREAM, NORMAL = LABELS
 
 

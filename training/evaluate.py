@@ -318,6 +318,7 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
     outcomes, skipped = classify_clips(selection.clips, classifiers, cfg)
     metrics, curves = compute_metrics(outcomes)
     models = [m for m in MODEL_KEYS if m in metrics]
+    fusion = classifiers.resolve_fusion(cfg.fusion)
     root = selection.manifest.parent if selection.manifest.is_file() else selection.manifest
     metrics["meta"] = {
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -334,8 +335,8 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
         "decision_model": DECISION_MODEL,
         "per_source": breakdown(outcomes, models, lambda o: o.clip.source or "<none>"),
         "per_sample_rate": breakdown(outcomes, models, lambda o: o.sample_rate or "unknown"),
-        "fusion_weight_yamnet": cfg.fusion.weight_yamnet / (cfg.fusion.weight_yamnet + cfg.fusion.weight_wav2vec2),
-        "weight_sweep": weight_sweep(outcomes, cfg.fusion),
+        "fusion_weight_yamnet": fusion.weight_yamnet / (fusion.weight_yamnet + fusion.weight_wav2vec2),
+        "weight_sweep": weight_sweep(outcomes, fusion),
         "single_vs_ensemble": single_models_vs_ensemble(outcomes, models),
     }
     write_report(out, metrics, curves, outcomes, root)
