@@ -26,7 +26,7 @@ from monitor.constants import LABELS, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES
 from monitor.paths import default_manifest_csv, default_yamnet_tflite, models_dir
 from monitor.preprocess import clip_windows, prepare_batch
 from training.data import load_dataset
-from training.train_yamnet import HeadWeights, default_head_dir, load_head
+from training.train_yamnet import AUDIOSET_LOG_FLOOR, HeadWeights, default_head_dir, load_head
 from training.yamnet_features import (
     BATCH_DIM,
     EMBEDDING_NAME,
@@ -55,14 +55,25 @@ class ExportError(RuntimeError):
 
 
 def graft_head(base: onnx.ModelProto, weights: HeadWeights) -> onnx.ModelProto:
-    """Base YAMNet + MatMul/Add/Relu/MatMul/Add on ``embedding`` -> ``logits``, outputs in contract order."""
+    """Base YAMNet + MatMul/Add/Relu/MatMul/Add on ``embedding`` (and log AudioSet scores, when the head takes
+    them) -> ``logits``, outputs in contract order."""
     model = onnx.ModelProto()
     model.CopyFrom(base)
     graph = model.graph
     params = {"head_w1": weights.w1, "head_b1": weights.b1, "head_w2": weights.w2, "head_b2": weights.b2}
+    head_input = EMBEDDING_NAME
+    if weights.audioset_inputs:
+        params["head_log_floor"] = np.array(AUDIOSET_LOG_FLOOR, np.float32)
+        graph.node.extend([
+            helper.make_node("Add", [SCORES_NAME, "head_log_floor"], ["head_scores_floored"], name="head_floor"),
+            helper.make_node("Log", ["head_scores_floored"], ["head_log_scores"], name="head_log"),
+            helper.make_node("Concat", [EMBEDDING_NAME, "head_log_scores"], ["head_inputs"], axis=1,
+                             name="head_concat"),
+        ])
+        head_input = "head_inputs"
     graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in params.items())
     graph.node.extend([
-        helper.make_node("MatMul", [EMBEDDING_NAME, "head_w1"], ["head_hidden_linear"], name="head_fc1"),
+        helper.make_node("MatMul", [head_input, "head_w1"], ["head_hidden_linear"], name="head_fc1"),
         helper.make_node("Add", ["head_hidden_linear", "head_b1"], ["head_hidden_biased"], name="head_bias1"),
         helper.make_node("Relu", ["head_hidden_biased"], ["head_hidden"], name="head_relu"),
         helper.make_node("MatMul", ["head_hidden", "head_w2"], ["head_out_linear"], name="head_fc2"),
@@ -151,7 +162,7 @@ def check_parity(model_path: Path, tflite_path: Path, weights: HeadWeights, prep
         "windows": int(len(prepared)),
         "audioset_vs_tflite_float_weights_max_abs_diff": float(np.max(np.abs(
             scores - tflite_scores(prepared, content=float_weights_tflite(tflite_path))))),
-        "logits_vs_numpy_head_max_abs_diff": float(np.max(np.abs(logits - weights.logits(embeddings)))),
+        "logits_vs_numpy_head_max_abs_diff": float(np.max(np.abs(logits - weights.logits(embeddings, scores)))),
         "logits_batch1_vs_batched_max_abs_diff": float(np.max(np.abs(one_at_a_time - logits))),
         "info_audioset_vs_tflite_hybrid_max_abs_diff": float(np.max(np.abs(scores - hybrid))),
         "info_audioset_vs_tflite_hybrid_mean_abs_diff": float(np.mean(np.abs(scores - hybrid))),

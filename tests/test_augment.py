@@ -137,3 +137,19 @@ def test_augment_window_band_limits_every_class_sometimes():
     limited = [band_power(augment_window(x, rng, None, params), 4500, 8000) < 1e-6 * band_power(x, 4500, 8000)
                for _ in range(200)]
     assert 0.35 < np.mean(limited) < 0.65
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.0, 1.12])
+def test_change_speed_moves_the_pitch_and_keeps_the_length(factor: float):
+    from training.augment import change_speed
+
+    t = np.arange(WINDOW_SAMPLES) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 500.0 * t).astype(np.float32)
+    played = change_speed(tone, factor)
+    assert played.shape == tone.shape and played.dtype == np.float32
+    voiced = played[: int(WINDOW_SAMPLES / max(factor, 1.0)) - 1]
+    spectrum = np.abs(np.fft.rfft(voiced * np.hanning(voiced.size)))
+    peak_hz = np.fft.rfftfreq(voiced.size, 1 / SAMPLE_RATE)[np.argmax(spectrum)]
+    assert peak_hz == pytest.approx(500.0 * factor, rel=0.02)
+    if factor > 1:
+        assert not np.any(played[int(WINDOW_SAMPLES / factor) + 1:])

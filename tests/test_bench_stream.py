@@ -151,3 +151,27 @@ def test_missing_material_is_a_clear_error(clips):
         plan_stream(normals, SPEC)
     with pytest.raises(ValueError, match="positive"):
         plan_stream(clips, StreamSpec(hours=0))
+
+
+def test_a_negative_only_stream_has_no_insertion_and_only_normal_clips(clips):
+    plan = plan_stream(clips, StreamSpec(hours=0.05, seed=3, label_weights={}, gap_s=(0.5, 3.0)))
+    assert plan.truth == []
+    assert plan.placements and all(clips[p.clip].label == "Normal" for p in plan.placements)
+    covered = sum(p.length for p in plan.placements) / plan.sample_count
+    assert covered > 0.3
+
+
+def test_overlap_puts_a_second_clip_over_the_first(clips):
+    spec = StreamSpec(hours=0.05, seed=3, label_weights={}, gap_s=(0.5, 3.0), overlap_probability=0.5)
+    plan = plan_stream(clips, spec)
+    overlapping = sum(1 for a, b in zip(plan.placements, plan.placements[1:], strict=False) if b.start < a.end)
+    assert overlapping >= 3
+    no_overlap = plan_stream(clips, StreamSpec(hours=0.05, seed=3, label_weights={}, gap_s=(0.5, 3.0)))
+    assert not any(b.start < a.end for a, b in zip(no_overlap.placements, no_overlap.placements[1:], strict=False))
+
+
+def test_a_stream_spec_needs_insertions_or_none_at_all():
+    with pytest.raises(ValueError, match="not all zero"):
+        StreamSpec(label_weights={"Crying": 0.0}).validate()
+    with pytest.raises(ValueError, match="overlap_probability"):
+        StreamSpec(overlap_probability=1.5).validate()

@@ -73,6 +73,34 @@ def test_fit_temperature_rejects_empty():
 
 # --- conversion, training, export (train extra + shared files) --------------------------------
 
+def test_hard_negatives_are_the_most_alarming_normal_rows_only():
+    from training.train_yamnet import hard_negative_weights
+
+    labels = np.array([2, 2, 2, 2, 0, 1, 2, 2, 2, 2])
+    alert = np.array([0.1, 0.9, 0.2, 0.3, 0.99, 0.98, 0.8, 0.05, 0.0, 0.4])
+    weights = hard_negative_weights(labels, alert, fraction=0.25, weight=4.0)
+    assert weights.tolist() == [1, 4, 1, 1, 1, 1, 4, 1, 1, 1]
+    assert hard_negative_weights(labels, alert, fraction=0.25, weight=1.0).tolist() == [1.0] * 10
+
+
+def test_head_with_audioset_inputs_reads_log_scores_after_the_embedding():
+    from training.train_yamnet import AUDIOSET_LOG_FLOOR, HeadWeights
+
+    rng = np.random.default_rng(0)
+    size = YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES
+    weights = HeadWeights(rng.standard_normal((size, 4)).astype(np.float32), np.zeros(4, np.float32),
+                          rng.standard_normal((4, 3)).astype(np.float32), np.zeros(3, np.float32))
+    embedding = rng.random((2, YAMNET_EMBEDDING_SIZE)).astype(np.float32)
+    scores = rng.random((2, YAMNET_AUDIOSET_CLASSES)).astype(np.float32)
+    inputs = np.concatenate([embedding, np.log(scores + AUDIOSET_LOG_FLOOR)], axis=1)
+    expected = np.maximum(inputs @ weights.w1, 0) @ weights.w2
+    assert weights.audioset_inputs
+    assert np.allclose(weights.logits(embedding, scores), expected, atol=1e-4)
+    cat_louder = scores.copy()
+    cat_louder[:, 76] = 0.9  # AudioSet "Cat": the head sees it
+    assert not np.allclose(weights.logits(embedding, cat_louder), expected)
+
+
 @pytest.fixture(scope="module")
 def build_env(tmp_path_factory):
     """A private build/models folder for this module, with YAMNet converted once."""
@@ -146,7 +174,8 @@ def test_tiny_training_and_export_end_to_end(build_env, tmp_path):
     for part in metadata["metrics"].values():
         assert 0.0 <= part["window"]["accuracy"] <= 1.0 and part["window"]["n"] > 0
     weights, saved = load_head(head_dir)
-    assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE, 16) and weights.w2.shape == (16, len(LABELS))
+    assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES, 16) and weights.audioset_inputs
+    assert weights.w2.shape == (16, len(LABELS))
     assert saved["temperature"] > 0 and saved["labels"] == list(LABELS)
     assert json.loads((head_dir / "metadata.json").read_text())["seed"] == 5
 
@@ -159,7 +188,7 @@ def test_tiny_training_and_export_end_to_end(build_env, tmp_path):
     assert [o.name for o in session.get_outputs()] == [LOGITS_NAME, "audioset_scores", "embedding"]
     logits, scores, embedding = session.run(None, {"waveform": probe(3, seed=1)})
     assert logits.shape == (3, len(LABELS)) and scores.shape == (3, YAMNET_AUDIOSET_CLASSES)
-    assert np.allclose(logits, weights.logits(embedding), atol=1e-4)
+    assert np.allclose(logits, weights.logits(embedding, scores), atol=1e-4)
 
 
 # --- robustness of the built model (skipped until `make models` has run) ----------------------

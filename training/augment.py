@@ -31,7 +31,11 @@ class AugmentParams:
     shift_probability: float = 0.5
     max_shift_seconds: float = 0.25
     noise_probability: float = 0.5
-    snr_db_range: tuple[float, float] = (0.0, 20.0)
+    snr_db_range: tuple[float, float] = (-5.0, 20.0)
+    """Cries are heard over the TV and the dishwasher, sometimes quieter than them."""
+    speed_probability: float = 0.3
+    speed_range: tuple[float, float] = (0.9, 1.12)
+    """Speed perturbation (pitch and tempo together): another baby, another voice."""
 
 
 def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -70,6 +74,16 @@ def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.
     return out
 
 
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``x`` ``factor`` times faster (pitch up by the same factor), by linear interpolation, keeping its
+    length: a sped-up window is padded with silence, a slowed one cut."""
+    positions = np.arange(0.0, x.size - 1, factor)
+    played = np.interp(positions, np.arange(x.size), x).astype(np.float32)
+    out = np.zeros(x.size, np.float32)
+    out[:min(x.size, played.size)] = played[:x.size]
+    return out
+
+
 def _fit_length(noise: np.ndarray, n: int) -> np.ndarray:
     if noise.size >= n:
         return noise[:n]
@@ -99,10 +113,12 @@ def augment_window(x: np.ndarray, rng: np.random.Generator, noise_bank: np.ndarr
                    params: AugmentParams = AugmentParams()) -> np.ndarray:
     """One random augmented copy of a conditioned (not yet prepared) window.
 
-    Order: shift, background mix, low-pass (so the added background is band-limited too, as a
+    Order: speed, shift, background mix, low-pass (so the added background is band-limited too, as a
     narrow-band channel would), then gain.
     """
     out = np.asarray(x, dtype=np.float32)
+    if rng.random() < params.speed_probability:
+        out = change_speed(out, float(rng.uniform(*params.speed_range)))
     if rng.random() < params.shift_probability:
         out = random_shift(out, rng, int(params.max_shift_seconds * SAMPLE_RATE))
     if noise_bank is not None and len(noise_bank) and rng.random() < params.noise_probability:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.config import Config, load_config
-from monitor.constants import LABELS, SAMPLE_RATE, YAMNET_EMBEDDING_SIZE
+from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
@@ -60,8 +60,17 @@ class HeadConfig:
     max_epochs: int = 80
     patience: int = 10
     augment_copies: int = 2
+    scream_augment_copies: int = 6
+    """Screams are few (74 clips): more augmented copies of each scream window."""
     threads: int = 1
     augment: AugmentParams = field(default_factory=AugmentParams)
+    audioset_inputs: bool = True
+    """Feed the head YAMNet's own 521 AudioSet scores beside the embedding, so what AudioSet knows about pets,
+    music and machines still counts (measured on val: see the README)."""
+    hard_negative_fraction: float = 0.05
+    """After a first pass, this share of the Normal training windows that score highest for Crying/Screaming..."""
+    hard_negative_weight: float = 4.0
+    """... weighs this much more in the second pass (1 = no mining)."""
 
 
 @dataclass
@@ -83,17 +92,35 @@ class FeatureSet:
         return self.select(((self.part == "train") & self.active) | (self.part == AUGMENTED))
 
 
+AUDIOSET_LOG_FLOOR = 1e-4
+"""AudioSet scores enter the head as log(score + this): a cat at 0.001 and at 0.1 should differ."""
+
+
+def head_inputs(embeddings: np.ndarray, scores: np.ndarray | None, with_audioset: bool) -> np.ndarray:
+    """The head's input rows: the embedding, and with ``with_audioset`` the log AudioSet scores after it."""
+    if not with_audioset:
+        return embeddings
+    return np.concatenate([embeddings, np.log(scores + AUDIOSET_LOG_FLOOR)], axis=1).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class HeadWeights:
-    """1024 -> hidden (ReLU) -> 3, stored as numpy arrays so export and tests need no torch."""
+    """inputs -> hidden (ReLU) -> 3, stored as numpy arrays so export and tests need no torch. The inputs are the
+    1024-d embedding, or the embedding and the log AudioSet scores (told apart by ``w1``'s rows); input
+    standardisation is folded into ``w1`` / ``b1``."""
 
     w1: np.ndarray
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
 
-    def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        hidden = np.maximum(embeddings @ self.w1 + self.b1, 0.0)
+    @property
+    def audioset_inputs(self) -> bool:
+        return self.w1.shape[0] == YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES
+
+    def logits(self, embeddings: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        inputs = head_inputs(embeddings, scores, self.audioset_inputs)
+        hidden = np.maximum(inputs @ self.w1 + self.b1, 0.0)
         return (hidden @ self.w2 + self.b2).astype(np.float32)
 
     def save(self, path: Path) -> None:
@@ -124,10 +151,11 @@ def _split_of_clips(clips: list[Clip], split: dict[str, list[Clip]]) -> np.ndarr
     return np.array([where.get(c.path, "") for c in clips])
 
 
-def _augmented_windows(train: WindowSet, noise_bank: np.ndarray, copies: int, params: AugmentParams,
-                       seed: int) -> WindowSet:
+def _augmented_windows(train: WindowSet, noise_bank: np.ndarray, copies: int, scream_copies: int,
+                       params: AugmentParams, seed: int) -> WindowSet:
     rng = np.random.default_rng(seed)
-    rows = np.repeat(np.arange(len(train)), copies)
+    per_row = np.where(train.labels == LABELS.index("Screaming"), scream_copies, copies)
+    rows = np.repeat(np.arange(len(train)), per_row)
     windows = np.stack([augment_window(train.windows[i], rng, noise_bank, params) for i in rows]) if len(rows) \
         else train.windows[:0]
     picked = train.select(rows)
@@ -145,6 +173,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
         "hop": cfg.window.hop_seconds,
         "augment": dataclasses.asdict(head_cfg.augment),
         "copies": head_cfg.augment_copies,
+        "scream_copies": head_cfg.scream_augment_copies,
         "seed": seed,
         "model": sha256_file(base.path),
     }
@@ -175,7 +204,7 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
     train_mask = part == "train"
     noise_bank = windows.windows[train_mask & (windows.labels == LABELS.index("Normal"))]
     augmented = _augmented_windows(windows.select(train_mask & windows.active), noise_bank,
-                                   head_cfg.augment_copies, head_cfg.augment, seed)
+                                   head_cfg.augment_copies, head_cfg.scream_augment_copies, head_cfg.augment, seed)
     started = time.perf_counter()
     clean = _embed(windows, part, cfg, base, head_cfg.threads)
     extra = _embed(augmented, np.full(len(augmented), AUGMENTED), cfg, base, head_cfg.threads)
@@ -199,36 +228,40 @@ def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     return classification_report(cm, LABELS)["macro_f1"]
 
 
-def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: int) -> TrainedHead:
-    """Class-weighted cross-entropy, Adam, early stopping on val macro-F1 (ties: lower val loss)."""
+def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+         head_cfg: HeadConfig, seed: int) -> tuple[HeadWeights, int, list[dict]]:
+    """One class- and sample-weighted cross-entropy fit, Adam, early stopping on val macro-F1 (ties: lower val
+    loss). ``x`` is standardised here; the scaling is folded into the returned weights."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     torch.set_num_threads(head_cfg.threads)
-    model = nn.Sequential(nn.Linear(YAMNET_EMBEDDING_SIZE, head_cfg.hidden), nn.ReLU(), nn.Dropout(head_cfg.dropout),
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    model = nn.Sequential(nn.Linear(x.shape[1], head_cfg.hidden), nn.ReLU(), nn.Dropout(head_cfg.dropout),
                           nn.Linear(head_cfg.hidden, len(LABELS)))
     optimiser = torch.optim.AdamW(model.parameters(), lr=head_cfg.learning_rate, weight_decay=head_cfg.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights(train.labels).astype(np.float32)))
-    x = torch.from_numpy(np.ascontiguousarray(train.embeddings, dtype=np.float32))
-    y = torch.from_numpy(train.labels.astype(np.int64))
-    x_val = torch.from_numpy(np.ascontiguousarray(val.embeddings, dtype=np.float32))
-    y_val = torch.from_numpy(val.labels.astype(np.int64))
+    class_weight = torch.from_numpy(class_weights(y).astype(np.float32))
+    inputs = torch.from_numpy(((x - mean) / scale).astype(np.float32))
+    targets = torch.from_numpy(y.astype(np.int64))
+    weights = torch.from_numpy(sample_weight.astype(np.float32)) * class_weight[targets]
+    val_inputs = torch.from_numpy(((x_val - mean) / scale).astype(np.float32))
+    val_targets = torch.from_numpy(y_val.astype(np.int64))
     generator = torch.Generator().manual_seed(seed)
     best: tuple[float, float] = (-1.0, float("inf"))
     best_state, best_epoch, history = None, 0, []
     for epoch in range(1, head_cfg.max_epochs + 1):
         model.train()
-        for batch in torch.randperm(len(y), generator=generator).split(head_cfg.batch_size):
+        for batch in torch.randperm(len(targets), generator=generator).split(head_cfg.batch_size):
             optimiser.zero_grad()
-            loss = loss_fn(model(x[batch]), y[batch])
-            loss.backward()
+            losses = nn.functional.cross_entropy(model(inputs[batch]), targets[batch], reduction="none")
+            (losses * weights[batch]).sum().div(weights[batch].sum()).backward()
             optimiser.step()
         model.eval()
         with torch.no_grad():
-            val_logits = model(x_val)
-            val_loss = float(loss_fn(val_logits, y_val))
-        f1 = _macro_f1(val.labels, val_logits.argmax(dim=1).numpy())
+            val_logits = model(val_inputs)
+            val_loss = float(nn.functional.cross_entropy(val_logits, val_targets, weight=class_weight))
+        f1 = _macro_f1(y_val, val_logits.argmax(dim=1).numpy())
         history.append({"epoch": epoch, "val_loss": round(val_loss, 5), "val_macro_f1": round(f1, 5)})
         if (f1, -val_loss) > (best[0], -best[1]):
             best, best_epoch = (f1, val_loss), epoch
@@ -237,11 +270,44 @@ def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: i
             break
     model.load_state_dict(best_state)
     first, last = model[0], model[3]
-    weights = HeadWeights(first.weight.detach().numpy().T.copy(), first.bias.detach().numpy().copy(),
-                          last.weight.detach().numpy().T.copy(), last.bias.detach().numpy().copy())
-    temperature = fit_temperature(weights.logits(val.embeddings), val.labels)
-    log.info("head: best epoch %d of %d, val macro-F1 %.3f, temperature %.3f", best_epoch, len(history), best[0],
-             temperature)
+    w1 = first.weight.detach().numpy().T / scale[:, None]
+    b1 = first.bias.detach().numpy() - (mean / scale) @ first.weight.detach().numpy().T
+    weights_out = HeadWeights(w1.astype(np.float32), b1.astype(np.float32), last.weight.detach().numpy().T.copy(),
+                              last.bias.detach().numpy().copy())
+    log.info("head pass: best epoch %d of %d, val macro-F1 %.3f", best_epoch, len(history), best[0])
+    return weights_out, best_epoch, history
+
+
+def hard_negative_weights(labels: np.ndarray, alert_probability: np.ndarray, fraction: float,
+                          weight: float) -> np.ndarray:
+    """Per training row: ``weight`` for the ``fraction`` of Normal rows the first pass found most alarming (the
+    meows, synth pads and machines a parent would be woken by), 1 elsewhere."""
+    out = np.ones(len(labels), np.float64)
+    normal = labels == LABELS.index("Normal")
+    if weight == 1.0 or fraction <= 0 or not normal.any():
+        return out
+    cutoff = np.quantile(alert_probability[normal], 1.0 - fraction)
+    out[normal & (alert_probability >= cutoff)] = weight
+    return out
+
+
+def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: int) -> TrainedHead:
+    """Fit on the training rows; with mining, fit again with the hardest Normal rows weighted up; temperature on
+    val."""
+    x = head_inputs(train.embeddings, train.scores, head_cfg.audioset_inputs)
+    x_val = head_inputs(val.embeddings, val.scores, head_cfg.audioset_inputs)
+    weights, best_epoch, history = _fit(x, train.labels, np.ones(len(x)), x_val, val.labels, head_cfg, seed)
+    if head_cfg.hard_negative_weight != 1.0 and head_cfg.hard_negative_fraction > 0:
+        alert = sum(softmax(weights.logits(train.embeddings, train.scores))[:, LABELS.index(label)]
+                    for label in ALERT_LABELS)
+        sample_weight = hard_negative_weights(train.labels, alert, head_cfg.hard_negative_fraction,
+                                              head_cfg.hard_negative_weight)
+        log.info("hard negatives: %d Normal training windows weighted x%g", int((sample_weight > 1).sum()),
+                 head_cfg.hard_negative_weight)
+        weights, best_epoch, second = _fit(x, train.labels, sample_weight, x_val, val.labels, head_cfg, seed)
+        history = [*history, *({**h, "pass": 2} for h in second)]
+    temperature = fit_temperature(weights.logits(val.embeddings, val.scores), val.labels)
+    log.info("head: temperature %.3f", temperature)
     return TrainedHead(weights, temperature, best_epoch, history)
 
 
@@ -268,10 +334,10 @@ def _report(labels: np.ndarray, probs: np.ndarray) -> dict:
 def evaluate_head(head: TrainedHead, features: FeatureSet, clips: list[Clip], part: str) -> dict:
     """Window-level (active windows) and clip-level metrics of one split, plus ECE before/after temperature."""
     rows = features.select(features.part == part)
-    logits = head.weights.logits(rows.embeddings)
+    logits = head.weights.logits(rows.embeddings, rows.scores)
     probs = softmax(logits, head.temperature)
     active = rows.select(rows.active)
-    active_logits = head.weights.logits(active.embeddings)
+    active_logits = head.weights.logits(active.embeddings, active.scores)
     per_clip = clip_probabilities(probs, rows.clip_index, rows.active)
     clip_ids = sorted(per_clip)
     clip_labels = np.array([LABELS.index(clips[i].label) for i in clip_ids])
@@ -288,7 +354,8 @@ def evaluate_head(head: TrainedHead, features: FeatureSet, clips: list[Clip], pa
 def save_head(head: TrainedHead, out_dir: Path, metadata: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     head.weights.save(out_dir / WEIGHTS_FILE)
-    doc = {"labels": list(LABELS), "input": "yamnet embedding", "embedding_size": YAMNET_EMBEDDING_SIZE,
+    inputs = "yamnet embedding + log audioset scores" if head.weights.audioset_inputs else "yamnet embedding"
+    doc = {"labels": list(LABELS), "input": inputs, "embedding_size": YAMNET_EMBEDDING_SIZE,
            "hidden": int(head.weights.w1.shape[1]), "temperature": head.temperature, "best_epoch": head.epochs,
            **metadata}
     (out_dir / METADATA_FILE).write_text(json.dumps(doc, indent=1), encoding="utf-8")
@@ -300,9 +367,10 @@ def load_head(head_dir: Path | None = None) -> tuple[HeadWeights, dict]:
     if not weights_path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"{head_dir}: no trained YAMNet head (run `python -m training.train_yamnet`)")
     weights = HeadWeights.load(weights_path)
-    if weights.w1.shape[0] != YAMNET_EMBEDDING_SIZE or weights.w2.shape[1] != len(LABELS):
+    inputs = (YAMNET_EMBEDDING_SIZE, YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES)
+    if weights.w1.shape[0] not in inputs or weights.w2.shape[1] != len(LABELS):
         raise ValueError(f"{weights_path}: head shape {weights.w1.shape} -> {weights.w2.shape} does not match "
-                         f"{YAMNET_EMBEDDING_SIZE} -> {len(LABELS)}")
+                         f"{' or '.join(map(str, inputs))} -> {len(LABELS)}")
     return weights, json.loads(meta_path.read_text(encoding="utf-8"))
 
 

@@ -1,0 +1,170 @@
+"""The operating point: tuned by build-models into the manifest, used by the runtime unless config.yaml sets a key;
+and the Wav2Vec2 cascade, which must never change a window that can cross the bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.tradeoff import Setting, SweepPoint
+from bench.tune import TuneSpec, choose
+from monitor.capture import FileReplaySource
+from monitor.classify import load_classifiers
+from monitor.config import OPERATING_POINT_KEYS, ConfigError, FusionConfig, parse_config
+from monitor.constants import ALERT_LABELS
+from monitor.fusion import alert_probability, fuse_window, wav2vec2_decisive_from
+from monitor.model_manifest import ModelError, read_manifest
+from monitor.pipeline import Pipeline
+from tests.fake_models import write_fake_models, write_tone
+
+TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "require_vote": False, "enter_threshold": 0.8,
+         "exit_threshold": 0.5, "k_windows": 3, "n_windows": 4, "min_duration_seconds": 0.5}
+
+
+def with_operating_point(manifest: Path, fusion: dict) -> Path:
+    doc = json.loads(manifest.read_text())
+    doc["operating_point"] = {"fusion": fusion, "setting": "test"}
+    manifest.write_text(json.dumps(doc))
+    return manifest
+
+
+def config_for(manifest: Path, yaml: str = ""):
+    return parse_config(f"models:\n  manifest: {manifest}\n{yaml}")
+
+
+def test_null_keys_come_from_the_manifest_and_set_keys_win(tmp_path: Path):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), TUNED)
+    classifiers = load_classifiers(config_for(manifest))
+    assert classifiers.resolve_fusion(FusionConfig()).operating_point() == TUNED
+    cfg = config_for(manifest, "fusion:\n  enter_threshold: 0.9\n  k_windows: 2\n")
+    resolved = classifiers.resolve_fusion(cfg.fusion)
+    assert (resolved.enter_threshold, resolved.k_windows, resolved.n_windows) == (0.9, 2, 4)
+    assert Pipeline(cfg, classifiers, sink=None).fusion == resolved
+
+
+def test_models_without_an_operating_point_use_the_schema_fallbacks(tmp_path: Path):
+    manifest = write_fake_models(tmp_path / "models")
+    resolved = load_classifiers(config_for(manifest)).resolve_fusion(FusionConfig())
+    fields = {f.name: f for f in dataclasses.fields(FusionConfig)}
+    assert resolved.operating_point() == {name: fields[name].metadata["fallback"] for name in OPERATING_POINT_KEYS}
+
+
+def test_an_override_that_breaks_a_rule_with_the_tuned_values_is_refused():
+    cfg = parse_config("fusion:\n  enter_threshold: 0.3\n")
+    with pytest.raises(ConfigError, match="exit_threshold.*must not exceed fusion.enter_threshold"):
+        cfg.fusion.resolve(TUNED)
+    with pytest.raises(ConfigError, match="k_windows"):
+        parse_config("fusion:\n  k_windows: 5\n").fusion.resolve(TUNED)
+
+
+@pytest.mark.parametrize("bad", [{"enter_threshold": 1.5}, {"k_windows": "two"}, {"surprise": 1}])
+def test_a_manifest_with_a_bad_operating_point_is_refused(tmp_path: Path, bad: dict):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), {**TUNED, **bad})
+    with pytest.raises(ModelError, match="operating_point"):
+        read_manifest(manifest)
+
+
+def test_a_decision_component_refuses_unresolved_settings():
+    from monitor.events import EventTracker
+
+    with pytest.raises(ValueError, match="unresolved"):
+        EventTracker(FusionConfig(), "dev", {}, stream_start_wall=datetime.now(timezone.utc))
+
+
+# --- the cascade ---------------------------------------------------------------------------------
+
+probabilities = st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(lambda v: sum(v) > 1e-3).map(
+    lambda v: np.array(v) / sum(v))
+
+
+@settings(max_examples=300, deadline=None)
+@given(yamnet=probabilities, wav2vec2=probabilities, weight=st.floats(0.05, 1.0), exit_=st.floats(0.05, 0.9),
+       vote=st.booleans())
+def test_below_the_bar_wav2vec2_cannot_change_the_window(yamnet, wav2vec2, weight, exit_, vote):
+    cfg = FusionConfig(weight_yamnet=weight, weight_wav2vec2=1 - weight, exit_threshold=exit_,
+                       enter_threshold=max(exit_, 0.55), require_vote=vote).resolve()
+    if alert_probability(yamnet) >= wav2vec2_decisive_from(cfg):
+        return
+    audioset = np.zeros(521)
+    for fused in (fuse_window(yamnet, wav2vec2, audioset, cfg), fuse_window(yamnet, None, audioset, cfg)):
+        assert fused.alert_label is None
+        assert all(fused.prob(label) < cfg.exit_threshold for label in ALERT_LABELS)
+
+
+def test_the_bar_is_tight():
+    """Just above the bar, a certain Wav2Vec2 does lift the fused score to exit_threshold."""
+    cfg = FusionConfig().resolve()
+    bar = wav2vec2_decisive_from(cfg)
+    yamnet = np.array([bar + 1e-6, 0.0, 1 - bar - 1e-6])
+    fused = fuse_window(yamnet, np.array([1.0, 0.0, 0.0]), np.zeros(521), cfg)
+    assert fused.prob("Crying") >= cfg.exit_threshold
+    assert wav2vec2_decisive_from(dataclasses.replace(cfg, weight_yamnet=0.0)) == float("-inf")
+
+
+def _replay(manifest: Path, clips: list[Path], cascade: bool):
+    # the fake Wav2Vec2 always says Normal: without the vote the fake YAMNet's tones raise events
+    cfg = config_for(manifest, f"  wav2vec2_cascade: {str(cascade).lower()}\nfusion:\n  require_vote: false\n")
+    sink = _Collect()
+    pipeline = Pipeline(cfg, load_classifiers(cfg), sink)
+    stats = pipeline.run(FileReplaySource(clips, cfg.audio, cfg.preprocess))
+    return stats, [(e["phase"], e["label"], e["start_audio_s"], e["end_audio_s"], e["models"]) for e in sink.events]
+
+
+class _Collect:
+    def __init__(self):
+        self.events = []
+
+    def handle_event(self, payload):
+        self.events.append(payload)
+
+    def publish_status(self, payload):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+def test_the_cascade_skips_quiet_windows_and_changes_no_event(tmp_path: Path):
+    manifest = write_fake_models(tmp_path / "models")
+    clips = [write_tone(tmp_path / f"{i}.wav", label, seconds=4.0, seed=i)
+             for i, label in enumerate(["Normal", "Crying", "Normal", "Screaming", "Normal"])]
+    with_cascade, events = _replay(manifest, clips, cascade=True)
+    without, reference = _replay(manifest, clips, cascade=False)
+    assert events == reference and any(phase == "start" for phase, *_ in events)
+    assert with_cascade.wav2vec2_skipped > 0 and without.wav2vec2_skipped == 0
+    assert with_cascade.wav2vec2_skipped < with_cascade.gated_windows
+
+
+# --- choosing the operating point ------------------------------------------------------------------
+
+def point(fa: float, cry: float, scream: float, latency: float, enter: float) -> SweepPoint:
+    recall = {"Crying": cry, "Screaming": scream}
+    return SweepPoint(Setting(0.7, True, enter, 2, 3), fa, recall, recall, latency)
+
+
+def test_choose_takes_the_most_recall_within_both_bars():
+    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5)
+    points = [point(0.0, 0.8, 0.7, 1.2, 0.9), point(0.08, 0.95, 0.8, 1.4, 0.7), point(0.3, 1.0, 1.0, 1.0, 0.5),
+              point(0.05, 1.0, 0.9, 2.5, 0.6)]
+    chosen, reason = choose(points, spec)
+    assert chosen.setting.enter_threshold == 0.7 and "within 0.1 false alarms per hour" in reason
+
+
+def test_choose_puts_false_alarms_before_latency():
+    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5)
+    chosen, reason = choose([point(0.0, 0.9, 0.8, 2.0, 0.9), point(0.5, 1.0, 1.0, 1.0, 0.5)], spec)
+    assert chosen.setting.enter_threshold == 0.9 and "latency" in reason
+
+
+def test_choose_never_picks_a_setting_deaf_to_a_label():
+    spec = TuneSpec()
+    chosen, _ = choose([point(0.0, 0.0, 1.0, 1.0, 0.95), point(0.05, 0.6, 0.5, 1.0, 0.8)], spec)
+    assert chosen.setting.enter_threshold == 0.8
+
