@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
 from monitor.events import PHASE_END, PHASE_START
@@ -333,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=Path)
     parser.add_argument("--profile-text", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=0.0)
-    parser.add_argument("--config")
+    add_config_option(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     cfg = _single_threaded(load_config(args.config))
     if args.kind == "ours":
         worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"))

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.audiofile import AudioFileError, load_clip
-from monitor.cli import default_config_path
-from monitor.config import Config, ConfigError, FusionConfig, load_config
+from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
+from monitor.config import Config, FusionConfig
 from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
 from monitor.model_manifest import ModelError, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
@@ -37,7 +37,6 @@ from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE = 0, 1
 SECONDS_PER_HOUR = 3600.0
 DEFAULT_PROFILE_SECONDS = 600.0
 MERGE_MARGIN_S = 5.0
@@ -220,8 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hours", type=float, default=StreamSpec.hours, help="stream length (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=StreamSpec.seed, help="stream layout seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/bench)")
-    parser.add_argument("--config", default=default_config_path(),
-                        help="YAML config, as for `run` (default: $NURSERY_CONFIG, ./config.yaml or the defaults)")
+    add_config_option(parser)
     parser.add_argument("--profile-seconds", type=float, default=DEFAULT_PROFILE_SECONDS,
                         help="audio to profile with pyinstrument; 0 = no profile (default: %(default)s)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline replay")
@@ -249,12 +247,14 @@ def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     files = BenchFiles.under((args.out or build_dir() / "reports" / "bench").resolve())
+    cfg = load_command_config("nursery-monitor bench", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     try:
         if args.hours <= 0:
             raise ValueError(f"--hours must be positive, got {args.hours}")
-        cfg = load_config(args.config)
         _models_manifest(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
         stream_summary = _stream(args, cfg, files)
@@ -266,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             profile = run_worker("profile", WorkerPaths(files.stream, files.profile, profile_text=files.profile_text),
                                  args.config, args.profile_seconds)
         doc = evaluate(files, cfg, ours, baseline, profile, stream_summary, progress=not args.quiet)
-    except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
-        print(f"nursery-monitor bench: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
+        return fail("nursery-monitor bench", exc)
     print(render_markdown(doc))
     print(f"written: {files.bench_json} and {files.bench_md}", file=sys.stderr)
     return EXIT_OK

@@ -30,13 +30,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Config, ConfigError, load_config
+from monitor.command import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    add_config_option,
+    fail,
+    load_command_config,
+    setup_logging,
+)
+from monitor.config import Config
 from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
 from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
 
 log = logging.getLogger("export.build")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STAMP_SCHEMA = 1
 """Bump to invalidate every stamp (e.g. when the stamp format changes)."""
 QUICK_W2V_MINUTES = 3.0
@@ -471,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="models folder (default: models/ or $NURSERY_MODELS)")
     parser.add_argument("--force", action="store_true", help="re-run every step, ignoring cached results")
     parser.add_argument("--skip-eval", action="store_true", help="no test-split evaluation (test_metrics stay empty)")
-    parser.add_argument("--config", type=Path, help="config.yaml: preprocessing, gate, window and fusion settings")
+    add_config_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="split seed (default: the split module's)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, with the traceback of a failure")
     return parser
@@ -489,17 +496,13 @@ def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.evaluate import setup_logging
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.w2v_minutes is not None and args.w2v_minutes <= 0:
         parser.error(f"--w2v-minutes must be positive, got {args.w2v_minutes:g}")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"build-models: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    cfg = load_command_config("build-models", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     setup_logging("DEBUG" if args.verbose else cfg.log_level)
     if not args.verbose:
         for handler in logging.getLogger().handlers:
@@ -507,8 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_build(options_from_args(args, cfg))
     except (BuildError, ModelError) as exc:
-        print(f"build-models: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("build-models", exc)
     return EXIT_OK
 
 

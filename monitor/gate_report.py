@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .audiofile import AudioFileError, iter_conditioned_blocks
-from .config import Config, ConfigError, load_config
+from .command import EXIT_CONFIG, EXIT_OK, add_config_option, load_command_config, setup_logging
+from .config import Config
 from .constants import ALERT_LABELS, DATASET_LABELS, WINDOW_SAMPLES
 from .gate import Gate
 from .windows import SlidingWindower, hop_samples_from_seconds
@@ -171,24 +172,22 @@ def build_report(clips: list[Clip], cfg: Config, energetic_db: float, modes: lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monitor.gate_report", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True, help="manifest.csv (path,label,source columns)")
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in defaults)")
+    add_config_option(parser)
     parser.add_argument("--mode", choices=("clip", "stream", "both"), default="both")
     parser.add_argument("--energetic-db", type=float, default=DEFAULT_ENERGETIC_DB,
                         help="alert windows within this many dB of the clip's loudest window are 'energetic'")
     parser.add_argument("--source", action="append", default=None, help="only clips of this source (repeatable)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"gate_report: {exc}", file=sys.stderr)
-        return 2
+    setup_logging("WARNING")
+    cfg = load_command_config("gate_report", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     clips = read_manifest(args.manifest)
     if args.source:
         clips = [c for c in clips if c.source in args.source]
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
     print(json.dumps(build_report(clips, cfg, args.energetic_db, modes), indent=2))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

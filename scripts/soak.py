@@ -33,6 +33,7 @@ import numpy as np
 from bench.stream import SourceClip, StreamRenderer, StreamSpec, make_source_clip, plan_stream
 from monitor.capture import AudioClock
 from monitor.classify import load_classifiers
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, ConfigError, MqttConfig, load_config
 from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.events import PHASE_START
@@ -235,8 +236,8 @@ def write_fake_models(folder: Path) -> Path:
 
 
 def configure(args: argparse.Namespace, workdir: Path) -> tuple[Config, str]:
-    """The config (the checkout's config.yaml by default) and which models it uses."""
-    cfg = load_config(args.config or (REPO_ROOT / "config.yaml"))
+    """The config (found as every command finds it) and which models it uses."""
+    cfg = load_config(args.config)
     use_real = args.models == "real" or (args.models == "auto" and (models_dir() / "manifest.json").is_file())
     if not use_real:
         cfg.models.manifest = str(write_fake_models(workdir / "models"))
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hours", type=float, default=DEFAULT_HOURS, help="audio to replay (default 4)")
     parser.add_argument("--models", choices=("auto", "real", "fake"), default="auto",
                         help="auto: the real models when models/manifest.json exists, else the fake tone models")
-    parser.add_argument("--config", help="YAML config (default: the checkout's config.yaml)")
+    add_config_option(parser)
     parser.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this broker (the outbox is watched)")
     parser.add_argument("--sample-minutes", type=float, default=DEFAULT_SAMPLE_MINUTES,
                         help="audio between two measurements (default 10)")
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours <= 0 or args.sample_minutes <= 0 or args.warmup_minutes < 0:
         print("soak: --hours and --sample-minutes must be positive, --warmup-minutes not negative", file=sys.stderr)
         return EXIT_UNUSABLE
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="nursery-soak-") as tmp:
         try:
             report = soak(args, Path(tmp))

@@ -28,7 +28,15 @@ from tqdm import tqdm
 
 from monitor.audiofile import AudioFileError, file_info
 from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
-from monitor.config import Config, ConfigError, FusionConfig, load_config
+from monitor.command import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    add_config_option,
+    fail,
+    load_command_config,
+    setup_logging,
+)
+from monitor.config import Config, FusionConfig
 from monitor.constants import LABELS
 from monitor.fusion import MODEL_NAMES, VOTER_WAV2VEC2, VOTER_YAMNET, argmax_label, average_probabilities
 from monitor.model_manifest import ModelError
@@ -47,11 +55,9 @@ DECISION_MODEL = "ensemble_average"
 """The score behind ``ClipResult.label``: what ``nursery-monitor classify`` prints."""
 ALL_CLIPS = "all"
 DEFAULT_SPLIT = "test"
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 METRIC_DIGITS = 6
 SWEEP_STEPS = 10
 """YAMNet weights 0, 0.1, ..., 1 in the fusion-weight sweep."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def default_eval_dir() -> Path:
@@ -344,11 +350,6 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
     return metrics
 
 
-def setup_logging(level: str) -> None:
-    """Same format as the ``nursery-monitor`` commands (shared with ``export.build``)."""
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr, format=LOG_FORMAT)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nursery-monitor evaluate",
@@ -359,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=(*SPLITS, ALL_CLIPS),
                         help="which clips (default: test for the shared data, all for any other manifest)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/eval)")
-    parser.add_argument("--config", type=Path, help="config.yaml (preprocessing, gate, fusion, models)")
+    add_config_option(parser)
     parser.add_argument("--models", type=Path, metavar="MANIFEST_JSON",
                         help="model manifest to evaluate (default: the config's models.manifest)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (must match the build's)")
@@ -368,10 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
+    cfg = load_command_config("evaluate", args.config)
+    if cfg is None:
         return EXIT_CONFIG
     setup_logging(cfg.log_level)
     if args.models is not None:
@@ -381,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         classifiers = load_classifiers(cfg)
         evaluate(selection, classifiers, cfg, args.out or default_eval_dir())
     except (ModelError, ValueError, OSError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("evaluate", exc)
     return EXIT_OK
 
 

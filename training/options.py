@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from monitor.command import setup_logging
 from monitor.config import Config, PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.paths import build_dir, default_manifest_csv
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--copies", type=int, default=1, help="augmented copies per training window")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     report = run_ablation(args.manifest, args.seed, args.copies)
     out = build_dir() / "reports" / "ablation.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
 from monitor.classify import standardise
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, GateConfig, PreprocessConfig, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.paths import build_dir, default_manifest_csv
@@ -503,10 +504,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                         help="wall-clock budget of the whole run, loading included")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (the split has its own)")
-    parser.add_argument("--config", type=Path, default=None, help="monitor config YAML (preprocess, gate, window)")
+    add_config_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     if args.max_minutes <= 0:
         parser.error("--max-minutes must be positive")
     cfg = load_config(args.config)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
@@ -347,11 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=default_manifest_csv(), help="manifest CSV or label folder")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--config", type=Path, default=None, help="config.yaml (preprocess / gate / window)")
+    add_config_option(parser)
     parser.add_argument("--copies", type=int, default=HeadConfig.augment_copies, help="augmented copies per window")
     parser.add_argument("--out", type=Path, default=None, help=f"head folder (default build/{HEAD_DIR_NAME})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = load_config(args.config)
     metadata = run_training(args.manifest, args.seed, cfg, HeadConfig(augment_copies=args.copies), args.out)
     summary = {k: metadata[k] for k in ("split", "timing", "metrics")}

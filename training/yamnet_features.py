@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from tqdm import tqdm
 
+from monitor.command import setup_logging
 from monitor.constants import (
     WINDOW_SAMPLES,
     YAMNET_AUDIOSET_CLASSES,
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bench", action="store_true", help="print batch-1 vs batch-8 ms/window as JSON")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     base = convert_yamnet(args.tflite)
     print(json.dumps({"model": str(base.path), "batched": base.batched}))
     if args.bench:
