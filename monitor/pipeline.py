@@ -110,11 +110,23 @@ class Pipeline:
         return self.stats
 
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
+        if block.discontinuity:
+            self.restart_stream(block.start_seconds)
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
         self.reporter.record_block(block.samples, self.stats.audio_seconds)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
         self.idle()
         return outcomes
+
+    def restart_stream(self, start_seconds: float) -> None:
+        """The next block does not continue the previous one (a new replay file, a reopened microphone,
+        dropped capture blocks): no window may join the two, and the gate forgets the room, since another
+        recording, device or gain makes the old noise floor wrong (a floor learnt on a louder room would
+        hide a quieter cry; the gate's warm-up passes every audible frame, so forgetting costs model
+        calls, never a missed cry). The event tracker is kept: it runs on the audio clock, which does not
+        jump, and a cry that spans a short gap stays one event instead of alerting twice."""
+        self.windower.reset(start_seconds)
+        self.gate.reset()
 
     def idle(self) -> None:
         """Called after each block and, by a microphone source, while no audio arrives: the watchdog
