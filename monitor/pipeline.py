@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -22,6 +21,7 @@ from .capture import AudioBlock
 from .classify import Classifiers
 from .config import Config
 from .constants import SAMPLE_RATE
+from .counters import RunStats
 from .events import Event, EventTracker
 from .fusion import FusedWindow, fuse_window
 from .gate import Gate, GateDecision
@@ -31,13 +31,6 @@ from .sinks import EventSink
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
-
-RECENT_EVENT_MESSAGES = 1000
-"""Event messages kept in ``RunStats.events``: all of them for any clip or test replay, a bounded tail for a
-daemon that runs for months."""
-
-INFERENCE_TIMES_KEPT = 10_000
-"""Inference times kept per model in ``RunStats.inference_ms``; when full, the older half is dropped."""
 
 
 @dataclass
@@ -49,26 +42,6 @@ class WindowOutcome:
     fused: FusedWindow | None
     model_probs: dict[str, np.ndarray]
     events: list[Event]
-
-
-@dataclass
-class RunStats:
-    audio_seconds: float = 0.0
-    windows: int = 0
-    gated_windows: int = 0
-    event_messages: int = 0
-    """Every event message published in this run."""
-    events: deque[dict] = field(default_factory=lambda: deque(maxlen=RECENT_EVENT_MESSAGES))
-    """The most recent ``RECENT_EVENT_MESSAGES`` of them, oldest first."""
-    inference_ms: dict[str, list[float]] = field(default_factory=dict)
-    processing_seconds: float = 0.0
-
-    @property
-    def gate_pass_fraction(self) -> float:
-        return self.gated_windows / self.windows if self.windows else 0.0
-
-    def mean_inference_ms(self) -> dict[str, float]:
-        return {model: float(np.mean(times)) for model, times in self.inference_ms.items() if times}
 
 
 class Pipeline:
@@ -93,7 +66,8 @@ class Pipeline:
         self.gate = Gate(cfg.gate)
         self.tracker = EventTracker(cfg.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
-        self.stats = RunStats()
+        self.stats: RunStats = self.reporter.run
+        """The one counter of this run, shared with the status reporter."""
 
     # --- the flow ------------------------------------------------------------------------------
 
@@ -113,7 +87,7 @@ class Pipeline:
         if block.discontinuity:
             self.restart_stream(block.start_seconds)
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
-        self.reporter.record_block(block.samples, self.stats.audio_seconds)
+        self.reporter.record_block(block.samples)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
         self.idle()
         return outcomes
@@ -138,11 +112,9 @@ class Pipeline:
 
     def process_window(self, window: Window) -> WindowOutcome:
         decision = self.gate.assess(window)
-        self.stats.windows += 1
-        self.reporter.record_window(decision.passed)
+        self.stats.record_window(decision.passed)
         fused, model_probs = None, {}
         if decision.passed:
-            self.stats.gated_windows += 1
             model_probs, audioset = self.classify(window)
             fused = fuse_window(model_probs["yamnet"], model_probs.get("wav2vec2"), audioset, self.cfg.fusion)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)
@@ -167,9 +139,7 @@ class Pipeline:
     def publish(self, events: list[Event]) -> None:
         for event in events:
             payload = event.to_payload()
-            self.stats.event_messages += 1
-            self.stats.events.append(payload)
-            self.reporter.record_events()
+            self.stats.record_event(payload)
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
                      payload["confidence"])
             self.sink.handle_event(payload)
@@ -181,12 +151,7 @@ class Pipeline:
     # --- bookkeeping ---------------------------------------------------------------------------
 
     def _record_time(self, model: str, t0: float) -> None:
-        milliseconds = (time.perf_counter() - t0) * 1000.0
-        self.reporter.record_inference(model, milliseconds)
-        times = self.stats.inference_ms.setdefault(model, [])
-        times.append(milliseconds)
-        if len(times) > INFERENCE_TIMES_KEPT:  # bounded: keep the recent half for means over long runs
-            del times[:INFERENCE_TIMES_KEPT // 2]
+        self.stats.record_inference(model, (time.perf_counter() - t0) * 1000.0)
 
     def publish_status(self) -> None:
         if self.refresh_status is not None:

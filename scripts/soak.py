@@ -36,12 +36,13 @@ from monitor.classify import load_classifiers
 from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, ConfigError, MqttConfig, load_config
 from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
+from monitor.counters import RECENT_EVENT_MESSAGES, RECENT_TIMES_KEPT
 from monitor.events import PHASE_START
 from monitor.model_manifest import ModelError
 from monitor.mqtt import MqttPublisher
 from monitor.outbox import Outbox
 from monitor.paths import REPO_ROOT, models_dir
-from monitor.pipeline import INFERENCE_TIMES_KEPT, RECENT_EVENT_MESSAGES, Pipeline
+from monitor.pipeline import Pipeline
 from monitor.sinks import EventSink, FanoutSink, MqttSink
 
 log = logging.getLogger("soak")
@@ -171,13 +172,13 @@ def buffer_sizes(pipeline: Pipeline) -> dict[str, int]:
         "window_samples": pipeline.windower.buffered_samples,
         "noise_floor_frames": pipeline.gate.floor.count,
         "recent_event_messages": len(pipeline.stats.events),
-        "inference_times": max((len(times) for times in pipeline.stats.inference_ms.values()), default=0),
+        "inference_times": max((len(timing.recent_ms) for timing in pipeline.stats.inference.values()), default=0),
     }
 
 
 def buffer_bounds(pipeline: Pipeline) -> dict[str, int]:
     return {"window_samples": WINDOW_SAMPLES, "noise_floor_frames": pipeline.gate.floor.capacity,
-            "recent_event_messages": RECENT_EVENT_MESSAGES, "inference_times": INFERENCE_TIMES_KEPT}
+            "recent_event_messages": RECENT_EVENT_MESSAGES, "inference_times": RECENT_TIMES_KEPT}
 
 
 def take_sample(pipeline: Pipeline, publisher: MqttPublisher | None, started: float) -> Sample:

@@ -77,3 +77,16 @@ def test_the_noise_floor_starts_again_after_a_discontinuity(fake_models, discont
         assert all(o.fused is not None and o.fused.votes["yamnet"] == "Crying" for o in after)
     else:  # contiguous audio keeps the floor: the same cry is under the loud room's floor
         assert all(o.gate.floor_known and o.gate.reason not in PASS_REASONS for o in after)
+
+
+def test_the_status_message_counts_what_the_run_counts(fake_models):
+    pipeline, outcomes = _pipeline(fake_models)
+    pipeline.process_block(AudioBlock(_noise(4.0), 0.0))
+    pipeline.process_block(AudioBlock(_cry(CRY_SECONDS), 4.0, discontinuity=True))
+    status = pipeline.reporter.snapshot()
+
+    stats = pipeline.stats
+    assert status["windows_processed"] == stats.windows == len(outcomes)
+    assert status["gate"]["passed"] == stats.gated_windows == sum(o.gate.passed for o in outcomes) > 0
+    assert status["inference_ms"]["yamnet"]["count"] == stats.inference["yamnet"].count == stats.gated_windows
+    assert status["audio_seconds"] == round(stats.audio_seconds, 1) == 4.0 + CRY_SECONDS
