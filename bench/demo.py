@@ -18,7 +18,7 @@ from monitor.command import setup_logging
 from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.paths import build_dir, default_manifest_csv
-from monitor.preprocess import rms_dbfs
+from monitor.signal_helpers import rms_dbfs
 from training.data import load_dataset, manifest_sha256
 from training.split import load_or_make_split, split_file_for
 

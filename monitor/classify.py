@@ -23,6 +23,7 @@ from .gate import Gate
 from .model_manifest import ModelEntry, ModelError, read_manifest, verify_variant
 from .paths import models_dir
 from .preprocess import prepare_batch
+from .signal_helpers import pad_to_window, softmax
 from .windows import SlidingWindower, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,6 @@ def create_session(path: str | os.PathLike, threads: int) -> ort.InferenceSessio
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def standardise(windows: np.ndarray) -> np.ndarray:
@@ -90,7 +84,7 @@ class OnnxClassifier:
             per_window = [self.session.run(self._output_names, {self.entry.input_name: w[None]}) for w in batch]
             outputs = [np.concatenate(parts) for parts in zip(*per_window)]
         by_role = dict(zip(self.entry.outputs.keys(), outputs))
-        by_role["probs"] = softmax(by_role["logits"], self.entry.temperature)
+        by_role["probs"] = softmax(by_role["logits"], self.entry.temperature).astype(np.float32)
         return by_role
 
 
@@ -200,7 +194,7 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     window probabilities are averaged over them and fused like a single window."""
     windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
     gate = Gate(cfg.gate)
-    padded = samples if samples.size >= WINDOW_SAMPLES else np.pad(samples, (0, WINDOW_SAMPLES - samples.size))
+    padded = pad_to_window(samples)
     windows = windower.push(padded)
     kept = [w.samples for w in windows if gate.assess(w).passed]
     result = ClipResult(path=name, label="Normal", probs=_as_dict(_normal_only()), windows=len(windows),

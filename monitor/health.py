@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import HealthConfig
-from .constants import EPSILON
 from .counters import Mark, RunStats
+from .signal_helpers import SILENCE_DBFS, amplitude_to_dbfs, one_line, power_to_dbfs
 
 if TYPE_CHECKING:
     from .capture import MicStats
@@ -40,9 +40,6 @@ WATCHDOG_PING_FRACTION = 0.5
 
 JOIN_TIMEOUT_SECONDS = 2.0
 
-SILENCE_DBFS = 10 * float(np.log10(EPSILON))
-"""Level reported for an interval without audio (same floor as ``preprocess.rms_dbfs``)."""
-
 
 # --- sd_notify -----------------------------------------------------------------------------------
 
@@ -52,10 +49,6 @@ def _socket_address(address: str) -> str | bytes:
     if address.startswith("@"):
         return b"\0" + address[1:].encode()
     return address
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class SystemdNotifier:
@@ -78,7 +71,7 @@ class SystemdNotifier:
         """Send ``KEY=value`` lines in one datagram; True when sent."""
         if self.address is None:
             return False
-        message = "\n".join(f"{key}={_one_line(str(value))}" for key, value in fields.items()).encode()
+        message = "\n".join(f"{key}={one_line(str(value))}" for key, value in fields.items()).encode()
         try:
             with self._lock:
                 if self._socket is None:
@@ -202,10 +195,6 @@ class Watchdog:
 # --- status --------------------------------------------------------------------------------------
 
 
-def _dbfs(power: float) -> float:
-    return float(10 * np.log10(power + EPSILON))
-
-
 @dataclass
 class RuntimeStats:
     """What the status message reports besides the run's counts: the level of the current interval
@@ -281,8 +270,8 @@ class StatusReporter:
 def build_status(stats: RuntimeStats, run: RunStats, since: Mark, uptime_seconds: float,
                  interval_seconds: float) -> dict[str, Any]:
     """Pure: levels and state, the run's counters and their values at the interval start -> status dict."""
-    mean_dbfs = _dbfs(stats.sum_squares / stats.samples) if stats.samples else SILENCE_DBFS
-    peak_dbfs = float(20 * np.log10(max(stats.peak, np.sqrt(EPSILON)))) if stats.samples else SILENCE_DBFS
+    mean_dbfs = float(power_to_dbfs(stats.sum_squares / stats.samples)) if stats.samples else SILENCE_DBFS
+    peak_dbfs = amplitude_to_dbfs(stats.peak) if stats.samples else SILENCE_DBFS
     gate_windows, gate_passed = run.windows - since.windows, run.gated_windows - since.gated_windows
     pass_rate = gate_passed / gate_windows if gate_windows else None
     return {

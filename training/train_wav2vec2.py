@@ -42,10 +42,11 @@ from monitor.config import Config, GateConfig, PreprocessConfig, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
+from monitor.signal_helpers import softmax
 from monitor.windows import hop_samples_from_seconds
 
 from .augment import AugmentParams, augment_window
-from .calibration import expected_calibration_error, fit_temperature, softmax
+from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights
 from .metrics import classification_report, confusion_matrix
 from .split import SPLITS, dataset_split

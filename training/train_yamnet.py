@@ -28,10 +28,11 @@ from monitor.constants import LABELS, SAMPLE_RATE, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
+from monitor.signal_helpers import softmax
 
 from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
-from .calibration import expected_calibration_error, fit_temperature, softmax
+from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SEED, dataset_split, split_summary
