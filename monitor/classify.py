@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,10 +141,6 @@ class WindowPredictions:
     audioset: np.ndarray
     wav2vec2: np.ndarray | None
 
-    def fused(self, index: int, cfg: Config) -> FusedWindow:
-        w2v = None if self.wav2vec2 is None else self.wav2vec2[index]
-        return fuse_window(self.yamnet[index], w2v, self.audioset[index], cfg.fusion)
-
     def model_probs(self, index: int) -> dict[str, np.ndarray]:
         probs = {"yamnet": self.yamnet[index]}
         if self.wav2vec2 is not None:
@@ -150,11 +148,21 @@ class WindowPredictions:
         return probs
 
 
-def predict_windows(classifiers: Classifiers, windows: np.ndarray, cfg: Config) -> WindowPredictions:
-    """Raw 16 kHz windows -> prepare_window -> both models, batched."""
+def predict_windows(classifiers: Classifiers, windows: np.ndarray, cfg: Config,
+                    record_time: Callable[[str, float], None] | None = None) -> WindowPredictions:
+    """Raw 16 kHz windows -> prepare_window -> both models, batched; ``record_time(model, ms)`` is told
+    how long each model's call took (the live pipeline's inference times)."""
     prepared = prepare_batch(windows, cfg.preprocess)
+    started = time.perf_counter()
     yamnet_probs, audioset = classifiers.yamnet.predict(prepared)
-    w2v = classifiers.wav2vec2.predict(prepared) if classifiers.wav2vec2 is not None else None
+    if record_time is not None:
+        record_time("yamnet", (time.perf_counter() - started) * 1000.0)
+    w2v = None
+    if classifiers.wav2vec2 is not None:
+        started = time.perf_counter()
+        w2v = classifiers.wav2vec2.predict(prepared)
+        if record_time is not None:
+            record_time("wav2vec2", (time.perf_counter() - started) * 1000.0)
     return WindowPredictions(yamnet=yamnet_probs, audioset=audioset, wav2vec2=w2v)
 
 

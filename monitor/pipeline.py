@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .capture import AudioBlock
-from .classify import Classifiers
+from .classify import Classifiers, predict_windows
 from .config import Config
 from .constants import SAMPLE_RATE
 from .counters import RunStats
@@ -26,7 +26,6 @@ from .events import Event, EventTracker
 from .fusion import FusedWindow, fuse_window
 from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
-from .preprocess import prepare_window
 from .sinks import EventSink
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
@@ -125,16 +124,8 @@ class Pipeline:
         return outcome
 
     def classify(self, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        prepared = prepare_window(window.samples, self.cfg.preprocess)[None]
-        t0 = time.perf_counter()
-        yamnet_probs, audioset = self.classifiers.yamnet.predict(prepared)
-        self._record_time("yamnet", t0)
-        probs = {"yamnet": yamnet_probs[0]}
-        if self.classifiers.wav2vec2 is not None:
-            t0 = time.perf_counter()
-            probs["wav2vec2"] = self.classifiers.wav2vec2.predict(prepared)[0]
-            self._record_time("wav2vec2", t0)
-        return probs, audioset[0]
+        predictions = predict_windows(self.classifiers, window.samples[None], self.cfg, self.stats.record_inference)
+        return predictions.model_probs(0), predictions.audioset[0]
 
     def publish(self, events: list[Event]) -> None:
         for event in events:
@@ -149,9 +140,6 @@ class Pipeline:
         self.publish(self.tracker.finish(self.stats.audio_seconds))
 
     # --- bookkeeping ---------------------------------------------------------------------------
-
-    def _record_time(self, model: str, t0: float) -> None:
-        self.stats.record_inference(model, (time.perf_counter() - t0) * 1000.0)
 
     def publish_status(self) -> None:
         if self.refresh_status is not None:
