@@ -485,14 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
-    from training.split import DEFAULT_SEED
+    from training.split import DEFAULT_SPLIT_SEED
 
     minutes = QUICK_W2V_MINUTES if args.quick else args.w2v_minutes
     return BuildOptions(
         data=(args.data or default_manifest_csv()).resolve(),
         yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
         init=args.init, w2v_minutes=minutes, out=(args.out or models_dir()).resolve(), force=args.force,
-        skip_eval=args.skip_eval, seed=DEFAULT_SEED if args.seed is None else args.seed, cfg=cfg)
+        skip_eval=args.skip_eval, seed=DEFAULT_SPLIT_SEED if args.seed is None else args.seed, cfg=cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

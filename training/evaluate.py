@@ -45,7 +45,7 @@ from monitor.paths import build_dir, default_manifest_csv
 from .calibration import expected_calibration_error
 from .data import Clip, load_dataset, manifest_sha256
 from .metrics import classification_report, confusion_matrix, grouped_accuracy, paired_bootstrap, roc_curves
-from .split import DEFAULT_SEED, SPLITS, dataset_split
+from .split import DEFAULT_SPLIT_SEED, SPLITS, dataset_split
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Selection:
     split_file: Path | None
 
 
-def select_clips(manifest: Path | None, split: str | None, seed: int = DEFAULT_SEED) -> Selection:
+def select_clips(manifest: Path | None, split: str | None, seed: int = DEFAULT_SPLIT_SEED) -> Selection:
     """The shared data's test split by default; all clips of any other manifest unless a split is named."""
     source = Path(manifest) if manifest is not None else default_manifest_csv()
     chosen = split or (DEFAULT_SPLIT if manifest is None else ALL_CLIPS)
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(parser)
     parser.add_argument("--models", type=Path, metavar="MANIFEST_JSON",
                         help="model manifest to evaluate (default: the config's models.manifest)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (must match the build's)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (must match the build's)")
     return parser
 
 

@@ -62,7 +62,8 @@ TRAIN_THREADS = 2
 THREAD_PROBE_STEPS = 3
 """Steps timed per thread count at the start of each epoch (the first of each is discarded as warm-up)."""
 DEFAULT_MAX_MINUTES = 10.0
-DEFAULT_SEED = 0
+DEFAULT_TRAINING_SEED = 0
+"""Seed of the Wav2Vec2 initialisation and batch order (the split has its own, ``DEFAULT_SPLIT_SEED``)."""
 INITIAL_RESERVE_SECONDS = 60.0
 """Time kept back for the final evaluation and saving until the first validation pass has been timed."""
 SAVE_MARGIN_SECONDS = 15.0
@@ -403,7 +404,7 @@ def _predictions(model: nn.Module, window_set: WindowSet, preprocess_cfg: Prepro
 
 
 def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
-                   max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_SEED, tiny: bool = False, *,
+                   max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_TRAINING_SEED, tiny: bool = False, *,
                    cfg: Config | None = None, settings: TrainSettings = TrainSettings(),
                    augment: AugmentParams = AugmentParams(), window_cache_dir: Path | None = None,
                    progress: bool = True, extra_metadata: dict | None = None) -> dict:
@@ -504,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--init", default=None, help="pretrained checkpoint folder or hub name; default: from scratch")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                         help="wall-clock budget of the whole run, loading included")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (the split has its own)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_TRAINING_SEED, help="training seed (the split has its own)")
     add_config_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
     args = parser.parse_args(argv)

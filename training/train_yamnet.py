@@ -35,7 +35,7 @@ from .cache import save_npz_atomic
 from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
-from .split import DEFAULT_SEED, dataset_split, split_summary
+from .split import DEFAULT_SPLIT_SEED, dataset_split, split_summary
 from .windows import WindowSet, build_window_set, gate_settings_used
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
@@ -321,7 +321,7 @@ def fit_and_evaluate(clips: list[Clip], split: dict[str, list[Clip]], cfg: Confi
     return head, {part: evaluate_head(head, features, clips, part) for part in parts}, timing
 
 
-def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = None,
+def run_training(manifest: Path, seed: int = DEFAULT_SPLIT_SEED, cfg: Config | None = None,
                  head_cfg: HeadConfig = HeadConfig(), out_dir: Path | None = None,
                  base: BaseModel | None = None, progress: bool = True) -> dict:
     """The whole branch; returns (and writes to ``out_dir``) the metadata with val/test metrics."""
@@ -348,7 +348,8 @@ def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=default_manifest_csv(), help="manifest CSV or label folder")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED,
+                        help="split seed, also seeding the head's training")
     add_config_option(parser)
     parser.add_argument("--copies", type=int, default=HeadConfig.augment_copies, help="augmented copies per window")
     parser.add_argument("--out", type=Path, default=None, help=f"head folder (default build/{HEAD_DIR_NAME})")

@@ -28,6 +28,7 @@ from monitor.signal_helpers import pad_to_window, rms_dbfs, split_frames, voiced
 
 from .cache import save_npz_atomic
 from .data import Clip, clips_signature
+from .options import apply_options
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ def conditioned_clip(clip: Clip, preprocess_cfg: PreprocessConfig) -> np.ndarray
     """The runtime's own conditioning chain, plus the training-only options when enabled in the config."""
     samples = load_clip(clip.path, preprocess_cfg)
     if preprocess_cfg.noise_reduction or preprocess_cfg.pitch_normalisation:
-        from .options import apply_options
-
         samples = apply_options(samples, preprocess_cfg)
     return samples
 
