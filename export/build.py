@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -40,7 +39,9 @@ from monitor.command import (
 )
 from monitor.config import Config
 from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
-from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
+from monitor.paths import REPO_ROOT, build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
+
+from .module_graph import import_closure, module_file
 
 log = logging.getLogger("export.build")
 
@@ -55,15 +56,13 @@ STAMP_DIR_NAME = "stamps"
 REPORT_DIR = Path("reports") / "eval"
 QUANTIZATION_SPLIT = "val"
 
-# Source files that make up each step's "code version" (module names; the files are hashed).
-DATA_CODE = ("training.data", "training.split", "training.windows", "training.augment", "training.options",
-             "training.calibration", "training.cache", "monitor.preprocess", "monitor.audiofile", "monitor.constants")
-YAMNET_CODE = (*DATA_CODE, "training.train_yamnet", "training.yamnet_features")
-WAV2VEC2_CODE = (*DATA_CODE, "training.train_wav2vec2")
-YAMNET_EXPORT_CODE = ("export.yamnet_onnx", "training.yamnet_features", "training.train_yamnet")
+# The modules each step's action calls into. Its "code version" is the hash of every project module they
+# import, directly or not (``export.module_graph.import_closure``), so no hand list can miss one.
+YAMNET_CODE = ("training.train_yamnet", "training.yamnet_features")
+WAV2VEC2_CODE = ("training.train_wav2vec2",)
+YAMNET_EXPORT_CODE = ("export.yamnet_onnx",)
 WAV2VEC2_EXPORT_CODE = ("export.wav2vec2_onnx",)
-EVAL_CODE = ("training.evaluate", "training.metrics", "training.data", "training.split", "monitor.classify",
-             "monitor.fusion", "monitor.gate", "monitor.windows", "monitor.preprocess", "monitor.audiofile")
+EVAL_CODE = ("training.evaluate", "monitor.classify")
 
 
 class BuildError(Exception):
@@ -76,15 +75,14 @@ def digest_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_version(modules: Iterable[str]) -> dict[str, str]:
-    """sha256 of each module's source file, found without importing it (torch stays unloaded)."""
-    versions = {}
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin:
-            raise BuildError(f"module {name} not found: is the checkout complete?")
-        versions[name] = sha256_file(spec.origin)
-    return versions
+def code_version(modules: Iterable[str], source_root: Path = REPO_ROOT) -> dict[str, str]:
+    """sha256 of the source file of each module and of every project module it imports, read without
+    importing anything (torch stays unloaded)."""
+    modules = list(modules)
+    missing = [name for name in modules if module_file(name, source_root) is None]
+    if missing:
+        raise BuildError(f"module {', '.join(missing)} not found: is the checkout complete?")
+    return {name: sha256_file(module_file(name, source_root)) for name in import_closure(modules, source_root)}
 
 
 def files_of(paths: Iterable[Path]) -> list[Path]:
@@ -131,6 +129,7 @@ class StepRunner:
     stamp_dir: Path
     total: int
     force: bool = False
+    source_root: Path = REPO_ROOT
     outcomes: list[StepOutcome] = field(default_factory=list)
 
     def _stamp_path(self, name: str) -> Path:
@@ -158,9 +157,10 @@ class StepRunner:
 
     def run(self, name: str, title: str, inputs: dict, code: Iterable[str],
             outputs: list[Path] | Callable[[dict], list[Path]], action: Callable[[], dict]) -> StepOutcome:
-        """``action`` does the work and returns a JSON-able result; ``outputs`` are the files / folders it makes
-        (or a function of the result that names them), checked by hash before a cached result is reused."""
-        versions = code_version(code)
+        """``action`` does the work and returns a JSON-able result; ``code`` names the modules it calls into
+        (their imports count too); ``outputs`` are the files / folders it makes (or a function of the result
+        that names them), checked by hash before a cached result is reused."""
+        versions = code_version(code, self.source_root)
         key = digest_json({"schema": STAMP_SCHEMA, "inputs": inputs, "code": versions})
         parts = _key_parts(inputs, versions)
         log.info("[%d/%d] %s", len(self.outcomes) + 1, self.total, title)
