@@ -28,6 +28,8 @@ from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
 from monitor.events import PHASE_END, PHASE_START
 from monitor.paths import REPO_ROOT
+from monitor.progress import log as progress_log
+from monitor.progress import progress_bar
 
 from .baseline import BaselineSpec
 from .score import DetectedEvent
@@ -181,17 +183,16 @@ def _stream_seconds(stream: Path) -> float:
     return float(sf.info(str(stream)).duration)
 
 
-def audio_progress(total_s: float, desc: str, disable: bool = False):
-    """A tqdm bar counting seconds of audio (on stderr)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total_s, desc=desc, unit="s", mininterval=PROGRESS_INTERVAL_S, disable=disable,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
+def audio_progress(total_s: float, desc: str, enabled: bool = True):
+    """Progress in seconds of audio: a bar on a terminal, else a log line now and then."""
+    return progress_bar(total=total_s, desc=desc, unit="s", enabled=enabled, mininterval=PROGRESS_INTERVAL_S,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None) -> Iterator:
-    """Blocks with a progress bar on stderr; stops at ``limit_s`` of audio when given."""
-    with audio_progress(min(total_s, limit_s or total_s), desc) as bar:
+def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None,
+                   show_progress: bool = True) -> Iterator:
+    """Blocks with their progress on stderr; stops at ``limit_s`` of audio when given."""
+    with audio_progress(min(total_s, limit_s or total_s), desc, enabled=show_progress) as bar:
         for block in blocks:
             if limit_s is not None and block.start_seconds >= limit_s:
                 return
@@ -214,7 +215,7 @@ class _Replay:
 
 
 def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
-                 record: WindowRecord | None = None) -> _Replay:
+                 record: WindowRecord | None = None, show_progress: bool = True) -> _Replay:
     """Models and replay wired as `nursery-monitor replay` wires them (plus the event log and window record)."""
     from monitor.capture import FileReplaySource
     from monitor.classify import load_classifiers
@@ -236,7 +237,7 @@ def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
 
     pipeline = Pipeline(cfg, classifiers, events, stream_start_wall=STREAM_EPOCH, on_window=on_window)
     source = _with_progress(FileReplaySource([stream], cfg.audio, cfg.preprocess), _stream_seconds(stream),
-                            "replay (ours)", limit_s)
+                            "replay (ours)", limit_s, show_progress)
     return _Replay(pipeline, events, source, load_seconds)
 
 
@@ -246,9 +247,9 @@ def _write_json(path: Path, doc: dict) -> None:
 
 # --- workers ---------------------------------------------------------------------------------------
 
-def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
+def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path, show_progress: bool = True) -> None:
     record = WindowRecord()
-    replay = _wire_replay(cfg, stream, record=record)
+    replay = _wire_replay(cfg, stream, record=record, show_progress=show_progress)
     with Stopwatch() as clock:
         stats = replay.pipeline.run(replay.source)
     detected = replay.events.finish(stats.audio_seconds)
@@ -265,7 +266,7 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
     record.save(windows)
 
 
-def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
+def worker_baseline(cfg: Config, stream: Path, result: Path, show_progress: bool = True) -> None:
     from monitor.classify import load_classifiers
 
     from .baseline import iter_pcm16_chunks, run_baseline
@@ -275,7 +276,7 @@ def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
     yamnet = load_classifiers(cfg).yamnet
     load_seconds = time.perf_counter() - t0
     spec = BaselineSpec()
-    with audio_progress(_stream_seconds(stream), "replay (baseline)") as bar, Stopwatch() as clock:
+    with audio_progress(_stream_seconds(stream), "replay (baseline)", show_progress) as bar, Stopwatch() as clock:
         run = run_baseline(iter_pcm16_chunks(stream), lambda w: yamnet.predict(w)[1], spec, on_chunk=bar.update)
     inference = {"yamnet_audioset": round(float(np.mean(run.inference_ms)), 3) if run.inference_ms else None}
     _write_json(result, {
@@ -288,10 +289,11 @@ def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
     })
 
 
-def worker_profile(cfg: Config, stream: Path, result: Path, text: Path, seconds: float) -> None:
+def worker_profile(cfg: Config, stream: Path, result: Path, text: Path, seconds: float,
+                   show_progress: bool = True) -> None:
     from .profile import profile_call
 
-    replay = _wire_replay(cfg, stream, limit_s=seconds)
+    replay = _wire_replay(cfg, stream, limit_s=seconds, show_progress=show_progress)
     report = profile_call(lambda: replay.pipeline.run(replay.source))
     text.write_text(report.text, encoding="utf-8")
     _write_json(result, {"seconds_profiled": seconds, **report.to_dict()})
@@ -307,7 +309,8 @@ class WorkerPaths:
     """profile: the pyinstrument text rendering."""
 
 
-def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0) -> dict:
+def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0,
+               show_progress: bool = True) -> dict:
     """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed)."""
     command = [sys.executable, "-m", "bench.replay", kind, "--stream", str(paths.stream), "--result", str(paths.result),
                "--profile-seconds", str(profile_seconds)]
@@ -317,6 +320,8 @@ def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_second
         command += ["--profile-text", str(paths.profile_text)]
     if config:
         command += ["--config", str(config)]
+    if not show_progress:
+        command.append("--quiet")
     env = {**os.environ, **SINGLE_THREAD_ENV,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     paths.result.unlink(missing_ok=True)
@@ -335,16 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-text", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=0.0)
     add_config_option(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
+    progress_log.setLevel(logging.INFO)  # off a terminal, progress comes as log lines
+    show = not args.quiet
     cfg = _single_threaded(load_config(args.config))
     if args.kind == "ours":
-        worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"))
+        worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"), show)
     elif args.kind == "baseline":
-        worker_baseline(cfg, args.stream, args.result)
+        worker_baseline(cfg, args.stream, args.result, show)
     else:
         worker_profile(cfg, args.stream, args.result, args.profile_text or args.result.with_suffix(".txt"),
-                       args.profile_seconds)
+                       args.profile_seconds, show)
     return 0
 
 

@@ -28,6 +28,7 @@ from monitor.config import Config, FusionConfig
 from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
 from monitor.model_manifest import ModelError, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
+from monitor.progress import progress_bar
 
 from .baseline import BaselineSpec
 from .replay import WorkerPaths, audio_progress, load_window_record, run_worker
@@ -90,10 +91,8 @@ def select_clips(manifest: Path, split: str) -> list:
 
 def decode_clips(clips: list, cfg: Config, progress: bool) -> list[SourceClip]:
     """Each clip through the runtime's conditioning chain (16 kHz); unreadable or silent clips are skipped."""
-    from tqdm import tqdm
-
     pool: list[SourceClip] = []
-    for clip in tqdm(clips, desc="decoding clips", unit="clip", disable=not progress):
+    for clip in progress_bar(clips, desc="decoding clips", unit="clip", enabled=progress):
         try:
             samples = load_clip(clip.path, cfg.preprocess)
         except AudioFileError as exc:
@@ -119,7 +118,7 @@ def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, file
                  progress: bool) -> dict:
     pool = decode_clips(select_clips(manifest, split), cfg, progress)
     plan = plan_stream(pool, spec)
-    with audio_progress(plan.seconds, "writing stream", disable=not progress) as bar:
+    with audio_progress(plan.seconds, "writing stream", enabled=progress) as bar:
         write_stream(plan, pool, files.stream, files.truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
     summary = {**plan.summary(), "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
                "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)},
@@ -225,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline replay")
     parser.add_argument("--reuse-stream", action="store_true",
                         help="replay the stream already in DIR instead of generating it again")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (nor progress lines off a terminal)")
     return parser
 
 
@@ -258,13 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         _models_manifest(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
         stream_summary = _stream(args, cfg, files)
-        ours = run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config)
+        show = not args.quiet
+        ours = run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config,
+                          show_progress=show)
         baseline = None if args.no_baseline else run_worker("baseline", WorkerPaths(files.stream, files.baseline),
-                                                            args.config)
+                                                            args.config, show_progress=show)
         profile = None
         if args.profile_seconds > 0:
             profile = run_worker("profile", WorkerPaths(files.stream, files.profile, profile_text=files.profile_text),
-                                 args.config, args.profile_seconds)
+                                 args.config, args.profile_seconds, show_progress=show)
         doc = evaluate(files, cfg, ours, baseline, profile, stream_summary, progress=not args.quiet)
     except (ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
         return fail("nursery-monitor bench", exc)

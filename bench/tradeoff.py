@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, YAMNET_AUDIOSET_CLASSES
+from monitor.progress import progress_bar
 
 from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
 from .score import DetectedEvent, ScoreSpec, TruthEvent, score_events
@@ -153,15 +154,13 @@ def live_setting(record: dict[str, np.ndarray], live: FusionConfig) -> Setting:
 def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str, str], device_id: str,
           truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
           progress: bool = True) -> list[SweepPoint]:
-    from tqdm import tqdm
-
     models = (BOTH_MODELS, YAMNET_ONLY) if has_wav2vec2(record) else (YAMNET_ONLY,)
     live_key = live_setting(record, live)
     settings = sorted({Setting(m, v, t, k, n) for m in models for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
                        for k, n in K_OF_N} | {live_key})
     points = []
     fused_key, fused = None, []
-    for setting in tqdm(settings, desc="threshold sweep", disable=not progress, mininterval=SWEEP_PROGRESS_S):
+    for setting in progress_bar(settings, desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S):
         fusion = setting.fusion(live)
         key = (setting.models, setting.require_vote, setting.enter_threshold)
         if key != fused_key:  # fusion does not depend on k-of-n: fuse once per (models, vote, threshold)

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from monitor.audiofile import AudioFileError, file_info
 from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
@@ -41,6 +40,7 @@ from monitor.constants import LABELS
 from monitor.fusion import MODEL_NAMES, VOTER_WAV2VEC2, VOTER_YAMNET, argmax_label, average_probabilities
 from monitor.model_manifest import ModelError
 from monitor.paths import build_dir, default_manifest_csv
+from monitor.progress import progress_bar
 
 from .calibration import expected_calibration_error
 from .data import Clip, load_dataset, manifest_sha256
@@ -120,7 +120,7 @@ def classify_clips(clips: Sequence[Clip], classifiers: Classifiers,
                    cfg: Config) -> tuple[list[ClipOutcome], list[SkippedClip]]:
     """Each clip through ``classify_clip``; an undecodable file is logged and listed, never silently lost."""
     outcomes, skipped = [], []
-    for clip in tqdm(clips, desc="evaluate", unit="clip"):
+    for clip in progress_bar(clips, desc="evaluate", unit="clip"):
         try:
             result = classify_clip(clip.path, classifiers, cfg)
         except AudioFileError as exc:

@@ -33,7 +33,6 @@ os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import Tens
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
 from monitor.classify import standardise
@@ -42,6 +41,7 @@ from monitor.config import Config, GateConfig, PreprocessConfig, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
+from monitor.progress import progress_bar
 from monitor.signal_helpers import softmax
 from monitor.windows import hop_samples_from_seconds
 
@@ -342,8 +342,8 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
         model.train()
         threads.start_epoch()
         epoch_start, losses, lr = time.monotonic(), [], peak_lr
-        bar = tqdm(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
-                   disable=not progress, leave=False)
+        bar = progress_bar(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
+                           enabled=progress, leave=False)
         for step_in_epoch, (inputs, labels) in enumerate(bar):
             step_start = time.monotonic()
             n_threads = threads.threads_for(step_in_epoch)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import webrtcvad
-from tqdm import tqdm
 
 from monitor.audiofile import load_clip
 from monitor.config import GateConfig, PreprocessConfig
 from monitor.constants import ALERT_LABELS, LABELS, VAD_FRAME_SAMPLES, WINDOW_SAMPLES
 from monitor.paths import build_dir
 from monitor.preprocess import clip_windows, frame_starts
+from monitor.progress import progress_bar
 from monitor.signal_helpers import pad_to_window, rms_dbfs, split_frames, voiced_frames
 
 from .cache import save_npz_atomic
@@ -139,7 +139,7 @@ def conditioned_clip(clip: Clip, preprocess_cfg: PreprocessConfig) -> np.ndarray
 def _compute_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int,
                         gate_cfg: GateConfig, progress: bool) -> WindowSet:
     parts: list[WindowSet] = []
-    for index, clip in enumerate(tqdm(clips, desc="windows", unit="clip", disable=not progress)):
+    for index, clip in enumerate(progress_bar(clips, desc="windows", unit="clip", enabled=progress)):
         samples = conditioned_clip(clip, preprocess_cfg)
         windows = clip_windows(samples, hop_samples)
         active = active_window_mask(samples, clip.label, hop_samples, gate_cfg)

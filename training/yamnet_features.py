@@ -27,7 +27,6 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-from tqdm import tqdm
 
 from monitor.command import setup_logging
 from monitor.constants import (
@@ -38,6 +37,7 @@ from monitor.constants import (
 )
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_yamnet_tflite
+from monitor.progress import progress_bar
 
 from .cache import save_npz_atomic
 
@@ -330,7 +330,7 @@ def run_batches(session: ort.InferenceSession, prepared: np.ndarray, batch_size:
     scores = np.zeros((len(prepared), YAMNET_AUDIOSET_CLASSES), np.float32)
     embeddings = np.zeros((len(prepared), YAMNET_EMBEDDING_SIZE), np.float32)
     starts = range(0, len(prepared), batch_size)
-    for start in tqdm(starts, desc="yamnet", unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc="yamnet", unit="batch", enabled=progress):
         batch = np.ascontiguousarray(prepared[start:start + batch_size], dtype=np.float32)
         out_scores, out_embeddings = session.run([SCORES_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
         scores[start:start + len(batch)] = out_scores
