@@ -45,6 +45,7 @@ class LogProgress:
         self._started = self._last_time = clock()
         self._last_step = 0
         self._reported_n: float | None = None
+        self._postfix = ""
 
     def __iter__(self) -> Iterator:
         for item in self.iterable or ():
@@ -66,10 +67,15 @@ class LogProgress:
         """How many ``LOG_EVERY_FRACTION`` steps ``fraction`` has passed (rounding-safe)."""
         return math.floor(fraction / LOG_EVERY_FRACTION + 1e-9)
 
+    def set_postfix(self, **fields: object) -> None:
+        """Figures shown beside the count (tqdm's postfix), e.g. the running loss."""
+        self._postfix = ", ".join(f"{key}={value}" for key, value in fields.items())
+
     def _log(self, now: float, fraction: float | None) -> None:
         done = f"{self.n:.0f}/{self.total:.0f} {self.unit} ({100 * fraction:.0f}%)" if fraction is not None \
             else f"{self.n:.0f} {self.unit}"
-        log.info("%s: %s, %.0f s", self.desc, done, now - self._started)
+        log.info("%s: %s, %.0f s%s", self.desc, done, now - self._started,
+                 f" ({self._postfix})" if self._postfix else "")
         self._last_time, self._reported_n = now, self.n
         if fraction is not None:
             self._last_step = self._step(fraction)

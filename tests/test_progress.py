@@ -38,9 +38,10 @@ def test_off_a_terminal_a_slow_loop_still_reports_every_30_seconds(caplog):
     with caplog.at_level(logging.INFO, logger="monitor.progress"):
         bar.update(10)
         now[0] = LOG_EVERY_SECONDS + 1
+        bar.set_postfix(loss="0.412")
         bar.update(10)
         bar.close()
-    assert _lines(caplog) == ["replay: 20/10000 s (0%), 31 s"], "one timed line, close adds no repeat"
+    assert _lines(caplog) == ["replay: 20/10000 s (0%), 31 s (loss=0.412)"], "one timed line, close adds no repeat"
 
 
 def test_on_a_terminal_a_bar_is_drawn(caplog):
