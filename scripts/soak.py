@@ -7,7 +7,7 @@ the rest of the run with the state after ``--warmup-minutes``: memory may grow b
 ``--max-growth-mb``, threads and the outbox may not grow, and every buffer stays within its declared bound.
 
     .venv/bin/python scripts/soak.py                      # 4 h; the real models if models/manifest.json exists
-    .venv/bin/python scripts/soak.py --models fake        # the tone models of tests/fake_models.py
+    .venv/bin/python scripts/soak.py --models fake        # the tone models of tests/helpers/fake_models.py
     .venv/bin/python scripts/soak.py --mqtt 127.0.0.1:1883  # also publish, and watch the outbox
 
 Prints one JSON document; exit 0 passed, 1 something grew, 2 unusable models or config.
@@ -229,9 +229,9 @@ def judge(samples: list[Sample], warmup_minutes: float, max_growth_mb: float, bo
 
 
 def write_fake_models(folder: Path) -> Path:
-    """tests/fake_models.py sits beside the tests, outside the installed packages."""
+    """The tone models of tests/helpers/ (the helpers package the tests share), outside the installed packages."""
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.fake_models import write_fake_models as write
+    from tests.helpers.fake_models import write_fake_models as write
 
     return write(folder)
 

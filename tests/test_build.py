@@ -12,7 +12,7 @@ from export.build import EVAL_CODE, WAV2VEC2_EXPORT_CODE, BuildError, StepRunner
 from export.module_graph import PROJECT_PACKAGES
 from monitor.model_manifest import read_manifest
 from monitor.paths import REPO_ROOT
-from tests.fake_models import write_fake_models
+from tests.helpers.fake_models import write_fake_models
 
 CODE = ("training.metrics",)
 

@@ -14,7 +14,7 @@ from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.gate import PASS_REASONS
 from monitor.pipeline import Pipeline, WindowOutcome
 from monitor.sinks import FanoutSink
-from tests.fake_models import TONE_HZ
+from tests.helpers.fake_models import TONE_HZ
 
 LOUD_NOISE_RMS = 0.1
 """The first recording's room: steady noise about -20 dBFS, so its noise floor sits there."""

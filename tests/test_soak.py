@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from tests.broker import HOST, Subscriber, wait_until
-from tests.test_daemon import REPO
+from tests.helpers.broker import HOST, Subscriber, wait_until
+from tests.helpers.daemon import REPO
 
 SOAK_SCRIPT = REPO / "scripts" / "soak.py"
 SHORT_HOURS = 10 / 60
