@@ -14,10 +14,11 @@ import numpy as np
 import soundfile as sf
 
 from monitor.audiofile import load_clip
+from monitor.command import setup_logging
 from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.paths import build_dir, default_manifest_csv
-from monitor.preprocess import rms_dbfs
+from monitor.signal_helpers import rms_dbfs
 from training.data import load_dataset, manifest_sha256
 from training.split import load_or_make_split, split_file_for
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=default_manifest_csv())
     parser.add_argument("--out", type=Path, default=build_dir() / "demo" / "demo.flac")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging("INFO")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     audio = compose(args.manifest)
     sf.write(args.out, audio, SAMPLE_RATE, subtype="PCM_16")

@@ -23,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
 from monitor.events import PHASE_END, PHASE_START
 from monitor.paths import REPO_ROOT
+from monitor.progress import log as progress_log
+from monitor.progress import progress_bar
 
 from .baseline import BaselineSpec
 from .score import DetectedEvent
@@ -180,17 +183,16 @@ def _stream_seconds(stream: Path) -> float:
     return float(sf.info(str(stream)).duration)
 
 
-def audio_progress(total_s: float, desc: str, disable: bool = False):
-    """A tqdm bar counting seconds of audio (on stderr)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total_s, desc=desc, unit="s", mininterval=PROGRESS_INTERVAL_S, disable=disable,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
+def audio_progress(total_s: float, desc: str, enabled: bool = True):
+    """Progress in seconds of audio: a bar on a terminal, else a log line now and then."""
+    return progress_bar(total=total_s, desc=desc, unit="s", enabled=enabled, mininterval=PROGRESS_INTERVAL_S,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None) -> Iterator:
-    """Blocks with a progress bar on stderr; stops at ``limit_s`` of audio when given."""
-    with audio_progress(min(total_s, limit_s or total_s), desc) as bar:
+def _with_progress(blocks: Iterable, total_s: float, desc: str, limit_s: float | None = None,
+                   show_progress: bool = True) -> Iterator:
+    """Blocks with their progress on stderr; stops at ``limit_s`` of audio when given."""
+    with audio_progress(min(total_s, limit_s or total_s), desc, enabled=show_progress) as bar:
         for block in blocks:
             if limit_s is not None and block.start_seconds >= limit_s:
                 return
@@ -213,7 +215,7 @@ class _Replay:
 
 
 def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
-                 record: WindowRecord | None = None) -> _Replay:
+                 record: WindowRecord | None = None, show_progress: bool = True) -> _Replay:
     """Models and replay wired as `nursery-monitor replay` wires them (plus the event log and window record)."""
     from monitor.capture import FileReplaySource
     from monitor.classify import load_classifiers
@@ -235,7 +237,7 @@ def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
 
     pipeline = Pipeline(cfg, classifiers, events, stream_start_wall=STREAM_EPOCH, on_window=on_window)
     source = _with_progress(FileReplaySource([stream], cfg.audio, cfg.preprocess), _stream_seconds(stream),
-                            "replay (ours)", limit_s)
+                            "replay (ours)", limit_s, show_progress)
     return _Replay(pipeline, events, source, load_seconds)
 
 
@@ -245,10 +247,10 @@ def _write_json(path: Path, doc: dict) -> None:
 
 # --- workers ---------------------------------------------------------------------------------------
 
-def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
+def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path, show_progress: bool = True) -> None:
     """The pipeline as configured (``models.wav2vec2_cascade`` included): its events, costs and window record."""
     record = WindowRecord()
-    replay = _wire_replay(cfg, stream, record=record)
+    replay = _wire_replay(cfg, stream, record=record, show_progress=show_progress)
     with Stopwatch() as clock:
         stats = replay.pipeline.run(replay.source)
     detected = replay.events.finish(stats.audio_seconds)
@@ -267,7 +269,7 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path) -> None:
     record.save(windows)
 
 
-def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
+def worker_baseline(cfg: Config, stream: Path, result: Path, show_progress: bool = True) -> None:
     from monitor.classify import load_classifiers
 
     from .baseline import iter_pcm16_chunks, run_baseline
@@ -277,7 +279,7 @@ def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
     yamnet = load_classifiers(cfg).yamnet
     load_seconds = time.perf_counter() - t0
     spec = BaselineSpec()
-    with audio_progress(_stream_seconds(stream), "replay (baseline)") as bar, Stopwatch() as clock:
+    with audio_progress(_stream_seconds(stream), "replay (baseline)", show_progress) as bar, Stopwatch() as clock:
         run = run_baseline(iter_pcm16_chunks(stream), lambda w: yamnet.predict(w)[1], spec, on_chunk=bar.update)
     inference = {"yamnet_audioset": round(float(np.mean(run.inference_ms)), 3) if run.inference_ms else None}
     _write_json(result, {
@@ -290,10 +292,11 @@ def worker_baseline(cfg: Config, stream: Path, result: Path) -> None:
     })
 
 
-def worker_profile(cfg: Config, stream: Path, result: Path, text: Path, seconds: float) -> None:
+def worker_profile(cfg: Config, stream: Path, result: Path, text: Path, seconds: float,
+                   show_progress: bool = True) -> None:
     from .profile import profile_call
 
-    replay = _wire_replay(cfg, stream, limit_s=seconds)
+    replay = _wire_replay(cfg, stream, limit_s=seconds, show_progress=show_progress)
     report = profile_call(lambda: replay.pipeline.run(replay.source))
     text.write_text(report.text, encoding="utf-8")
     _write_json(result, {"seconds_profiled": seconds, **report.to_dict()})
@@ -315,7 +318,7 @@ def _child_env() -> dict[str, str]:
 
 
 def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0,
-               cascade: bool = True) -> dict:
+               show_progress: bool = True, cascade: bool = True) -> dict:
     """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed).
     ``cascade=False`` runs Wav2Vec2 on every gated window, whatever the config says."""
     command = [sys.executable, "-m", "bench.replay", kind, "--stream", str(paths.stream), "--result", str(paths.result),
@@ -328,6 +331,8 @@ def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_second
         command += ["--profile-text", str(paths.profile_text)]
     if config:
         command += ["--config", str(config)]
+    if not show_progress:
+        command.append("--quiet")
     paths.result.unlink(missing_ok=True)
     completed = subprocess.run(command, env=_child_env(), cwd=str(REPO_ROOT), check=False)
     if completed.returncode != 0 or not paths.result.is_file():
@@ -365,20 +370,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=Path)
     parser.add_argument("--profile-text", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=0.0)
-    parser.add_argument("--config")
+    add_config_option(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     parser.add_argument("--no-cascade", action="store_true", help="Wav2Vec2 on every gated window")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
+    progress_log.setLevel(logging.INFO)  # off a terminal, progress comes as log lines
+    show = not args.quiet
     cfg = _single_threaded(load_config(args.config))
     if args.no_cascade:
         cfg.models.wav2vec2_cascade = False
     if args.kind == "ours":
-        worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"))
+        worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"), show)
     elif args.kind == "baseline":
-        worker_baseline(cfg, args.stream, args.result)
+        worker_baseline(cfg, args.stream, args.result, show)
     else:
         worker_profile(cfg, args.stream, args.result, args.profile_text or args.result.with_suffix(".txt"),
-                       args.profile_seconds)
+                       args.profile_seconds, show)
     return 0
 
 

@@ -27,15 +27,17 @@ class Bar:
         return f"{'>=' if self.higher_is_better else '<='} {self.limit:g}"
 
 
-FALSE_ALARM_BAR = Bar("false_alarms_per_hour", 0.05, False)
-"""About one false alarm a day."""
+FALSE_ALARM_BAR = Bar("false_alarms_per_hour", 0.5, False)
+"""On the test-split stream with insertions (issue 11)."""
 BARS = (
     FALSE_ALARM_BAR,
-    Bar("recall_10db_up.Crying", 0.98, True),
-    Bar("recall_10db_up.Screaming", 0.95, True),
+    Bar("recall_10db_up.Crying", 0.95, True),
+    Bar("recall_10db_up.Screaming", 0.90, True),
     Bar("latency_p95_s", 1.5, False),
-    Bar("rtf", 0.05, False),
-    Bar("peak_rss_mb", 300.0, False),
+    Bar("negative_stream.false_alarms_per_hour", 0.1, False),
+    Bar("rtf", 0.02, False),
+    Bar("monitor_peak_rss_mb", 200.0, False),
+    Bar("cascade.cpu_seconds_per_audio_hour", 20.0, False),
 )
 RECALL_BAR_PREFIX = "recall_10db_up."
 LATENCY_BAR = "latency_p95_s"
@@ -128,7 +130,14 @@ ROWS = (
     ("latency p95 (s)", "latency_p95_s"),
     ("rtf (wall s per audio s, 1 thread)", "rtf"),
     ("CPU s per audio hour", "cpu_seconds_per_audio_hour"),
-    ("peak RSS (MB)", "peak_rss_mb"),
+    ("CPU s per audio hour without the cascade", "cascade.cpu_seconds_per_audio_hour_without"),
+    ("events differing, cascade vs Wav2Vec2 on every window", "cascade.events_differing"),
+    ("Wav2Vec2 windows skipped by the cascade", "cascade.wav2vec2_skipped_windows"),
+    ("the monitor's peak RSS (MB), `nursery-monitor replay` alone", "monitor_peak_rss_mb"),
+    ("benchmark worker peak RSS (MB, holds the window record)", "peak_rss_mb"),
+    ("negative-only stream: hours", "negative_stream.hours"),
+    ("negative-only stream: false alarms per hour", "negative_stream.false_alarms_per_hour"),
+    ("negative-only stream: CPU s per audio hour", "negative_stream.cpu_seconds_per_audio_hour"),
     ("gate pass fraction", "gate_pass_fraction"),
     ("inference ms per window", "inference_ms_per_window"),
     ("torch / tensorflow imported", "heavy_modules_loaded"),
@@ -202,8 +211,9 @@ def _false_alarm_table(doc: dict) -> list[str]:
 def _tradeoff_section(tradeoff: dict) -> list[str]:
     chosen = tradeoff.get("recommended")
     lines = ["## Trade-off: recall against false alarms", "",
-             "Fusion and the event tracker re-run over the recorded window scores for every enter_threshold x "
-             "k-of-n x majority vote x models (both, or YAMNet alone; the rtf above is for the live models). "
+             "Fusion and the event tracker re-run over the recorded window scores (Wav2Vec2 on every gated window) "
+             "for every fusion (YAMNet alone, Wav2Vec2 alone, weighted averages, each with and without the majority "
+             "vote) x enter_threshold x k-of-n; the DET-style plot draws each fusion's frontier. "
              f"Re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}. "
              f"Every point: `{tradeoff['file']}`" + (f"; plot: `{tradeoff['plot']}`." if tradeoff.get("plot") else "."),
              ""]
@@ -212,11 +222,11 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
                   f"alarms/h, recall at >= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
                   f"latency p95 {fmt(chosen['latency_p95_s'])} s. Why: {tradeoff['reason']}.", ""]
     lines += ["Pareto frontier (one row per distinct result) and the live setting:", "",
-              "| models | vote | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
+              "| fusion | vote | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
               "| latency p95 (s) |", "|---|---|---|---|---|---|---|---|"]
     for p in tradeoff["frontier"]:
         live = " (live)" if p["is_live_config"] else ""
-        lines.append(f"| {p['models']}{live} | {fmt(p['require_vote'])} | {p['enter_threshold']:g} | "
+        lines.append(f"| {p['family']}{live} | {fmt(p['require_vote'])} | {p['enter_threshold']:g} | "
                      f"{p['k_windows']} of {p['n_windows']} | {p['false_alarms_per_hour']:g} | "
                      f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
                      f"{fmt(p['latency_p95_s'])} |")

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.audiofile import AudioFileError, load_clip
-from monitor.cli import default_config_path
-from monitor.config import Config, ConfigError, FusionConfig, load_config
+from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
+from monitor.config import Config, ConfigError, FusionConfig
 from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
 from monitor.model_manifest import ModelError, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
+from monitor.progress import progress_bar
 
 from .baseline import BaselineSpec
 from .replay import WorkerPaths, audio_progress, load_window_record, run_monitor, run_worker
@@ -37,7 +38,6 @@ from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE = 0, 1
 SECONDS_PER_HOUR = 3600.0
 DEFAULT_PROFILE_SECONDS = 600.0
 MERGE_MARGIN_S = 5.0
@@ -104,10 +104,8 @@ def select_clips(manifest: Path, split: str) -> list:
 
 def decode_clips(clips: list, cfg: Config, progress: bool) -> list[SourceClip]:
     """Each clip through the runtime's conditioning chain (16 kHz); unreadable or silent clips are skipped."""
-    from tqdm import tqdm
-
     pool: list[SourceClip] = []
-    for clip in tqdm(clips, desc="decoding clips", unit="clip", disable=not progress):
+    for clip in progress_bar(clips, desc="decoding clips", unit="clip", enabled=progress):
         try:
             samples = load_clip(clip.path, cfg.preprocess)
         except AudioFileError as exc:
@@ -140,7 +138,7 @@ def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, stre
 def write_planned_stream(pool: list[SourceClip], spec: StreamSpec, stream: Path, truth: Path, progress: bool) -> dict:
     """Plan and write one stream from decoded clips; returns its summary."""
     plan = plan_stream(pool, spec)
-    with audio_progress(plan.seconds, f"writing {stream.name}", disable=not progress) as bar:
+    with audio_progress(plan.seconds, f"writing {stream.name}", enabled=progress) as bar:
         write_stream(plan, pool, stream, truth, progress=lambda n: bar.update(n / SAMPLE_RATE))
     summary = {**plan.summary(), "spec": spec.to_dict()}
     log.info("%s: %.2f h, %d insertions %s", stream.name, summary["hours"], summary["insertions"],
@@ -287,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hours", type=float, default=StreamSpec.hours, help="stream length (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=StreamSpec.seed, help="stream layout seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/bench)")
-    parser.add_argument("--config", default=default_config_path(),
-                        help="YAML config, as for `run` (default: $NURSERY_CONFIG, ./config.yaml or the defaults)")
+    add_config_option(parser)
     parser.add_argument("--profile-seconds", type=float, default=DEFAULT_PROFILE_SECONDS,
                         help="audio to profile with pyinstrument; 0 = no profile (default: %(default)s)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline replay")
@@ -297,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--negative-hours", type=float, default=0.0,
                         help="also replay a negative-only stream this long (the split's Normal clips, two at once at "
                              "times): false alarms per hour where nothing should alert (default: none)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (nor progress lines off a terminal)")
     return parser
 
 
@@ -328,37 +325,41 @@ def _negative_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -
     pool = decode_clips(normal, cfg, not args.quiet)
     write_planned_stream(pool, spec, files.negative_stream, files.negative_truth, not args.quiet)
     return run_worker("ours", WorkerPaths(files.negative_stream, files.negative_run, windows=files.negative_windows),
-                      args.config)
+                      args.config, show_progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     files = BenchFiles.under((args.out or build_dir() / "reports" / "bench").resolve())
+    cfg = load_command_config("nursery-monitor bench", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     try:
         if args.hours <= 0 or args.negative_hours < 0:
             raise ValueError(f"--hours must be positive and --negative-hours not negative, got {args.hours}, "
                              f"{args.negative_hours}")
-        cfg = load_config(args.config)
         fusion = _resolved_fusion(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
         stream_summary = _stream(args, cfg, files)
-        runs = Runs(ours=run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config),
+        show = not args.quiet
+        runs = Runs(ours=run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config,
+                                    show_progress=show),
                     full=run_worker("ours", WorkerPaths(files.stream, files.ours_full, windows=files.windows_full),
-                                    args.config, cascade=False),
+                                    args.config, show_progress=show, cascade=False),
                     monitor=run_monitor(files.stream, files.monitor, args.config))
         if not args.no_baseline:
-            runs.baseline = run_worker("baseline", WorkerPaths(files.stream, files.baseline), args.config)
+            runs.baseline = run_worker("baseline", WorkerPaths(files.stream, files.baseline), args.config,
+                                       show_progress=show)
         if args.profile_seconds > 0:
             runs.profile = run_worker("profile", WorkerPaths(files.stream, files.profile,
                                                              profile_text=files.profile_text),
-                                      args.config, args.profile_seconds)
+                                      args.config, args.profile_seconds, show_progress=show)
         if args.negative_hours > 0:
             runs.negative = _negative_stream(args, cfg, files)
-        doc = evaluate(files, cfg, fusion, runs, stream_summary, progress=not args.quiet)
+        doc = evaluate(files, cfg, fusion, runs, stream_summary, progress=show)
     except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
-        print(f"nursery-monitor bench: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("nursery-monitor bench", exc)
     print(render_markdown(doc))
     print(f"written: {files.bench_json} and {files.bench_md}", file=sys.stderr)
     return EXIT_OK

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from monitor.constants import ALERT_LABELS, EPSILON, SAMPLE_RATE
+from monitor.constants import ALERT_LABELS, SAMPLE_RATE
 from monitor.gate import frame_levels_dbfs
+from monitor.signal_helpers import power_to_dbfs
 
 from .score import TruthEvent
 
@@ -217,7 +218,7 @@ def measure_activity(samples: np.ndarray) -> Activity | None:
         return None
     power = np.mean(np.power(10.0, levels[active] / 10.0))
     return Activity(start=int(active[0]) * ACTIVITY_FRAME_SAMPLES, end=int(active[-1] + 1) * ACTIVITY_FRAME_SAMPLES,
-                    level_dbfs=float(10 * np.log10(power + EPSILON)))
+                    level_dbfs=float(power_to_dbfs(power)))
 
 
 def make_source_clip(name: str, label: str, samples: np.ndarray, source: str = "") -> SourceClip | None:
@@ -365,7 +366,7 @@ class _Planner:
             index = int(self.rng.choice(self.background))
             tiles = _tile(index, self.clips[index].samples.size, span)
             power = _stem_power(tiles, self.clips, active_span)
-            if 10 * np.log10(power + EPSILON) > ACTIVITY_FLOOR_DBFS:
+            if power_to_dbfs(power) > ACTIVITY_FLOOR_DBFS:
                 gain = _gain_for(level, 10 * np.log10(power))
                 return [Placement(t.role, t.clip, t.start, t.offset, t.length, gain) for t in tiles]
         raise ValueError(f"no Normal clip with sound found for a bed after {BED_ATTEMPTS} attempts")

@@ -20,6 +20,7 @@ import numpy as np
 
 from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES
+from monitor.progress import progress_bar
 
 from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
 from .score import DetectedEvent, ScoreSpec, TruthEvent, score_events
@@ -211,12 +212,10 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
           truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
           progress: bool = True, settings: Sequence[Setting] | None = None) -> list[SweepPoint]:
     """Every setting's events over the record, scored against the truths."""
-    from tqdm import tqdm
-
     live_key = Setting.of(live)
     settings = default_settings(record, live) if settings is None else settings
     points = []
-    for setting in tqdm(settings, desc="threshold sweep", disable=not progress, mininterval=SWEEP_PROGRESS_S):
+    for setting in progress_bar(settings, desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S):
         events = replay_tracker(record, setting.fusion(live), versions, device_id, stream_seconds)
         score = score_events(truths, events, stream_seconds, score_spec)
         summary = score.to_dict()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -30,13 +29,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Config, ConfigError, load_config
+from monitor.command import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    add_config_option,
+    fail,
+    load_command_config,
+    setup_logging,
+)
+from monitor.config import Config
 from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
-from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
+from monitor.paths import REPO_ROOT, build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
+
+from .module_graph import import_closure, module_file
 
 log = logging.getLogger("export.build")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STAMP_SCHEMA = 1
 """Bump to invalidate every stamp (e.g. when the stamp format changes)."""
 QUICK_W2V_MINUTES = 3.0
@@ -48,23 +56,19 @@ STAMP_DIR_NAME = "stamps"
 REPORT_DIR = Path("reports") / "eval"
 QUANTIZATION_SPLIT = "val"
 
-# Source files that make up each step's "code version" (module names; the files are hashed).
-DATA_CODE = ("training.data", "training.split", "training.windows", "training.augment", "training.options",
-             "training.calibration", "training.cache", "monitor.preprocess", "monitor.audiofile", "monitor.constants")
-YAMNET_CODE = (*DATA_CODE, "training.train_yamnet", "training.yamnet_features")
-WAV2VEC2_CODE = (*DATA_CODE, "training.train_wav2vec2")
-YAMNET_EXPORT_CODE = ("export.yamnet_onnx", "training.yamnet_features", "training.train_yamnet")
+# The modules each step's action calls into. Its "code version" is the hash of every project module they
+# import, directly or not (``export.module_graph.import_closure``), so no hand list can miss one.
+YAMNET_CODE = ("training.train_yamnet", "training.yamnet_features")
+WAV2VEC2_CODE = ("training.train_wav2vec2",)
+YAMNET_EXPORT_CODE = ("export.yamnet_onnx",)
 WAV2VEC2_EXPORT_CODE = ("export.wav2vec2_onnx",)
-TUNE_CODE = ("bench.tune", "bench.tradeoff", "bench.stream", "bench.replay", "bench.run", "bench.score",
-             "monitor.pipeline", "monitor.fusion", "monitor.events", "monitor.gate", "monitor.windows",
-             "monitor.classify", "monitor.config", "monitor.preprocess", "monitor.audiofile", "training.augment")
+TUNE_CODE = ("bench.tune",)
 QUICK_TUNE_HOURS = 1.0
 """``--quick``: length of the negative tuning stream for CI and smoke runs."""
 TUNE_DIR = "tune"
 OPERATING_POINT_KEYS = ("fusion", "setting", "reason", "chosen", "tuned_on")
 """What the tuning step puts into the manifest's ``operating_point``."""
-EVAL_CODE = ("training.evaluate", "training.metrics", "training.data", "training.split", "monitor.classify",
-             "monitor.fusion", "monitor.gate", "monitor.windows", "monitor.preprocess", "monitor.audiofile")
+EVAL_CODE = ("training.evaluate", "monitor.classify")
 
 
 class BuildError(Exception):
@@ -77,15 +81,14 @@ def digest_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_version(modules: Iterable[str]) -> dict[str, str]:
-    """sha256 of each module's source file, found without importing it (torch stays unloaded)."""
-    versions = {}
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin:
-            raise BuildError(f"module {name} not found: is the checkout complete?")
-        versions[name] = sha256_file(spec.origin)
-    return versions
+def code_version(modules: Iterable[str], source_root: Path = REPO_ROOT) -> dict[str, str]:
+    """sha256 of the source file of each module and of every project module it imports, read without
+    importing anything (torch stays unloaded)."""
+    modules = list(modules)
+    missing = [name for name in modules if module_file(name, source_root) is None]
+    if missing:
+        raise BuildError(f"module {', '.join(missing)} not found: is the checkout complete?")
+    return {name: sha256_file(module_file(name, source_root)) for name in import_closure(modules, source_root)}
 
 
 def files_of(paths: Iterable[Path]) -> list[Path]:
@@ -132,6 +135,7 @@ class StepRunner:
     stamp_dir: Path
     total: int
     force: bool = False
+    source_root: Path = REPO_ROOT
     outcomes: list[StepOutcome] = field(default_factory=list)
 
     def _stamp_path(self, name: str) -> Path:
@@ -159,9 +163,10 @@ class StepRunner:
 
     def run(self, name: str, title: str, inputs: dict, code: Iterable[str],
             outputs: list[Path] | Callable[[dict], list[Path]], action: Callable[[], dict]) -> StepOutcome:
-        """``action`` does the work and returns a JSON-able result; ``outputs`` are the files / folders it makes
-        (or a function of the result that names them), checked by hash before a cached result is reused."""
-        versions = code_version(code)
+        """``action`` does the work and returns a JSON-able result; ``code`` names the modules it calls into
+        (their imports count too); ``outputs`` are the files / folders it makes (or a function of the result
+        that names them), checked by hash before a cached result is reused."""
+        versions = code_version(code, self.source_root)
         key = digest_json({"schema": STAMP_SCHEMA, "inputs": inputs, "code": versions})
         parts = _key_parts(inputs, versions)
         log.info("[%d/%d] %s", len(self.outcomes) + 1, self.total, title)
@@ -504,35 +509,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="models folder (default: models/ or $NURSERY_MODELS)")
     parser.add_argument("--force", action="store_true", help="re-run every step, ignoring cached results")
     parser.add_argument("--skip-eval", action="store_true", help="no test-split evaluation (test_metrics stay empty)")
-    parser.add_argument("--config", type=Path, help="config.yaml: preprocessing, gate, window and fusion settings")
+    add_config_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="split seed (default: the split module's)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, with the traceback of a failure")
     return parser
 
 
 def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
-    from training.split import DEFAULT_SEED
+    from training.split import DEFAULT_SPLIT_SEED
 
     minutes = QUICK_W2V_MINUTES if args.quick else args.w2v_minutes
     return BuildOptions(
         data=(args.data or default_manifest_csv()).resolve(),
         yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
-        init=args.init, w2v_minutes=minutes, tune_hours=QUICK_TUNE_HOURS if args.quick else args.tune_hours, out=(args.out or models_dir()).resolve(), force=args.force,
-        skip_eval=args.skip_eval, seed=DEFAULT_SEED if args.seed is None else args.seed, cfg=cfg)
+        init=args.init, w2v_minutes=minutes, tune_hours=QUICK_TUNE_HOURS if args.quick else args.tune_hours,
+        out=(args.out or models_dir()).resolve(), force=args.force,
+        skip_eval=args.skip_eval, seed=DEFAULT_SPLIT_SEED if args.seed is None else args.seed, cfg=cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.evaluate import setup_logging
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.w2v_minutes is not None and args.w2v_minutes <= 0:
         parser.error(f"--w2v-minutes must be positive, got {args.w2v_minutes:g}")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"build-models: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    cfg = load_command_config("build-models", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     setup_logging("DEBUG" if args.verbose else cfg.log_level)
     if not args.verbose:
         for handler in logging.getLogger().handlers:
@@ -540,8 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_build(options_from_args(args, cfg))
     except (BuildError, ModelError) as exc:
-        print(f"build-models: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("build-models", exc)
     return EXIT_OK
 
 

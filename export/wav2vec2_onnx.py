@@ -26,6 +26,7 @@ from optimum.exporters.onnx import main_export
 from transformers import Wav2Vec2ForSequenceClassification
 
 from monitor.classify import create_session
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, WINDOW_SAMPLES
 from monitor.model_manifest import variant_record
@@ -239,9 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: build/{STANDALONE_SUBDIR}; models/ is written by build-models "
                         "together with the manifest that pins the files' sha256)")
-    parser.add_argument("--config", type=Path, default=None, help="monitor config YAML (preprocess, window)")
+    add_config_option(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     for name in ("export", "training", __name__):  # not root: the quantiser logs a line per tensor there
         logging.getLogger(name).setLevel(logging.INFO)
     model_dir = args.model_dir or default_model_dir()

@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from monitor.audiofile import load_clip
+from monitor.command import setup_logging
 from monitor.config import PreprocessConfig
 from monitor.constants import LABELS, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES
 from monitor.paths import default_manifest_csv, default_yamnet_tflite, models_dir
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", type=Path, default=None, help="trained head folder (default: build/yamnet_head)")
     parser.add_argument("--out", type=Path, default=None, help=f"output ONNX (default: models/{MODEL_FILE})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     print(json.dumps(export_yamnet(args.tflite, args.head, args.out), indent=1))
 
 

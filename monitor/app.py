@@ -17,6 +17,7 @@ from pathlib import Path
 from .audiofile import AudioFileError, file_info
 from .capture import FileReplaySource, MicSource, list_devices
 from .classify import Classifiers, classify_clip, load_classifiers
+from .command import EXIT_FAILURE, EXIT_OK, fail
 from .config import Config
 from .health import StatusReporter, SystemdNotifier, Watchdog
 from .model_manifest import ModelError
@@ -29,12 +30,10 @@ OUTPUT_SETUP_ERRORS = (MqttSetupError, OutboxError, SinkError, OSError)
 
 log = logging.getLogger("monitor")
 
-EXIT_OK, EXIT_FAILURE = 0, 1
 
 
 def _fail(message: str) -> int:
-    print(f"nursery-monitor: {message}", file=sys.stderr)
-    return EXIT_FAILURE
+    return fail("nursery-monitor", message)
 
 
 def _load_models(cfg: Config) -> Classifiers | None:
@@ -165,7 +164,7 @@ def _readable_files(paths: list[str]) -> tuple[list[str], list[str]]:
                 raise AudioFileError(path, "contains no audio samples")
             good.append(path)
         except AudioFileError as exc:
-            print(f"nursery-monitor: {exc}", file=sys.stderr)
+            _fail(str(exc))
             bad.append(path)
     return good, bad
 
@@ -201,7 +200,7 @@ def classify_files(cfg: Config, args: argparse.Namespace) -> int:
         try:
             result = classify_clip(path, classifiers, cfg)
         except AudioFileError as exc:
-            print(f"nursery-monitor: {exc}", file=sys.stderr)
+            _fail(str(exc))
             failures += 1
             continue
         if args.json:

@@ -22,8 +22,9 @@ import numpy as np
 
 from .audiofile import AudioFileError, iter_conditioned_blocks
 from .config import AudioConfig, PreprocessConfig
-from .constants import EPSILON, SAMPLE_RATE
+from .constants import SAMPLE_RATE
 from .preprocess import Conditioner
+from .signal_helpers import SILENCE_DBFS, amplitude_to_dbfs, one_line
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ STOP_POLL_SECONDS = 0.1
 CLIP_LEVEL = 0.999
 """A raw input sample at or above this magnitude counts as clipped."""
 
-PEAK_FLOOR_DBFS = 10 * np.log10(EPSILON)
+PEAK_FLOOR_DBFS = SILENCE_DBFS
 """Peak level reported for digital silence (same floor as ``rms_dbfs``)."""
 
 WARNING_INTERVAL_SECONDS = 60.0
@@ -85,7 +86,7 @@ def peak_dbfs(samples: np.ndarray) -> float:
     peak = float(np.max(np.abs(samples)))
     if not np.isfinite(peak):
         return 0.0
-    return float(20 * np.log10(max(peak, np.sqrt(EPSILON))))
+    return amplitude_to_dbfs(peak)
 
 
 def count_clipped(samples: np.ndarray) -> int:
@@ -337,7 +338,7 @@ def _rescan_devices(sounddevice: Any) -> None:
             sounddevice._terminate()
             sounddevice._initialize()
     except (AttributeError, sounddevice.PortAudioError) as exc:
-        log.debug("could not rescan audio devices: %s", _one_line(exc))
+        log.debug("could not rescan audio devices: %s", one_line(exc))
 
 
 def _mono_or_native(sounddevice: Any, index: int | None, rate: float, device: InputDevice | None) -> int:
@@ -553,7 +554,7 @@ class MicSource:
             try:
                 stream = self._open(session)
             except Exception as exc:  # any failure to open means "retry later", never a crash
-                self._enter_error(f"cannot open input device: {_one_line(exc)}")
+                self._enter_error(f"cannot open input device: {one_line(exc)}")
                 self._pause(self._backoff.next_delay())
                 continue
             failure = self._watch(stream, session)
@@ -623,12 +624,7 @@ class MicSource:
         try:
             stream.close()
         except Exception as exc:  # a broken device may fail to close; it is dropped anyway
-            log.debug("closing the input stream failed: %s", _one_line(exc))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+            log.debug("closing the input stream failed: %s", one_line(exc))
 
 
 __all__ = [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +20,12 @@ import onnxruntime as ort
 from .audiofile import load_clip
 from .config import Config, FusionConfig
 from .constants import LABELS, WINDOW_SAMPLES
-from .fusion import FusedWindow, fuse_window
+from .fusion import FusedWindow, alert_probability, fuse_window
 from .gate import Gate
 from .model_manifest import ModelEntry, ModelError, read_manifest, verify_variant
 from .paths import models_dir
 from .preprocess import prepare_batch
+from .signal_helpers import pad_to_window, softmax
 from .windows import SlidingWindower, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,6 @@ def create_session(path: str | os.PathLike, threads: int) -> ort.InferenceSessio
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def standardise(windows: np.ndarray) -> np.ndarray:
@@ -90,7 +86,7 @@ class OnnxClassifier:
             per_window = [self.session.run(self._output_names, {self.entry.input_name: w[None]}) for w in batch]
             outputs = [np.concatenate(parts) for parts in zip(*per_window)]
         by_role = dict(zip(self.entry.outputs.keys(), outputs))
-        by_role["probs"] = softmax(by_role["logits"], self.entry.temperature)
+        by_role["probs"] = softmax(by_role["logits"], self.entry.temperature).astype(np.float32)
         return by_role
 
 
@@ -152,23 +148,38 @@ class WindowPredictions:
     audioset: np.ndarray
     wav2vec2: np.ndarray | None
 
-    def fused(self, index: int, cfg: Config) -> FusedWindow:
-        w2v = None if self.wav2vec2 is None else self.wav2vec2[index]
-        return fuse_window(self.yamnet[index], w2v, self.audioset[index], cfg.fusion.resolve())
+    wav2vec2_skipped: int = 0
+    """Windows the cascade left without Wav2Vec2 scores (NaN rows in ``wav2vec2``)."""
 
     def model_probs(self, index: int) -> dict[str, np.ndarray]:
         probs = {"yamnet": self.yamnet[index]}
-        if self.wav2vec2 is not None:
+        if self.wav2vec2 is not None and not np.isnan(self.wav2vec2[index, 0]):
             probs["wav2vec2"] = self.wav2vec2[index]
         return probs
 
 
-def predict_windows(classifiers: Classifiers, windows: np.ndarray, cfg: Config) -> WindowPredictions:
-    """Raw 16 kHz windows -> prepare_window -> both models, batched."""
+def predict_windows(classifiers: Classifiers, windows: np.ndarray, cfg: Config,
+                    record_time: Callable[[str, float], None] | None = None,
+                    wav2vec2_from: float = float("-inf")) -> WindowPredictions:
+    """Raw 16 kHz windows -> prepare_window -> both models, batched; ``record_time(model, ms)`` is told
+    how long each model's call took (the live pipeline's inference times). Wav2Vec2 runs only on windows whose
+    YAMNet alert probability reaches ``wav2vec2_from`` (the cascade; ``fusion.wav2vec2_decisive_from``)."""
     prepared = prepare_batch(windows, cfg.preprocess)
+    started = time.perf_counter()
     yamnet_probs, audioset = classifiers.yamnet.predict(prepared)
-    w2v = classifiers.wav2vec2.predict(prepared) if classifiers.wav2vec2 is not None else None
-    return WindowPredictions(yamnet=yamnet_probs, audioset=audioset, wav2vec2=w2v)
+    if record_time is not None:
+        record_time("yamnet", (time.perf_counter() - started) * 1000.0)
+    if classifiers.wav2vec2 is None:
+        return WindowPredictions(yamnet=yamnet_probs, audioset=audioset, wav2vec2=None)
+    wanted = alert_probability(yamnet_probs) >= wav2vec2_from
+    w2v = np.full(yamnet_probs.shape, np.nan, np.float32)
+    if wanted.any():
+        started = time.perf_counter()
+        w2v[wanted] = classifiers.wav2vec2.predict(prepared if wanted.all() else prepared[wanted])
+        if record_time is not None:
+            record_time("wav2vec2", (time.perf_counter() - started) * 1000.0)
+    return WindowPredictions(yamnet=yamnet_probs, audioset=audioset, wav2vec2=w2v,
+                             wav2vec2_skipped=int((~wanted).sum()))
 
 
 @dataclass
@@ -207,7 +218,7 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     window probabilities are averaged over them and fused like a single window."""
     windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
     gate = Gate(cfg.gate)
-    padded = samples if samples.size >= WINDOW_SAMPLES else np.pad(samples, (0, WINDOW_SAMPLES - samples.size))
+    padded = pad_to_window(samples)
     windows = windower.push(padded)
     kept = [w.samples for w in windows if gate.assess(w).passed]
     result = ClipResult(path=name, label="Normal", probs=_as_dict(_normal_only()), windows=len(windows),

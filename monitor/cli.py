@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-from pathlib import Path
 
 from . import __version__
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+from .command import EXIT_CONFIG, EXIT_OK, add_config_option, load_command_config, setup_logging
 
 EPILOG = """examples:
   nursery-monitor run --config /etc/nursery-monitor/config.yaml     live microphone, alerts to MQTT
@@ -36,14 +30,6 @@ DELEGATED = {
 """Commands handled by training / export / bench modules with their own option parsers."""
 
 
-def default_config_path() -> str | None:
-    """$NURSERY_CONFIG, else ./config.yaml if present, else built-in defaults."""
-    env = os.environ.get("NURSERY_CONFIG")
-    if env:
-        return env
-    return "config.yaml" if Path("config.yaml").is_file() else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nursery-monitor", description="Recognises infant crying and screaming and publishes alerts to MQTT.",
@@ -53,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--config", default=default_config_path(),
-                         help="YAML config (default: $NURSERY_CONFIG or ./config.yaml or built-in defaults)")
+        add_config_option(sub)
         return sub
 
     command("run", "Listen to the microphone and publish alerts (the service).")
@@ -95,18 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
 
-    from .config import ConfigError, default_yaml, describe, load_config
+    from .config import default_yaml, describe
 
     if args.command == "check-config" and args.defaults:
         print(default_yaml(), end="")
         return EXIT_OK
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"nursery-monitor: {exc}", file=sys.stderr)
+    cfg = load_command_config("nursery-monitor", args.config)
+    if cfg is None:
         return EXIT_CONFIG
-    logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.log_level)
     if args.command == "check-config":
         print(f"{args.config or '<defaults>'}: OK")
         for key, value, _ in describe(cfg):

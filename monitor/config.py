@@ -413,6 +413,14 @@ def parse_config(text: str, base_dir: Path = Path(".")) -> Config:
     return cfg
 
 
+def default_config_path() -> str | None:
+    """$NURSERY_CONFIG, else ./config.yaml if present, else None (built-in defaults)."""
+    env = os.environ.get("NURSERY_CONFIG")
+    if env:
+        return env
+    return "config.yaml" if Path("config.yaml").is_file() else None
+
+
 def load_config(path: str | os.PathLike | None) -> Config:
     """Load and validate ``path``; no path means all defaults (relative to the working directory)."""
     if path is None:

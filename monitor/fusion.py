@@ -110,9 +110,12 @@ def wav2vec2_decisive_from(fusion: FusionConfig) -> float:
     return (fusion.exit_threshold - (1.0 - share_yamnet)) / share_yamnet
 
 
-def alert_probability(probs: np.ndarray) -> float:
-    """Total probability of the alert labels."""
-    return float(sum(probs[LABELS.index(label)] for label in ALERT_LABELS))
+ALERT_ROWS = [LABELS.index(label) for label in ALERT_LABELS]
+
+
+def alert_probability(probs: np.ndarray) -> np.ndarray:
+    """Total probability of the alert labels, per row of a (..., 3) array."""
+    return np.sum(np.asarray(probs)[..., ALERT_ROWS], axis=-1)
 
 
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,

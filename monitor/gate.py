@@ -23,13 +23,11 @@ import numpy as np
 import webrtcvad
 
 from .config import GateConfig
-from .constants import EPSILON, SAMPLE_RATE, VAD_FRAME_SAMPLES, WINDOW_SAMPLES
+from .constants import SAMPLE_RATE, VAD_FRAME_SAMPLES, WINDOW_SAMPLES
+from .signal_helpers import power_to_dbfs, split_frames, voiced_frames
 from .windows import Window
 
 log = logging.getLogger(__name__)
-
-PCM16_FULL_SCALE = 32767
-"""webrtcvad takes 16-bit PCM."""
 
 HIGHPASS_TAPS = 511
 """Blackman windowed-sinc FIR: at 150 Hz, -48 dB at 80 Hz, -0.3 dB at 200 Hz; 16 ms group delay."""
@@ -67,17 +65,6 @@ class GateDecision:
 
 # --- pure signal helpers ---------------------------------------------------------------------
 
-def power_to_dbfs(power: np.ndarray | float) -> np.ndarray:
-    """Mean-square power -> dBFS; silence -> about -120 dBFS (EPSILON guards the log)."""
-    return 10.0 * np.log10(np.asarray(power, dtype=np.float64) + EPSILON)
-
-
-def split_frames(samples: np.ndarray, frame: int = VAD_FRAME_SAMPLES) -> np.ndarray:
-    """Whole frames of ``samples`` as rows; a trailing partial frame is left out."""
-    count = samples.size // frame
-    return np.asarray(samples[:count * frame], dtype=np.float32).reshape(count, frame)
-
-
 def frame_powers(frames: np.ndarray) -> np.ndarray:
     return np.mean(np.square(frames, dtype=np.float64), axis=1)
 
@@ -90,10 +77,6 @@ def frame_peaks_dbfs(frames: np.ndarray) -> np.ndarray:
 def frame_levels_dbfs(samples: np.ndarray, frame: int = VAD_FRAME_SAMPLES) -> np.ndarray:
     """RMS level of each whole frame of ``samples`` in dBFS."""
     return power_to_dbfs(frame_powers(split_frames(samples, frame)))
-
-
-def to_pcm16(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, -1.0, 1.0) * PCM16_FULL_SCALE).astype("<i2")
 
 
 def highpass_kernel(cutoff_hz: float, taps: int = HIGHPASS_TAPS) -> np.ndarray:
@@ -312,8 +295,7 @@ class Gate:
         self._pending, self._pending_filtered = audio[frames.size:].copy(), filtered[frames.size:].copy()
         if len(frames):
             band_db = power_to_dbfs(frame_powers(filtered_frames))
-            voiced = np.array([self._vad.is_speech(row.tobytes(), SAMPLE_RATE) for row in to_pcm16(filtered_frames)],
-                              dtype=bool)
+            voiced = voiced_frames(self._vad, filtered_frames)
             self._cache.store(frame_powers(frames), band_db, frame_peaks_dbfs(frames), voiced)
             self.floor.add(band_db)
         return self._cache

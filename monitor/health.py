@@ -4,7 +4,8 @@
 - ``Watchdog``: pets systemd's watchdog only while the audio loop keeps calling ``heartbeat()``, so a
   stalled loop stops the pings and systemd restarts the service.
 - ``StatusReporter`` / ``RuntimeStats``: what the status message reports (levels, gate pass rate,
-  inference times, counters); no I/O, the caller publishes ``snapshot()``.
+  inference times, counters); no I/O, the caller publishes ``snapshot()``. The counts are the pipeline's
+  ``RunStats`` (``monitor.counters``), read here, never counted twice.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import HealthConfig
-from .constants import EPSILON
+from .counters import Mark, RunStats
+from .signal_helpers import SILENCE_DBFS, amplitude_to_dbfs, one_line, power_to_dbfs
 
 if TYPE_CHECKING:
     from .capture import MicStats
@@ -39,14 +40,6 @@ WATCHDOG_PING_FRACTION = 0.5
 
 JOIN_TIMEOUT_SECONDS = 2.0
 
-TIMING_SAMPLES_KEPT = 4096
-"""Inference times kept per model and status interval (bounds memory if the interval is long)."""
-
-TIMING_PERCENTILE = 95
-
-SILENCE_DBFS = 10 * float(np.log10(EPSILON))
-"""Level reported for an interval without audio (same floor as ``preprocess.rms_dbfs``)."""
-
 
 # --- sd_notify -----------------------------------------------------------------------------------
 
@@ -56,10 +49,6 @@ def _socket_address(address: str) -> str | bytes:
     if address.startswith("@"):
         return b"\0" + address[1:].encode()
     return address
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class SystemdNotifier:
@@ -82,7 +71,7 @@ class SystemdNotifier:
         """Send ``KEY=value`` lines in one datagram; True when sent."""
         if self.address is None:
             return False
-        message = "\n".join(f"{key}={_one_line(str(value))}" for key, value in fields.items()).encode()
+        message = "\n".join(f"{key}={one_line(str(value))}" for key, value in fields.items()).encode()
         try:
             with self._lock:
                 if self._socket is None:
@@ -206,47 +195,18 @@ class Watchdog:
 # --- status --------------------------------------------------------------------------------------
 
 
-def _dbfs(power: float) -> float:
-    return float(10 * np.log10(power + EPSILON))
-
-
-@dataclass
-class TimingStats:
-    """Inference times (ms) of one model during the current status interval."""
-
-    samples_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES_KEPT))
-
-    def add(self, milliseconds: float) -> None:
-        self.samples_ms.append(float(milliseconds))
-
-    def summary(self) -> dict[str, Any]:
-        if not self.samples_ms:
-            return {"count": 0, "mean": None, "p95": None}
-        values = np.fromiter(self.samples_ms, dtype=np.float64)
-        return {"count": int(values.size), "mean": round(float(values.mean()), 2),
-                "p95": round(float(np.percentile(values, TIMING_PERCENTILE)), 2)}
-
-
 @dataclass
 class RuntimeStats:
-    """Everything the status message reports.
-
-    Interval fields (level, gate windows, inference times) cover the time since the last snapshot;
-    totals and the microphone counters are cumulative. One writer per field: the audio loop, except
-    ``mqtt_connected`` (the MQTT client thread assigns it).
+    """What the status message reports besides the run's counts: the level of the current interval
+    (since the last snapshot), and the latest microphone and MQTT state. One writer per field: the
+    audio loop, except ``mqtt_connected`` (the MQTT client thread assigns it).
     """
 
     # interval
     sum_squares: float = 0.0
     samples: int = 0
     peak: float = 0.0
-    gate_windows: int = 0
-    gate_passed: int = 0
-    inference: dict[str, TimingStats] = field(default_factory=dict)
-    # cumulative
-    windows_processed: int = 0
-    events_raised: int = 0
-    audio_seconds: float = 0.0
+    # latest
     mic_state: str | None = None
     clipped_samples: int = 0
     overflows: int = 0
@@ -257,39 +217,27 @@ class RuntimeStats:
 
     def reset_interval(self) -> None:
         self.sum_squares, self.samples, self.peak = 0.0, 0, 0.0
-        self.gate_windows = self.gate_passed = 0
-        self.inference = {}
 
 
 class StatusReporter:
-    """Collects ``RuntimeStats`` and says when the next status message is due; publishing is the caller's."""
+    """Collects levels and mic / MQTT state, reads the run's counters (``run``, the pipeline's
+    ``RunStats``) and says when the next status message is due; publishing is the caller's."""
 
-    def __init__(self, cfg: HealthConfig, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, cfg: HealthConfig, clock: Callable[[], float] = time.monotonic, run: RunStats | None = None):
         self.interval_seconds = cfg.status_interval_seconds
         self._clock = clock
         self._started = clock()
         self._interval_started = self._started
         self.stats = RuntimeStats()
+        self.run = run if run is not None else RunStats()
+        self._interval_mark = self.run.mark()
 
-    def record_block(self, samples: np.ndarray, end_seconds: float | None = None) -> None:
+    def record_block(self, samples: np.ndarray) -> None:
         """A conditioned 16 kHz block: feeds the mean (energy average) and peak level."""
         if samples.size:
             self.stats.sum_squares += float(np.sum(np.square(samples, dtype=np.float64)))
             self.stats.samples += int(samples.size)
             self.stats.peak = max(self.stats.peak, float(np.max(np.abs(samples))))
-        if end_seconds is not None:
-            self.stats.audio_seconds = end_seconds
-
-    def record_window(self, passed_gate: bool) -> None:
-        self.stats.windows_processed += 1
-        self.stats.gate_windows += 1
-        self.stats.gate_passed += int(passed_gate)
-
-    def record_inference(self, model: str, milliseconds: float) -> None:
-        self.stats.inference.setdefault(model, TimingStats()).add(milliseconds)
-
-    def record_events(self, count: int = 1) -> None:
-        self.stats.events_raised += count
 
     def update_mic(self, mic: MicStats) -> None:
         self.stats.mic_state = mic.state
@@ -310,23 +258,26 @@ class StatusReporter:
     def snapshot(self, now: float | None = None, reset: bool = True) -> dict[str, Any]:
         """The status message body (JSON-ready); by default starts a new interval."""
         now = self._clock() if now is None else now
-        body = build_status(self.stats, uptime_seconds=now - self._started,
+        body = build_status(self.stats, self.run, self._interval_mark, uptime_seconds=now - self._started,
                             interval_seconds=now - self._interval_started)
         if reset:
             self.stats.reset_interval()
+            self._interval_mark = self.run.mark()
             self._interval_started = now
         return body
 
 
-def build_status(stats: RuntimeStats, uptime_seconds: float, interval_seconds: float) -> dict[str, Any]:
-    """Pure: stats -> status dict."""
-    mean_dbfs = _dbfs(stats.sum_squares / stats.samples) if stats.samples else SILENCE_DBFS
-    peak_dbfs = float(20 * np.log10(max(stats.peak, np.sqrt(EPSILON)))) if stats.samples else SILENCE_DBFS
-    pass_rate = stats.gate_passed / stats.gate_windows if stats.gate_windows else None
+def build_status(stats: RuntimeStats, run: RunStats, since: Mark, uptime_seconds: float,
+                 interval_seconds: float) -> dict[str, Any]:
+    """Pure: levels and state, the run's counters and their values at the interval start -> status dict."""
+    mean_dbfs = float(power_to_dbfs(stats.sum_squares / stats.samples)) if stats.samples else SILENCE_DBFS
+    peak_dbfs = amplitude_to_dbfs(stats.peak) if stats.samples else SILENCE_DBFS
+    gate_windows, gate_passed = run.windows - since.windows, run.gated_windows - since.gated_windows
+    pass_rate = gate_passed / gate_windows if gate_windows else None
     return {
         "uptime_seconds": round(uptime_seconds, 1),
         "interval_seconds": round(interval_seconds, 1),
-        "audio_seconds": round(stats.audio_seconds, 1),
+        "audio_seconds": round(run.audio_seconds, 1),
         "mic": {
             "state": stats.mic_state,
             "level_mean_dbfs": round(mean_dbfs, 1),
@@ -336,11 +287,11 @@ def build_status(stats: RuntimeStats, uptime_seconds: float, interval_seconds: f
             "dropped_blocks": stats.dropped_blocks,
             "last_error": stats.mic_error,
         },
-        "gate": {"windows": stats.gate_windows, "passed": stats.gate_passed,
+        "gate": {"windows": gate_windows, "passed": gate_passed,
                  "pass_rate": None if pass_rate is None else round(pass_rate, 3)},
-        "inference_ms": {model: timing.summary() for model, timing in sorted(stats.inference.items())},
-        "windows_processed": stats.windows_processed,
-        "events_raised": stats.events_raised,
+        "inference_ms": run.inference_since(since),
+        "windows_processed": run.windows,
+        "events_raised": run.event_messages,
         "mqtt_connected": stats.mqtt_connected,
         "mqtt": stats.mqtt,
     }

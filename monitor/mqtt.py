@@ -41,6 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from .config import Config, HealthConfig, MqttConfig
 from .constants import ALERT_LABELS
 from .outbox import Outbox, OutboxMessage
+from .signal_helpers import one_line
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,6 @@ def discovery_messages(device_id: str, discovery_prefix: str, topics: Topics) ->
         }
         messages.append((f"{discovery_prefix.rstrip('/')}/binary_sensor/{object_id}/config", _to_json(config)))
     return messages
-
-
-def one_line(exc: BaseException | None) -> str:
-    text = " ".join(str(exc).split()) if exc is not None else ""
-    return text or (type(exc).__name__ if exc is not None else "unknown error")
 
 
 def _to_json(payload: dict) -> bytes:

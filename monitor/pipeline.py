@@ -11,33 +11,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
 from .capture import AudioBlock
-from .classify import Classifiers
+from .classify import Classifiers, predict_windows
 from .config import Config
 from .constants import SAMPLE_RATE
+from .counters import RunStats
 from .events import Event, EventTracker
-from .fusion import FusedWindow, alert_probability, fuse_window, wav2vec2_decisive_from
+from .fusion import FusedWindow, fuse_window, wav2vec2_decisive_from
 from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
-from .preprocess import prepare_window
 from .sinks import EventSink
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
-
-RECENT_EVENT_MESSAGES = 1000
-"""Event messages kept in ``RunStats.events``: all of them for any clip or test replay, a bounded tail for a
-daemon that runs for months."""
-
-INFERENCE_TIMES_KEPT = 10_000
-"""Inference times kept per model in ``RunStats.inference_ms``; when full, the older half is dropped."""
 
 
 @dataclass
@@ -49,28 +41,6 @@ class WindowOutcome:
     fused: FusedWindow | None
     model_probs: dict[str, np.ndarray]
     events: list[Event]
-
-
-@dataclass
-class RunStats:
-    audio_seconds: float = 0.0
-    windows: int = 0
-    gated_windows: int = 0
-    wav2vec2_skipped: int = 0
-    """Gated windows on which the cascade left Wav2Vec2 out (it could not change the outcome)."""
-    event_messages: int = 0
-    """Every event message published in this run."""
-    events: deque[dict] = field(default_factory=lambda: deque(maxlen=RECENT_EVENT_MESSAGES))
-    """The most recent ``RECENT_EVENT_MESSAGES`` of them, oldest first."""
-    inference_ms: dict[str, list[float]] = field(default_factory=dict)
-    processing_seconds: float = 0.0
-
-    @property
-    def gate_pass_fraction(self) -> float:
-        return self.gated_windows / self.windows if self.windows else 0.0
-
-    def mean_inference_ms(self) -> dict[str, float]:
-        return {model: float(np.mean(times)) for model, times in self.inference_ms.items() if times}
 
 
 class Pipeline:
@@ -98,7 +68,8 @@ class Pipeline:
         self.gate = Gate(cfg.gate)
         self.tracker = EventTracker(self.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
-        self.stats = RunStats()
+        self.stats: RunStats = self.reporter.run
+        """The one counter of this run, shared with the status reporter."""
 
     # --- the flow ------------------------------------------------------------------------------
 
@@ -115,11 +86,23 @@ class Pipeline:
         return self.stats
 
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
+        if block.discontinuity:
+            self.restart_stream(block.start_seconds)
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
-        self.reporter.record_block(block.samples, self.stats.audio_seconds)
+        self.reporter.record_block(block.samples)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
         self.idle()
         return outcomes
+
+    def restart_stream(self, start_seconds: float) -> None:
+        """The next block does not continue the previous one (a new replay file, a reopened microphone,
+        dropped capture blocks): no window may join the two, and the gate forgets the room, since another
+        recording, device or gain makes the old noise floor wrong (a floor learnt on a louder room would
+        hide a quieter cry; the gate's warm-up passes every audible frame, so forgetting costs model
+        calls, never a missed cry). The event tracker is kept: it runs on the audio clock, which does not
+        jump, and a cry that spans a short gap stays one event instead of alerting twice."""
+        self.windower.reset(start_seconds)
+        self.gate.reset()
 
     def idle(self) -> None:
         """Called after each block and, by a microphone source, while no audio arrives: the watchdog
@@ -131,11 +114,9 @@ class Pipeline:
 
     def process_window(self, window: Window) -> WindowOutcome:
         decision = self.gate.assess(window)
-        self.stats.windows += 1
-        self.reporter.record_window(decision.passed)
+        self.stats.record_window(decision.passed)
         fused, model_probs = None, {}
         if decision.passed:
-            self.stats.gated_windows += 1
             model_probs, audioset = self.classify(window)
             fused = fuse_window(model_probs["yamnet"], model_probs.get("wav2vec2"), audioset, self.fusion)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)
@@ -146,27 +127,15 @@ class Pipeline:
         return outcome
 
     def classify(self, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        prepared = prepare_window(window.samples, self.cfg.preprocess)[None]
-        t0 = time.perf_counter()
-        yamnet_probs, audioset = self.classifiers.yamnet.predict(prepared)
-        self._record_time("yamnet", t0)
-        probs = {"yamnet": yamnet_probs[0]}
-        if self.classifiers.wav2vec2 is None:
-            return probs, audioset[0]
-        if alert_probability(probs["yamnet"]) < self.wav2vec2_from:
-            self.stats.wav2vec2_skipped += 1
-        else:
-            t0 = time.perf_counter()
-            probs["wav2vec2"] = self.classifiers.wav2vec2.predict(prepared)[0]
-            self._record_time("wav2vec2", t0)
-        return probs, audioset[0]
+        predictions = predict_windows(self.classifiers, window.samples[None], self.cfg, self.stats.record_inference,
+                                      wav2vec2_from=self.wav2vec2_from)
+        self.stats.wav2vec2_skipped += predictions.wav2vec2_skipped
+        return predictions.model_probs(0), predictions.audioset[0]
 
     def publish(self, events: list[Event]) -> None:
         for event in events:
             payload = event.to_payload()
-            self.stats.event_messages += 1
-            self.stats.events.append(payload)
-            self.reporter.record_events()
+            self.stats.record_event(payload)
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
                      payload["confidence"])
             self.sink.handle_event(payload)
@@ -176,14 +145,6 @@ class Pipeline:
         self.publish(self.tracker.finish(self.stats.audio_seconds))
 
     # --- bookkeeping ---------------------------------------------------------------------------
-
-    def _record_time(self, model: str, t0: float) -> None:
-        milliseconds = (time.perf_counter() - t0) * 1000.0
-        self.reporter.record_inference(model, milliseconds)
-        times = self.stats.inference_ms.setdefault(model, [])
-        times.append(milliseconds)
-        if len(times) > INFERENCE_TIMES_KEPT:  # bounded: keep the recent half for means over long runs
-            del times[:INFERENCE_TIMES_KEPT // 2]
 
     def publish_status(self) -> None:
         if self.refresh_status is not None:

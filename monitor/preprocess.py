@@ -13,7 +13,8 @@ import numpy as np
 import soxr
 
 from .config import PreprocessConfig
-from .constants import EPSILON, SAMPLE_RATE, WINDOW_SAMPLES
+from .constants import SAMPLE_RATE, WINDOW_SAMPLES
+from .signal_helpers import pad_to_window, rms_dbfs
 
 
 def sanitize(samples: np.ndarray) -> np.ndarray:
@@ -32,14 +33,6 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     if samples.ndim != 2:
         raise ValueError(f"expected 1-D or 2-D audio, got shape {samples.shape}")
     return samples.mean(axis=1, dtype=np.float32)
-
-
-def rms_dbfs(samples: np.ndarray) -> float:
-    """RMS level in dBFS (full-scale sine ~ -3 dBFS); silence -> about -120."""
-    if samples.size == 0:
-        return float(10 * np.log10(EPSILON))
-    power = float(np.mean(np.square(samples, dtype=np.float64)))
-    return float(10 * np.log10(power + EPSILON))
 
 
 def remove_dc(window: np.ndarray) -> np.ndarray:
@@ -112,6 +105,5 @@ def frame_starts(n_samples: int, hop_samples: int, window_samples: int = WINDOW_
 
 def clip_windows(samples: np.ndarray, hop_samples: int) -> np.ndarray:
     """(n, 15600) windows of a 16 kHz clip, zero-padded when the clip is shorter than one window."""
-    if samples.size < WINDOW_SAMPLES:
-        samples = np.pad(samples, (0, WINDOW_SAMPLES - samples.size))
+    samples = pad_to_window(samples)
     return np.stack([samples[s:s + WINDOW_SAMPLES] for s in frame_starts(samples.size, hop_samples)])

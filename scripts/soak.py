@@ -7,7 +7,7 @@ the rest of the run with the state after ``--warmup-minutes``: memory may grow b
 ``--max-growth-mb``, threads and the outbox may not grow, and every buffer stays within its declared bound.
 
     .venv/bin/python scripts/soak.py                      # 4 h; the real models if models/manifest.json exists
-    .venv/bin/python scripts/soak.py --models fake        # the tone models of tests/fake_models.py
+    .venv/bin/python scripts/soak.py --models fake        # the tone models of tests/helpers/fake_models.py
     .venv/bin/python scripts/soak.py --mqtt 127.0.0.1:1883  # also publish, and watch the outbox
 
 Prints one JSON document; exit 0 passed, 1 something grew, 2 unusable models or config.
@@ -33,14 +33,16 @@ import numpy as np
 from bench.stream import SourceClip, StreamRenderer, StreamSpec, make_source_clip, plan_stream
 from monitor.capture import AudioClock
 from monitor.classify import load_classifiers
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, ConfigError, MqttConfig, load_config
 from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
+from monitor.counters import RECENT_EVENT_MESSAGES, RECENT_TIMES_KEPT
 from monitor.events import PHASE_START
 from monitor.model_manifest import ModelError
 from monitor.mqtt import MqttPublisher
 from monitor.outbox import Outbox
 from monitor.paths import REPO_ROOT, models_dir
-from monitor.pipeline import INFERENCE_TIMES_KEPT, RECENT_EVENT_MESSAGES, Pipeline
+from monitor.pipeline import Pipeline
 from monitor.sinks import EventSink, FanoutSink, MqttSink
 
 log = logging.getLogger("soak")
@@ -170,13 +172,13 @@ def buffer_sizes(pipeline: Pipeline) -> dict[str, int]:
         "window_samples": pipeline.windower.buffered_samples,
         "noise_floor_frames": pipeline.gate.floor.count,
         "recent_event_messages": len(pipeline.stats.events),
-        "inference_times": max((len(times) for times in pipeline.stats.inference_ms.values()), default=0),
+        "inference_times": max((len(timing.recent_ms) for timing in pipeline.stats.inference.values()), default=0),
     }
 
 
 def buffer_bounds(pipeline: Pipeline) -> dict[str, int]:
     return {"window_samples": WINDOW_SAMPLES, "noise_floor_frames": pipeline.gate.floor.capacity,
-            "recent_event_messages": RECENT_EVENT_MESSAGES, "inference_times": INFERENCE_TIMES_KEPT}
+            "recent_event_messages": RECENT_EVENT_MESSAGES, "inference_times": RECENT_TIMES_KEPT}
 
 
 def take_sample(pipeline: Pipeline, publisher: MqttPublisher | None, started: float) -> Sample:
@@ -227,16 +229,16 @@ def judge(samples: list[Sample], warmup_minutes: float, max_growth_mb: float, bo
 
 
 def write_fake_models(folder: Path) -> Path:
-    """tests/fake_models.py sits beside the tests, outside the installed packages."""
+    """The tone models of tests/helpers/ (the helpers package the tests share), outside the installed packages."""
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.fake_models import write_fake_models as write
+    from tests.helpers.fake_models import write_fake_models as write
 
     return write(folder)
 
 
 def configure(args: argparse.Namespace, workdir: Path) -> tuple[Config, str]:
-    """The config (the checkout's config.yaml by default) and which models it uses."""
-    cfg = load_config(args.config or (REPO_ROOT / "config.yaml"))
+    """The config (found as every command finds it) and which models it uses."""
+    cfg = load_config(args.config)
     use_real = args.models == "real" or (args.models == "auto" and (models_dir() / "manifest.json").is_file())
     if not use_real:
         cfg.models.manifest = str(write_fake_models(workdir / "models"))
@@ -312,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hours", type=float, default=DEFAULT_HOURS, help="audio to replay (default 4)")
     parser.add_argument("--models", choices=("auto", "real", "fake"), default="auto",
                         help="auto: the real models when models/manifest.json exists, else the fake tone models")
-    parser.add_argument("--config", help="YAML config (default: the checkout's config.yaml)")
+    add_config_option(parser)
     parser.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this broker (the outbox is watched)")
     parser.add_argument("--sample-minutes", type=float, default=DEFAULT_SAMPLE_MINUTES,
                         help="audio between two measurements (default 10)")
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours <= 0 or args.sample_minutes <= 0 or args.warmup_minutes < 0:
         print("soak: --hours and --sample-minutes must be positive, --warmup-minutes not negative", file=sys.stderr)
         return EXIT_UNUSABLE
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="nursery-soak-") as tmp:
         try:
             report = soak(args, Path(tmp))

@@ -1,5 +1,5 @@
 """Shared fixtures. Broker fixtures: a real mosquitto on loopback (skipped when it is not installed);
-``fake_models``: the tiny tone models of tests/fake_models.py and their manifest."""
+``fake_models``: the tiny tone models of tests/helpers/fake_models.py and their manifest."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker, find_mosquitto
-from tests.fake_models import write_fake_models
+from tests.helpers.broker import Broker, find_mosquitto
+from tests.helpers.fake_models import write_fake_models
 
 
 @pytest.fixture

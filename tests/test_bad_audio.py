@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from monitor.audiofile import AudioFileError
 from monitor.capture import FileReplaySource
 from monitor.config import AudioConfig, PreprocessConfig
-from tests.test_capture import RESAMPLE_TOLERANCE, assert_contiguous, expected_samples, tone, write_audio
+from tests.helpers.audio import RESAMPLE_TOLERANCE, assert_contiguous, expected_samples, tone, write_audio
 
 
 def replay(*paths: Path, block_seconds: float = 0.1, **kwargs) -> np.ndarray:

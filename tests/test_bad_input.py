@@ -29,10 +29,9 @@ from monitor.gate import PASS_REASONS, REASON_BELOW_FLOOR, REASON_SILENCE, Gate
 from monitor.model_manifest import sha256_file
 from monitor.preprocess import Conditioner, prepare_window
 from monitor.windows import SlidingWindower, hop_samples_from_seconds
-from tests.daemon_process import TRACEBACK, run_to_end
-from tests.fake_models import TONE_HZ
-from tests.test_capture import RESAMPLE_TOLERANCE
-from tests.test_daemon import cli, events_of, write_config
+from tests.helpers.audio import RESAMPLE_TOLERANCE
+from tests.helpers.daemon import TRACEBACK, cli, events_of, run_to_end, write_config
+from tests.helpers.fake_models import TONE_HZ
 
 CRY_HZ = TONE_HZ["Crying"]
 CRY_AMPLITUDE = 0.3

@@ -20,7 +20,7 @@ from bench.stream import (
     write_stream,
 )
 from monitor.constants import SAMPLE_RATE
-from monitor.preprocess import rms_dbfs
+from monitor.signal_helpers import rms_dbfs
 
 SPEC = StreamSpec(hours=0.1, seed=5, quiet_s=(20.0, 30.0), gap_s=(0.5, 3.0))
 LEADING_SILENCE_S = 0.8

@@ -7,8 +7,17 @@ import pytest
 
 from bench.replay import STREAM_EPOCH, VOTER_ROWS, EventLog
 from bench.score import TruthEvent
-from bench.tradeoff import (YAMNET_ALONE, Setting, SweepPoint, Targets, concat_records, det_curves, pareto_frontier,
-                            recommend, replay_tracker)
+from bench.tradeoff import (
+    YAMNET_ALONE,
+    Setting,
+    SweepPoint,
+    Targets,
+    concat_records,
+    det_curves,
+    pareto_frontier,
+    recommend,
+    replay_tracker,
+)
 from monitor.config import FusionConfig
 from monitor.constants import LABELS
 

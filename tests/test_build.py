@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from export.build import BuildError, StepRunner, install
+from export.build import EVAL_CODE, WAV2VEC2_EXPORT_CODE, BuildError, StepRunner, code_version, install
+from export.module_graph import PROJECT_PACKAGES
 from monitor.model_manifest import read_manifest
-from tests.fake_models import write_fake_models
+from monitor.paths import REPO_ROOT
+from tests.helpers.fake_models import write_fake_models
 
 CODE = ("training.metrics",)
 
@@ -98,3 +101,38 @@ def test_install_copies_files_and_is_idempotent(tmp_path: Path):
     assert install(document, staged.parent, out) is True
     read_manifest(out / "manifest.json")
     assert (out / "yamnet_classifier.onnx").read_bytes() == (staged.parent / "yamnet_classifier.onnx").read_bytes()
+
+
+# --- a step's code version: every project module its entry modules import ---------------------------------
+
+def _project_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for package in PROJECT_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.mark.parametrize("entry, touched, reruns", [
+    ("training.evaluate", "training/calibration.py", True),
+    ("training.evaluate", "monitor/config.py", True),
+    ("export.wav2vec2_onnx", "training/train_wav2vec2.py", True),
+    ("training.evaluate", "monitor/mqtt.py", False),
+])
+def test_touching_an_imported_module_reruns_the_step(tmp_path: Path, entry: str, touched: str, reruns: bool):
+    source_root = _project_copy(tmp_path)
+    action = CountingAction(tmp_path / "out.txt")
+
+    def run():
+        runner = StepRunner(tmp_path / "stamps", total=1, source_root=source_root)
+        return runner.run("step", "a step", {"x": 1}, (entry,), [action.out], action)
+
+    run()
+    with (source_root / touched).open("a") as handle:
+        handle.write("\n# an edit\n")
+    outcome = run()
+    assert (action.calls, outcome.cached) == ((2, False) if reruns else (1, True))
+
+
+def test_build_steps_cover_the_modules_they_import():
+    assert {"training.calibration", "monitor.config", "monitor.classify"} <= set(code_version(EVAL_CODE))
+    assert "training.train_wav2vec2" in code_version(WAV2VEC2_EXPORT_CODE)

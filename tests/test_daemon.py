@@ -1,4 +1,4 @@
-"""The real `nursery-monitor` process over its CLI, with the tiny tone models of tests/fake_models.py
+"""The real `nursery-monitor` process over its CLI, with the tiny tone models of tests/helpers/fake_models.py
 (offline, fast): events out of replay, MQTT payloads and retained topics, SIGTERM and SIGKILL."""
 
 from __future__ import annotations
@@ -12,60 +12,12 @@ import time
 from pathlib import Path
 
 import jsonschema
-import numpy as np
-import soundfile as sf
 
-from monitor.constants import SAMPLE_RATE
 from monitor.events import EVENT_SCHEMA_PATH
-from tests.broker import Subscriber, wait_until
-from tests.fake_models import TONE_HZ
+from tests.helpers.broker import Subscriber, wait_until
+from tests.helpers.daemon import REPO, cli, events_of, start_cli, tone_scene, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 SHUTDOWN_LIMIT_SECONDS = 2.0
-
-
-def tone_scene(path: Path, parts: list[tuple[str | None, float]], seed: int = 0) -> Path:
-    """Consecutive parts: a label's tone, or quiet room noise (None)."""
-    rng = np.random.default_rng(seed)
-    chunks = []
-    for label, seconds in parts:
-        n = int(seconds * SAMPLE_RATE)
-        noise = 1e-4 * rng.standard_normal(n)  # -80 dBFS: below the gate's silence level
-        if label is None:
-            chunks.append(noise)
-        else:
-            t = np.arange(n) / SAMPLE_RATE
-            chunks.append(0.3 * np.sin(2 * np.pi * TONE_HZ[label] * t) + noise)
-    sf.write(str(path), np.concatenate(chunks).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
-    return path
-
-
-def write_config(tmp_path: Path, manifest: Path, broker=None, **sections) -> Path:
-    mqtt = {"enabled": broker is not None, "outbox_path": str(tmp_path / "outbox.sqlite"),
-            "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0}
-    if broker is not None:
-        mqtt.update(host="127.0.0.1", port=broker.port)
-    config = {"device_id": "testroom", "models": {"manifest": str(manifest), "use_wav2vec2": False},
-              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}}
-    for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-
-
-def start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def events_of(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def test_replay_turns_a_cry_into_one_event_with_start_and_end(tmp_path, fake_models):

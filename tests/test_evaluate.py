@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.constants import LABELS
-from tests.fake_models import write_fake_models, write_tone
+from tests.helpers.fake_models import write_fake_models, write_tone
 
 # label -> stored sample rates of its clips; one 8 kHz clip per alert label makes the per-rate table non-trivial
 CLIP_RATES = {"Crying": [16000, 8000, 8000], "Screaming": [16000, 8000], "Normal": [16000, 16000, 16000]}

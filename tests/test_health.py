@@ -6,7 +6,6 @@ import configparser
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from monitor.capture import MIC_ERROR, MicStats
 from monitor.config import HealthConfig
+from monitor.counters import RECENT_TIMES_KEPT, Mark, RunStats
 from monitor.health import (
     SILENCE_DBFS,
     StatusReporter,
@@ -27,34 +27,9 @@ from monitor.health import (
     status_line,
     watchdog_interval,
 )
+from tests.helpers.systemd import NotifySocket
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "nursery-monitor.service"
-RECEIVE_TIMEOUT_SECONDS = 5.0
-
-
-class NotifySocket:
-    """What systemd listens on: a unix datagram socket (a path, or '@name' in the abstract namespace)."""
-
-    def __init__(self, address: str):
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
-
-    def receive(self, timeout: float = RECEIVE_TIMEOUT_SECONDS) -> str | None:
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(4096).decode()
-        except TimeoutError:
-            return None
-
-    def drain(self) -> list[str]:
-        messages = []
-        while (message := self.receive(timeout=0.001)) is not None:
-            messages.append(message)
-        return messages
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -195,13 +170,15 @@ def test_status_reports_levels_gate_rate_and_inference_times():
     quiet = np.full(1600, 0.01, np.float32)
     loud = np.full(1600, -0.5, np.float32)
     reporter.record_block(quiet)
-    reporter.record_block(loud, end_seconds=0.2)
+    reporter.record_block(loud)
+    reporter.run.audio_seconds = 0.2
     for passed in (True, False, False, True):
-        reporter.record_window(passed)
+        reporter.run.record_window(passed)
     for ms in range(1, 101):
-        reporter.record_inference("yamnet", float(ms))
-    reporter.record_inference("wav2vec2", 40.0)
-    reporter.record_events(2)
+        reporter.run.record_inference("yamnet", float(ms))
+    reporter.run.record_inference("wav2vec2", 40.0)
+    for phase in ("start", "end"):
+        reporter.run.record_event({"phase": phase})
     reporter.update_mic(MicStats(MIC_ERROR, overflows=3, dropped_blocks=1, clipped_samples=7, peak_dbfs=-6.0,
                                  last_error="device gone", reopened=1, capture_rate=48000))
     reporter.set_mqtt_connected(True)
@@ -232,9 +209,9 @@ def test_snapshot_starts_a_new_interval_but_keeps_totals():
     clock = FakeClock()
     reporter = StatusReporter(HealthConfig(status_interval_seconds=10.0), clock=clock)
     reporter.record_block(np.full(100, 0.5, np.float32))
-    reporter.record_window(True)
-    reporter.record_inference("yamnet", 12.0)
-    reporter.record_events()
+    reporter.run.record_window(True)
+    reporter.run.record_inference("yamnet", 12.0)
+    reporter.run.record_event({"phase": "start"})
     clock.now += 10.0
     reporter.snapshot()
     clock.now += 3.0
@@ -253,8 +230,8 @@ def test_status_is_json_ready():
     import json
 
     reporter = StatusReporter(HealthConfig(), clock=FakeClock())
-    reporter.record_inference("yamnet", 3.0)
-    text = json.dumps(build_status(reporter.stats, uptime_seconds=1.0, interval_seconds=1.0))
+    reporter.run.record_inference("yamnet", 3.0)
+    text = json.dumps(build_status(reporter.stats, reporter.run, Mark(), uptime_seconds=1.0, interval_seconds=1.0))
     assert json.loads(text)["inference_ms"]["yamnet"]["count"] == 1
     assert "mqtt off" in status_line(json.loads(text))
 
@@ -297,3 +274,18 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if UNIT.name in line]
     assert result.returncode == 0 and complaints == [], "\n".join(complaints) or result.stderr
+
+
+def test_run_counters_keep_exact_sums_over_a_long_run():
+    run = RunStats()
+    times = np.arange(1, 3 * RECENT_TIMES_KEPT + 1, dtype=np.float64)
+    for ms in times:
+        run.record_inference("yamnet", ms)
+    timing = run.inference["yamnet"]
+
+    assert run.mean_inference_ms() == {"yamnet": pytest.approx(times.mean())}, "the mean covers the whole run"
+    assert (timing.count, timing.max_ms, len(timing.recent_ms)) == (times.size, times.max(), RECENT_TIMES_KEPT)
+    mark = run.mark()
+    for ms in (5.0, 7.0):
+        run.record_inference("yamnet", ms)
+    assert run.inference_since(mark) == {"yamnet": {"count": 2, "mean": 6.0, "p95": pytest.approx(6.9)}}

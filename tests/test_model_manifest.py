@@ -18,7 +18,7 @@ from export.manifest import (
 from monitor.config import Config
 from monitor.constants import LABELS
 from monitor.model_manifest import ModelError, read_manifest, sha256_file, verify_variant, write_manifest
-from tests.fake_models import make_fake_yamnet, write_fake_models
+from tests.helpers.fake_models import make_fake_yamnet, write_fake_models
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ import pytest
 from monitor.config import MqttConfig
 from monitor.mqtt import OFFLINE, ONLINE, MqttPublisher, Topics, discovery_messages, state_change
 from monitor.outbox import Outbox
-from tests.broker import HOST, Broker, SilentBroker, Subscriber, wait_until
+from tests.helpers.broker import HOST, Broker, SilentBroker, Subscriber, first_copies, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -228,17 +228,6 @@ def test_broker_outage_longer_than_backoff_loses_and_repeats_nothing(broker, mak
 
     wait_until(lambda: len(published()) >= len(sent))
     assert published() == sent, "every event once, in order, payload intact"
-
-
-def first_copies(received: list) -> list[dict]:
-    """What a consumer deduping on message_id keeps: the first copy of each message."""
-    seen, kept = set(), []
-    for message in received:
-        payload = message.json()
-        if payload["message_id"] not in seen:
-            seen.add(payload["message_id"])
-            kept.append(payload)
-    return kept
 
 
 def test_broker_killed_with_messages_in_flight_loses_nothing(broker, make_publisher, subscribers):

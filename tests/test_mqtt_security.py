@@ -9,14 +9,22 @@ import pytest
 from monitor.config import MqttConfig, TlsConfig, parse_config
 from monitor.mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from monitor.outbox import Outbox
-from tests.broker import HOST, Broker, Subscriber, TlsFiles, make_ca, wait_until
+from tests.helpers.broker import (
+    HOST,
+    PASSWORD,
+    PASSWORD_ENV,
+    USER,
+    WRONG_PASSWORD,
+    Broker,
+    Subscriber,
+    TlsFiles,
+    make_ca,
+    wait_until,
+)
 
 pytestmark = pytest.mark.broker
 
 DEVICE = "nursery-sec"
-USER, PASSWORD = "monitor", "Corr3ct-horse-battery"
-WRONG_PASSWORD = "Wr0ng-staple-donkey"
-PASSWORD_ENV = "NURSERY_TEST_MQTT_PASSWORD"
 FAST_RECONNECT = {"reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.3}
 RETRIES_SEEN = 3
 CLOSE_TIMEOUT = 3.0

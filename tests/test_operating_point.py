@@ -22,7 +22,7 @@ from monitor.constants import ALERT_LABELS
 from monitor.fusion import alert_probability, fuse_window, wav2vec2_decisive_from
 from monitor.model_manifest import ModelError, read_manifest
 from monitor.pipeline import Pipeline
-from tests.fake_models import write_fake_models, write_tone
+from tests.helpers.fake_models import write_fake_models, write_tone
 
 TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "require_vote": False, "enter_threshold": 0.8,
          "exit_threshold": 0.5, "k_windows": 3, "n_windows": 4, "min_duration_seconds": 0.5}
@@ -168,3 +168,38 @@ def test_choose_never_picks_a_setting_deaf_to_a_label():
     chosen, _ = choose([point(0.0, 0.0, 1.0, 1.0, 0.95), point(0.05, 0.6, 0.5, 1.0, 0.8)], spec)
     assert chosen.setting.enter_threshold == 0.8
 
+
+
+# --- the tuning streams ----------------------------------------------------------------------------
+
+def _tone_clips(folder: Path, split: str, labels: list[str]) -> list:
+    from training.data import Clip
+
+    return [Clip(write_tone(folder / f"{split}-{i}-{label}.wav", label, seconds=3.0, seed=i), label,
+                 f"{split}-{i}", "tones", 3.0, 16000) for i, label in enumerate(labels)]
+
+
+def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: Path):
+    from bench.stream import read_background, read_truth
+    from bench.tune import TuneFiles, tune_operating_point
+
+    split = {"train": _tone_clips(tmp_path, "train", ["Normal"] * 4 + ["Crying"]),
+             "val": _tone_clips(tmp_path, "val", ["Normal"] * 3 + ["Crying", "Screaming"]),
+             "test": _tone_clips(tmp_path, "test", ["Normal", "Crying", "Screaming"])}
+    manifest = write_fake_models(tmp_path / "models")
+    cfg = parse_config("fusion:\n  require_vote: false\n")
+    spec = TuneSpec(negative_hours=0.04, negative_parts=2, positive_hours=0.1)
+    result = tune_operating_point(split, manifest, cfg, tmp_path / "tune", spec, progress=False)
+
+    assert set(result["fusion"]) == set(OPERATING_POINT_KEYS)
+    FusionConfig().resolve(result["fusion"])  # valid for the runtime
+    files = TuneFiles(tmp_path / "tune")
+    sounded = []
+    for audio, truth in [files.negative(0), files.negative(1), files.positive]:
+        assert audio.is_file()
+        sounded += [b.clip for b in read_background(truth)] + [t.clip for t in read_truth(truth)[0]]
+    assert sounded and not any(name.startswith("test-") for name in sounded)
+    negatives = [b.clip for part in (0, 1) for b in read_background(files.negative(part)[1])]
+    assert all(name.startswith(("train-", "val-")) for name in negatives)
+    assert all(t.clip.startswith("val-") for t in read_truth(files.positive[1])[0])
+    assert sum(result["tuned_on"]["insertions"].values()) >= 3

@@ -24,12 +24,10 @@ from monitor import app, capture
 from monitor.capture import MIC_ERROR, MIC_OK, Backoff
 from monitor.config import load_config
 from monitor.mqtt import Topics
-from tests.broker import Subscriber, wait_until
-from tests.daemon_process import RunningDaemon, queued_events, set_top_level, stderr_problems
-from tests.test_capture import FakeDevice
-from tests.test_daemon import tone_scene, write_config
-from tests.test_health import NotifySocket
-from tests.test_mqtt import first_copies
+from tests.helpers.audio import FakeDevice
+from tests.helpers.broker import Subscriber, first_copies, wait_until
+from tests.helpers.daemon import RunningDaemon, queued_events, set_top_level, stderr_problems, tone_scene, write_config
+from tests.helpers.systemd import NotifySocket
 
 DEVICE_ID = "testroom"
 TOPICS = Topics.for_device("nursery", DEVICE_ID)

@@ -13,10 +13,18 @@ from pathlib import Path
 import pytest
 
 from monitor.mqtt import Topics
-from tests.broker import Broker, Subscriber, TlsFiles, make_ca, wait_until
-from tests.daemon_process import RunningDaemon, set_top_level, stderr_problems
-from tests.test_daemon import tone_scene, write_config
-from tests.test_mqtt_security import PASSWORD, PASSWORD_ENV, USER, WRONG_PASSWORD
+from tests.helpers.broker import (
+    PASSWORD,
+    PASSWORD_ENV,
+    USER,
+    WRONG_PASSWORD,
+    Broker,
+    Subscriber,
+    TlsFiles,
+    make_ca,
+    wait_until,
+)
+from tests.helpers.daemon import RunningDaemon, set_top_level, stderr_problems, tone_scene, write_config
 
 pytestmark = pytest.mark.broker
 

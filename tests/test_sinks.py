@@ -12,7 +12,7 @@ from monitor.config import MqttConfig
 from monitor.mqtt import MqttPublisher, Topics
 from monitor.outbox import Outbox
 from monitor.sinks import EventSink, FanoutSink, JsonlSink, MqttSink, PrintSink, SinkError, describe_event
-from tests.broker import HOST, Subscriber
+from tests.helpers.broker import HOST, Subscriber
 
 EVENTS = [
     {"schema": 1, "event_id": "ab12", "seq": 0, "phase": "start", "label": "Crying", "message_id": "ab12:0",

@@ -16,8 +16,9 @@ from monitor.config import Config, PreprocessConfig
 from monitor.constants import LABELS, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.paths import default_manifest_csv, default_yamnet_tflite, models_dir
 from monitor.preprocess import clip_windows, prepare_batch
+from monitor.signal_helpers import softmax
 from training.augment import lowpass
-from training.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from training.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
 
 HAVE_TRAIN_DEPS = all(importlib.util.find_spec(m) for m in ("torch", "tf2onnx", "tensorflow"))
 HAVE_SHARED = default_manifest_csv().is_file() and default_yamnet_tflite().is_file()

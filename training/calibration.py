@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from monitor.constants import EPSILON
+from monitor.signal_helpers import softmax
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 """Search interval for the temperature (searched on a log scale)."""
@@ -17,14 +18,6 @@ GRID_POINTS = 60
 GOLDEN_ITERATIONS = 60
 DEFAULT_ECE_BINS = 15
 _INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``, stable for large logits."""
-    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

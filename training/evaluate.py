@@ -24,20 +24,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from monitor.audiofile import AudioFileError, file_info
 from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
-from monitor.config import Config, ConfigError, FusionConfig, load_config
+from monitor.command import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    add_config_option,
+    fail,
+    load_command_config,
+    setup_logging,
+)
+from monitor.config import Config, FusionConfig
 from monitor.constants import LABELS
 from monitor.fusion import MODEL_NAMES, VOTER_WAV2VEC2, VOTER_YAMNET, argmax_label, average_probabilities
 from monitor.model_manifest import ModelError
 from monitor.paths import build_dir, default_manifest_csv
+from monitor.progress import progress_bar
 
 from .calibration import expected_calibration_error
 from .data import Clip, load_dataset, manifest_sha256
 from .metrics import classification_report, confusion_matrix, grouped_accuracy, paired_bootstrap, roc_curves
-from .split import DEFAULT_SEED, SPLITS, dataset_split
+from .split import DEFAULT_SPLIT_SEED, SPLITS, dataset_split
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +55,9 @@ DECISION_MODEL = "ensemble_average"
 """The score behind ``ClipResult.label``: what ``nursery-monitor classify`` prints."""
 ALL_CLIPS = "all"
 DEFAULT_SPLIT = "test"
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 METRIC_DIGITS = 6
 SWEEP_STEPS = 10
 """YAMNet weights 0, 0.1, ..., 1 in the fusion-weight sweep."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def default_eval_dir() -> Path:
@@ -89,7 +95,7 @@ class Selection:
     split_file: Path | None
 
 
-def select_clips(manifest: Path | None, split: str | None, seed: int = DEFAULT_SEED) -> Selection:
+def select_clips(manifest: Path | None, split: str | None, seed: int = DEFAULT_SPLIT_SEED) -> Selection:
     """The shared data's test split by default; all clips of any other manifest unless a split is named."""
     source = Path(manifest) if manifest is not None else default_manifest_csv()
     chosen = split or (DEFAULT_SPLIT if manifest is None else ALL_CLIPS)
@@ -114,7 +120,7 @@ def classify_clips(clips: Sequence[Clip], classifiers: Classifiers,
                    cfg: Config) -> tuple[list[ClipOutcome], list[SkippedClip]]:
     """Each clip through ``classify_clip``; an undecodable file is logged and listed, never silently lost."""
     outcomes, skipped = [], []
-    for clip in tqdm(clips, desc="evaluate", unit="clip"):
+    for clip in progress_bar(clips, desc="evaluate", unit="clip"):
         try:
             result = classify_clip(clip.path, classifiers, cfg)
         except AudioFileError as exc:
@@ -345,11 +351,6 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
     return metrics
 
 
-def setup_logging(level: str) -> None:
-    """Same format as the ``nursery-monitor`` commands (shared with ``export.build``)."""
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr, format=LOG_FORMAT)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nursery-monitor evaluate",
@@ -360,19 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=(*SPLITS, ALL_CLIPS),
                         help="which clips (default: test for the shared data, all for any other manifest)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/eval)")
-    parser.add_argument("--config", type=Path, help="config.yaml (preprocessing, gate, fusion, models)")
+    add_config_option(parser)
     parser.add_argument("--models", type=Path, metavar="MANIFEST_JSON",
                         help="model manifest to evaluate (default: the config's models.manifest)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (must match the build's)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (must match the build's)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
+    cfg = load_command_config("evaluate", args.config)
+    if cfg is None:
         return EXIT_CONFIG
     setup_logging(cfg.log_level)
     if args.models is not None:
@@ -382,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         classifiers = load_classifiers(cfg)
         evaluate(selection, classifiers, cfg, args.out or default_eval_dir())
     except (ModelError, ValueError, OSError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("evaluate", exc)
     return EXIT_OK
 
 

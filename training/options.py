@@ -1,4 +1,4 @@
-"""Optional preprocessing, tried in training only, and the ablation that decides whether to keep it.
+"""Optional preprocessing, tried in training only (``training.ablation`` decides whether to keep it).
 
 - ``noise_reduce``: stationary spectral gating (noisereduce): estimates the clip's steady noise
   spectrum and attenuates bins below it. Could help with the hiss of phone recordings.
@@ -8,24 +8,17 @@
 
 Both are off in ``PreprocessConfig`` unless the ablation on the val split shows a clear gain; the
 runtime conditioning chain does not apply them, so turning one on also needs it at runtime.
-
-    python -m training.options [--manifest CSV|DIR] [--seed N]   # writes build/reports/ablation.json
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import soxr
 
-from monitor.config import Config, PreprocessConfig
+from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
-from monitor.paths import build_dir, default_manifest_csv
 
 log = logging.getLogger(__name__)
 
@@ -103,56 +96,3 @@ def apply_options(samples16k: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.pitch_normalisation:
         samples16k = normalise_pitch(samples16k)
     return samples16k
-
-
-# --- ablation ------------------------------------------------------------------------------------
-
-ABLATION_VARIANTS = {
-    "baseline": {},
-    "noise_reduction": {"noise_reduction": True},
-    "pitch_normalisation": {"pitch_normalisation": True},
-    "both": {"noise_reduction": True, "pitch_normalisation": True},
-}
-
-
-def run_ablation(manifest: Path, seed: int, augment_copies: int = 1) -> dict:
-    """Train the YAMNet head once per option combination on the same split; val metrics of each."""
-    from .data import load_dataset, manifest_sha256
-    from .split import load_or_make_split, split_file_for
-    from .train_yamnet import HeadConfig, fit_and_evaluate
-
-    clips = load_dataset(manifest)
-    digest = manifest_sha256(manifest)
-    split = load_or_make_split(clips, split_file_for(digest), seed=seed, manifest_hash=digest)
-    head_cfg = HeadConfig(augment_copies=augment_copies)
-    results = {}
-    for name, overrides in ABLATION_VARIANTS.items():
-        cfg = Config()
-        cfg.preprocess = dataclasses.replace(cfg.preprocess, **overrides)
-        _, metrics, _ = fit_and_evaluate(clips, split, cfg, head_cfg, seed, parts=("val",))
-        val = metrics["val"]
-        # the options change which alert windows are active, so window counts differ between variants
-        results[name] = {"val_window_accuracy": val["window"]["accuracy"], "val_window_macro_f1":
-                         val["window"]["macro_f1"], "val_windows": val["window"]["n"],
-                         "val_clip_accuracy": val["clip"]["accuracy"], "val_clip_macro_f1": val["clip"]["macro_f1"],
-                         "val_clips": val["clip"]["n"]}
-        log.info("ablation %s: %s", name, results[name])
-    return {"seed": seed, "manifest_sha256": digest, "augment_copies": augment_copies, "variants": results}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Ablation of the training-only preprocessing options")
-    parser.add_argument("--manifest", type=Path, default=default_manifest_csv())
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--copies", type=int, default=1, help="augmented copies per training window")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run_ablation(args.manifest, args.seed, args.copies)
-    out = build_dir() / "reports" / "ablation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps(report, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -27,7 +27,8 @@ from .data import Clip, load_dataset, manifest_sha256
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-DEFAULT_SEED = 1234
+DEFAULT_SPLIT_SEED = 1234
+"""Seed of the grouped train / val / test split (each trainer has its own training seed)."""
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 
 SOURCE_WEIGHT = 0.25
@@ -184,7 +185,7 @@ def _improve(state: _Assignment, order: list[int]) -> None:
             return
 
 
-def make_split(clips: list[Clip], seed: int = DEFAULT_SEED,
+def make_split(clips: list[Clip], seed: int = DEFAULT_SPLIT_SEED,
                ratios: tuple[float, float, float] = DEFAULT_RATIOS) -> dict[str, list[Clip]]:
     """``{"train": [...], "val": [...], "test": [...]}``, whole groups only, same result for the same seed."""
     if len(ratios) != len(SPLITS) or any(r <= 0 for r in ratios):
@@ -270,7 +271,7 @@ def load_split(path: Path, clips: list[Clip]) -> dict[str, list[Clip]]:
     return split
 
 
-def load_or_make_split(clips: list[Clip], path: Path, seed: int = DEFAULT_SEED,
+def load_or_make_split(clips: list[Clip], path: Path, seed: int = DEFAULT_SPLIT_SEED,
                        manifest_hash: str | None = None) -> dict[str, list[Clip]]:
     """Reuse the split file when it was made from the same manifest with the same seed, else re-make it."""
     path = Path(path)
@@ -298,7 +299,7 @@ class DatasetSplit:
     split_file: Path
 
 
-def dataset_split(source: Path, seed: int = DEFAULT_SEED) -> DatasetSplit:
+def dataset_split(source: Path, seed: int = DEFAULT_SPLIT_SEED) -> DatasetSplit:
     """Clips of a manifest CSV or label folder, split once per dataset and seed (``split_file_for``)."""
     clips = load_dataset(source)
     digest = manifest_sha256(source)

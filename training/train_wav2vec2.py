@@ -33,18 +33,20 @@ os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import Tens
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
 from monitor.classify import standardise
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, GateConfig, PreprocessConfig, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
+from monitor.progress import progress_bar
+from monitor.signal_helpers import softmax
 from monitor.windows import hop_samples_from_seconds
 
 from .augment import AugmentParams, augment_window
-from .calibration import expected_calibration_error, fit_temperature, softmax
+from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights
 from .metrics import classification_report, confusion_matrix
 from .split import SPLITS, dataset_split
@@ -60,7 +62,8 @@ TRAIN_THREADS = 2
 THREAD_PROBE_STEPS = 3
 """Steps timed per thread count at the start of each epoch (the first of each is discarded as warm-up)."""
 DEFAULT_MAX_MINUTES = 10.0
-DEFAULT_SEED = 0
+DEFAULT_TRAINING_SEED = 0
+"""Seed of the Wav2Vec2 initialisation and batch order (the split has its own, ``DEFAULT_SPLIT_SEED``)."""
 INITIAL_RESERVE_SECONDS = 60.0
 """Time kept back for the final evaluation and saving until the first validation pass has been timed."""
 SAVE_MARGIN_SECONDS = 15.0
@@ -339,8 +342,8 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
         model.train()
         threads.start_epoch()
         epoch_start, losses, lr = time.monotonic(), [], peak_lr
-        bar = tqdm(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
-                   disable=not progress, leave=False)
+        bar = progress_bar(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
+                           enabled=progress, leave=False)
         for step_in_epoch, (inputs, labels) in enumerate(bar):
             step_start = time.monotonic()
             n_threads = threads.threads_for(step_in_epoch)
@@ -401,7 +404,7 @@ def _predictions(model: nn.Module, window_set: WindowSet, preprocess_cfg: Prepro
 
 
 def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
-                   max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_SEED, tiny: bool = False, *,
+                   max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_TRAINING_SEED, tiny: bool = False, *,
                    cfg: Config | None = None, settings: TrainSettings = TrainSettings(),
                    augment: AugmentParams = AugmentParams(), window_cache_dir: Path | None = None,
                    progress: bool = True, extra_metadata: dict | None = None) -> dict:
@@ -502,11 +505,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--init", default=None, help="pretrained checkpoint folder or hub name; default: from scratch")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                         help="wall-clock budget of the whole run, loading included")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (the split has its own)")
-    parser.add_argument("--config", type=Path, default=None, help="monitor config YAML (preprocess, gate, window)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_TRAINING_SEED, help="training seed (the split has its own)")
+    add_config_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     if args.max_minutes <= 0:
         parser.error("--max-minutes must be positive")
     cfg = load_config(args.config)

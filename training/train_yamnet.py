@@ -22,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
+from monitor.signal_helpers import softmax
 
 from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
-from .calibration import expected_calibration_error, fit_temperature, softmax
+from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
-from .split import DEFAULT_SEED, dataset_split, split_summary
+from .split import DEFAULT_SPLIT_SEED, dataset_split, split_summary
 from .windows import WindowSet, build_window_set, gate_settings_used
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
@@ -387,7 +389,7 @@ def fit_and_evaluate(clips: list[Clip], split: dict[str, list[Clip]], cfg: Confi
     return head, {part: evaluate_head(head, features, clips, part) for part in parts}, timing
 
 
-def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = None,
+def run_training(manifest: Path, seed: int = DEFAULT_SPLIT_SEED, cfg: Config | None = None,
                  head_cfg: HeadConfig = HeadConfig(), out_dir: Path | None = None,
                  base: BaseModel | None = None, progress: bool = True) -> dict:
     """The whole branch; returns (and writes to ``out_dir``) the metadata with val/test metrics."""
@@ -414,12 +416,13 @@ def run_training(manifest: Path, seed: int = DEFAULT_SEED, cfg: Config | None = 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=default_manifest_csv(), help="manifest CSV or label folder")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--config", type=Path, default=None, help="config.yaml (preprocess / gate / window)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED,
+                        help="split seed, also seeding the head's training")
+    add_config_option(parser)
     parser.add_argument("--copies", type=int, default=HeadConfig.augment_copies, help="augmented copies per window")
     parser.add_argument("--out", type=Path, default=None, help=f"head folder (default build/{HEAD_DIR_NAME})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = load_config(args.config)
     metadata = run_training(args.manifest, args.seed, cfg, HeadConfig(augment_copies=args.copies), args.out)
     summary = {k: metadata[k] for k in ("split", "timing", "metrics")}

@@ -17,22 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import webrtcvad
-from tqdm import tqdm
 
 from monitor.audiofile import load_clip
 from monitor.config import GateConfig, PreprocessConfig
-from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, VAD_FRAME_SAMPLES, WINDOW_SAMPLES
+from monitor.constants import ALERT_LABELS, LABELS, VAD_FRAME_SAMPLES, WINDOW_SAMPLES
 from monitor.paths import build_dir
-from monitor.preprocess import clip_windows, frame_starts, rms_dbfs
+from monitor.preprocess import clip_windows, frame_starts
+from monitor.progress import progress_bar
+from monitor.signal_helpers import pad_to_window, rms_dbfs, split_frames, voiced_frames
 
 from .cache import save_npz_atomic
 from .data import Clip, clips_signature
+from .options import apply_options
 
 log = logging.getLogger(__name__)
 
 ACTIVE_MARGIN_DB = 10.0
 """An alert-clip window is active when its RMS is within this many dB of the clip's loudest window."""
-INT16_SCALE = 32767
 CACHE_VERSION = 1
 """Bump when the windowing logic changes, so stale caches are not reused."""
 KEEP_CACHES = 6
@@ -48,11 +49,7 @@ def gate_settings_used(gate_cfg: GateConfig) -> dict:
 
 def vad_frame_flags(samples16k: np.ndarray, aggressiveness: int) -> np.ndarray:
     """webrtcvad speech flag per consecutive 30 ms frame (a trailing partial frame is dropped)."""
-    vad = webrtcvad.Vad(int(aggressiveness))
-    n_frames = samples16k.size // VAD_FRAME_SAMPLES
-    pcm = (np.clip(samples16k[:n_frames * VAD_FRAME_SAMPLES], -1.0, 1.0) * INT16_SCALE).astype("<i2")
-    frames = pcm.reshape(n_frames, VAD_FRAME_SAMPLES)
-    return np.array([vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames], dtype=bool)
+    return voiced_frames(webrtcvad.Vad(int(aggressiveness)), split_frames(samples16k))
 
 
 def _voiced_fraction(flags: np.ndarray, start: int) -> float:
@@ -71,8 +68,7 @@ def active_window_mask(samples16k: np.ndarray, label: str, hop_samples: int, gat
         return np.ones(len(windows), dtype=bool)
     levels = np.array([rms_dbfs(w) for w in windows])
     loud = (levels >= levels.max() - margin_db) & (levels > gate_cfg.silence_dbfs)
-    padded = samples16k if samples16k.size >= WINDOW_SAMPLES else np.pad(samples16k,
-                                                                          (0, WINDOW_SAMPLES - samples16k.size))
+    padded = pad_to_window(samples16k)
     flags = vad_frame_flags(padded, gate_cfg.vad_aggressiveness)
     starts = frame_starts(padded.size, hop_samples)
     voiced = np.array([_voiced_fraction(flags, s) >= gate_cfg.vad_min_fraction for s in starts])
@@ -136,8 +132,6 @@ def conditioned_clip(clip: Clip, preprocess_cfg: PreprocessConfig) -> np.ndarray
     """The runtime's own conditioning chain, plus the training-only options when enabled in the config."""
     samples = load_clip(clip.path, preprocess_cfg)
     if preprocess_cfg.noise_reduction or preprocess_cfg.pitch_normalisation:
-        from .options import apply_options
-
         samples = apply_options(samples, preprocess_cfg)
     return samples
 
@@ -145,7 +139,7 @@ def conditioned_clip(clip: Clip, preprocess_cfg: PreprocessConfig) -> np.ndarray
 def _compute_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int,
                         gate_cfg: GateConfig, progress: bool) -> WindowSet:
     parts: list[WindowSet] = []
-    for index, clip in enumerate(tqdm(clips, desc="windows", unit="clip", disable=not progress)):
+    for index, clip in enumerate(progress_bar(clips, desc="windows", unit="clip", enabled=progress)):
         samples = conditioned_clip(clip, preprocess_cfg)
         windows = clip_windows(samples, hop_samples)
         active = active_window_mask(samples, clip.label, hop_samples, gate_cfg)

@@ -27,8 +27,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-from tqdm import tqdm
 
+from monitor.command import setup_logging
 from monitor.constants import (
     WINDOW_SAMPLES,
     YAMNET_AUDIOSET_CLASSES,
@@ -37,6 +37,7 @@ from monitor.constants import (
 )
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_yamnet_tflite
+from monitor.progress import progress_bar
 
 from .cache import save_npz_atomic
 
@@ -329,7 +330,7 @@ def run_batches(session: ort.InferenceSession, prepared: np.ndarray, batch_size:
     scores = np.zeros((len(prepared), YAMNET_AUDIOSET_CLASSES), np.float32)
     embeddings = np.zeros((len(prepared), YAMNET_EMBEDDING_SIZE), np.float32)
     starts = range(0, len(prepared), batch_size)
-    for start in tqdm(starts, desc="yamnet", unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc="yamnet", unit="batch", enabled=progress):
         batch = np.ascontiguousarray(prepared[start:start + batch_size], dtype=np.float32)
         out_scores, out_embeddings = session.run([SCORES_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
         scores[start:start + len(batch)] = out_scores
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bench", action="store_true", help="print batch-1 vs batch-8 ms/window as JSON")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     base = convert_yamnet(args.tflite)
     print(json.dumps({"model": str(base.path), "batched": base.batched}))
     if args.bench:

@@ -1,7 +1,7 @@
-"""A `nursery-monitor` process whose output is read while it runs, and facts read from outside it:
-its peak memory (VmHWM), the events queued in its outbox file, top-level config keys.
-
-Built on ``tests.test_daemon.start_cli`` (the process is started exactly as there).
+"""The real `nursery-monitor` process over its CLI: run to the end (``cli``) or started (``start_cli``,
+``RunningDaemon``, whose output is read while it runs), its config (``write_config``) and input
+(``tone_scene``), and facts read from outside it: its peak memory (VmHWM), the events queued in its
+outbox file, top-level config keys.
 """
 
 from __future__ import annotations
@@ -10,12 +10,18 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from tests.broker import WAIT_TIMEOUT_SECONDS
-from tests.test_daemon import start_cli
+import numpy as np
+import soundfile as sf
+
+from monitor.constants import SAMPLE_RATE
+from tests.helpers.broker import WAIT_TIMEOUT_SECONDS
+from tests.helpers.fake_models import TONE_HZ
 
 READER_JOIN_SECONDS = 5.0
 STOP_WAIT_SECONDS = 15.0
@@ -151,3 +157,50 @@ def stderr_problems(stderr: str, secret: str | None = None) -> list[str]:
     if secret:
         problems += [line for line in stderr.splitlines() if secret in line]
     return problems
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tone_scene(path: Path, parts: list[tuple[str | None, float]], seed: int = 0) -> Path:
+    """Consecutive parts: a label's tone, or quiet room noise (None)."""
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for label, seconds in parts:
+        n = int(seconds * SAMPLE_RATE)
+        noise = 1e-4 * rng.standard_normal(n)  # -80 dBFS: below the gate's silence level
+        if label is None:
+            chunks.append(noise)
+        else:
+            t = np.arange(n) / SAMPLE_RATE
+            chunks.append(0.3 * np.sin(2 * np.pi * TONE_HZ[label] * t) + noise)
+    sf.write(str(path), np.concatenate(chunks).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def write_config(tmp_path: Path, manifest: Path, broker=None, **sections) -> Path:
+    mqtt = {"enabled": broker is not None, "outbox_path": str(tmp_path / "outbox.sqlite"),
+            "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0}
+    if broker is not None:
+        mqtt.update(host="127.0.0.1", port=broker.port)
+    config = {"device_id": "testroom", "models": {"manifest": str(manifest), "use_wav2vec2": False},
+              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}}
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]

@@ -1,6 +1,6 @@
 """How much the gate skips, and whether it loses cries: every manifest clip through the runtime path.
 
-    python -m monitor.gate_report --manifest /work/shared/data/manifest.csv [--config FILE]
+    python -m bench.gate_report --manifest /work/shared/data/manifest.csv [--config FILE]
 
 Each clip goes iter_conditioned_blocks -> SlidingWindower -> Gate. Two modes, both reported:
 - ``clip``: a fresh gate per clip (the start of a stream: the floor is still being learnt);
@@ -15,7 +15,6 @@ Prints one JSON document.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -26,23 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .audiofile import AudioFileError, iter_conditioned_blocks
-from .config import Config, ConfigError, load_config
-from .constants import ALERT_LABELS, DATASET_LABELS, WINDOW_SAMPLES
-from .gate import Gate
-from .windows import SlidingWindower, hop_samples_from_seconds
+from monitor.audiofile import AudioFileError, iter_conditioned_blocks
+from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
+from monitor.config import Config
+from monitor.constants import ALERT_LABELS, WINDOW_SAMPLES
+from monitor.gate import Gate
+from monitor.windows import SlidingWindower, hop_samples_from_seconds
+from training.data import Clip, load_dataset
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENERGETIC_DB = 30.0
 WORST_CLIPS_LISTED = 10
-
-
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    label: str
-    source: str
 
 
 @dataclass
@@ -66,24 +60,6 @@ class PassCount:
         fraction = self.passed / self.windows if self.windows else None
         return {"windows": self.windows, "passed": self.passed,
                 "pass_fraction": None if fraction is None else round(fraction, 5)}
-
-
-def read_manifest(path: Path) -> list[Clip]:
-    """Manifest rows -> clips with product labels; paths are relative to the manifest's folder."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise SystemExit(f"gate_report: cannot read manifest {path}: {exc.strerror}") from None
-    missing = {"path", "label", "source"} - set(rows[0] if rows else {})
-    if missing:
-        raise SystemExit(f"gate_report: manifest {path} lacks column(s) {', '.join(sorted(missing))}")
-    clips = []
-    for row in rows:
-        if row["label"] not in DATASET_LABELS:
-            raise SystemExit(f"gate_report: {path}: unknown label {row['label']!r} for {row['path']}")
-        clips.append(Clip(path=path.parent / row["path"], label=DATASET_LABELS[row["label"]], source=row["source"]))
-    return clips
 
 
 def clip_samples(clip: Clip, cfg: Config) -> Iterator[np.ndarray]:
@@ -169,26 +145,27 @@ def build_report(clips: list[Clip], cfg: Config, energetic_db: float, modes: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitor.gate_report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gate_report", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True, help="manifest.csv (path,label,source columns)")
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in defaults)")
+    add_config_option(parser)
     parser.add_argument("--mode", choices=("clip", "stream", "both"), default="both")
     parser.add_argument("--energetic-db", type=float, default=DEFAULT_ENERGETIC_DB,
                         help="alert windows within this many dB of the clip's loudest window are 'energetic'")
     parser.add_argument("--source", action="append", default=None, help="only clips of this source (repeatable)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
+    cfg = load_command_config("gate_report", args.config)
+    if cfg is None:
+        return EXIT_CONFIG
     try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"gate_report: {exc}", file=sys.stderr)
-        return 2
-    clips = read_manifest(args.manifest)
+        clips = load_dataset(args.manifest)
+    except (ValueError, OSError) as exc:
+        return fail("gate_report", exc)
     if args.source:
         clips = [c for c in clips if c.source in args.source]
     modes = ["clip", "stream"] if args.mode == "both" else [args.mode]
     print(json.dumps(build_report(clips, cfg, args.energetic_db, modes), indent=2))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
