@@ -71,8 +71,9 @@ class HeadConfig:
     music and machines still counts (measured on val: see the README)."""
     hard_negative_fraction: float = 0.05
     """After a first pass, this share of the Normal training windows that score highest for Crying/Screaming..."""
-    hard_negative_weight: float = 4.0
-    """... weighs this much more in the second pass (1 = no mining)."""
+    hard_negative_weight: float = 1.0
+    """... weighs this much more in a second pass (1 = no mining: on val, x4 on the top 5% cost window macro-F1
+    0.839 -> 0.832 and did not reduce the clips that alarm; see the README)."""
 
 
 @dataclass
