@@ -28,6 +28,7 @@ from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
 from .preprocess import prepare_window
 from .sinks import EventSink
+from .wallclock import as_utc
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class Pipeline:
         return self.stats
 
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
+        if block.heard_at is not None:
+            self.tracker.heard_at(block.start_seconds, as_utc(block.heard_at))
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
         self.reporter.record_block(block.samples, self.stats.audio_seconds)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
