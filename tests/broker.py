@@ -202,6 +202,8 @@ class Received:
     retain: bool
     dup: bool
     """The broker re-sent it to this subscriber (its PUBACK was lost in an outage): a copy, not a new publish."""
+    received_at: float = 0.0
+    """``time.monotonic()`` when it arrived here: for latency figures."""
 
     @property
     def text(self) -> str:
@@ -244,7 +246,7 @@ class Subscriber:
     def _on_message(self, _client, _userdata, message) -> None:
         with self._changed:
             self._messages.append(Received(message.topic, bytes(message.payload), message.qos, bool(message.retain),
-                                           bool(message.dup)))
+                                           bool(message.dup), time.monotonic()))
             self._changed.notify_all()
 
     def messages(self, topic: str | None = None) -> list[Received]:

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import pytest
-
 from monitor import app, capture
 from monitor.capture import MIC_ERROR, MIC_OK, Backoff
 from monitor.config import load_config
@@ -132,17 +130,6 @@ class NotifyListener:
         self._closed.set()
         self._thread.join(STOP_TIMEOUT_SECONDS)
         self.socket.close()
-
-
-@pytest.fixture
-def notify_listener(monkeypatch) -> Iterator[NotifyListener]:
-    """NOTIFY_SOCKET and WATCHDOG_USEC set (for this process and the daemons it starts)."""
-    listener = NotifyListener()
-    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
-    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield listener
-    listener.close()
 
 
 # --- broker outage and SIGKILL -----------------------------------------------------------------------
