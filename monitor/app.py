@@ -17,11 +17,13 @@ from pathlib import Path
 from .audiofile import AudioFileError, file_info
 from .capture import FileReplaySource, MicSource, list_devices
 from .classify import Classifiers, classify_clip, load_classifiers
+from .clips import ClipKeeper, clips_dir, read_clips
 from .config import Config
 from .health import StatusReporter, SystemdNotifier, Watchdog
 from .model_manifest import ModelError
 from .mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from .outbox import Outbox, OutboxError
+from .paths import state_dir
 from .pipeline import Pipeline
 from .sinks import EventSink, FanoutSink, JsonlSink, MqttSink, PrintSink, SinkError
 
@@ -47,12 +49,9 @@ def _load_models(cfg: Config) -> Classifiers | None:
 
 def outbox_path(cfg: Config) -> Path:
     """$STATE_DIRECTORY (systemd StateDirectory=) or ./state, unless the config names a file."""
-    import os
-
     if cfg.mqtt.outbox_path:
         return cfg.resolve_path(cfg.mqtt.outbox_path)
-    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state"
-    return Path(base) / "outbox.sqlite"
+    return state_dir() / "outbox.sqlite"
 
 
 @dataclass
@@ -95,6 +94,19 @@ def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None,
         publisher.start()
         sinks.append(MqttSink(publisher))
     return Outputs(FanoutSink(sinks), publisher)
+
+
+def build_clip_keeper(cfg: Config, outputs: Outputs, directory: Path | None) -> ClipKeeper | None | bool:
+    """A keeper saving clips in ``directory`` (None: no clips), publishing them when ``clips.publish`` and MQTT
+    are on; False (after one clear line) when the folder cannot be made."""
+    if directory is None:
+        return None
+    publish = outputs.publisher.publish_clip if cfg.clips.publish and outputs.publisher is not None else None
+    try:
+        return ClipKeeper(cfg.clips, directory, publish=publish)
+    except OSError as exc:
+        _fail(f"cannot use the clip folder {directory}: {exc.strerror or exc}")
+        return False
 
 
 @contextmanager
@@ -140,6 +152,10 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
         outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True)
         if outputs is None:
             return EXIT_FAILURE
+        clips = build_clip_keeper(cfg, outputs, clips_dir(cfg) if cfg.clips.enabled else None)
+        if clips is False:
+            outputs.sink.close(timeout=cfg.health.shutdown_seconds)
+            return EXIT_FAILURE
         source: MicSource | None = None
 
         def refresh(reporter: StatusReporter) -> None:
@@ -148,7 +164,7 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
                 reporter.update_mic(source.stats())
 
         pipeline = Pipeline(cfg, classifiers, outputs.sink, heartbeat=watchdog.heartbeat, notifier=notifier,
-                            refresh_status=refresh)
+                            refresh_status=refresh, clips=clips)
         source = MicSource(cfg.audio, cfg.preprocess, stop_event=stop, on_idle=pipeline.idle)
         watchdog.start()
         with source:
@@ -182,7 +198,11 @@ def run_replay(cfg: Config, args: argparse.Namespace) -> int:
                                 events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt)
         if outputs is None:
             return EXIT_FAILURE
-        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh)
+        clips = build_clip_keeper(cfg, outputs, Path(args.save_clips) if args.save_clips else None)
+        if clips is False:
+            outputs.sink.close(timeout=cfg.health.shutdown_seconds)
+            return EXIT_FAILURE
+        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh, clips=clips)
         source = FileReplaySource(good, cfg.audio, cfg.preprocess, realtime=args.realtime, stop_event=stop,
                                   on_file=lambda segment: log.info("replaying %s", segment.path))
         try:
@@ -218,4 +238,16 @@ def list_input_devices(cfg: Config, args: argparse.Namespace) -> int:
             print(line)
     except Exception as exc:  # PortAudio missing or no sound system: say so, do not trace back
         return _fail(f"cannot list audio devices: {exc}")
+    return EXIT_OK
+
+
+def list_clips(cfg: Config, args: argparse.Namespace) -> int:
+    """`nursery-monitor clips`: the most recent saved clips, newest first."""
+    directory = Path(args.dir) if args.dir else clips_dir(cfg)
+    clips = read_clips(directory)
+    if not clips:
+        print(f"no clips in {directory}")
+        return EXIT_OK
+    for info in clips[:args.limit]:
+        print(json.dumps({**info.event, "path": str(info.path)}) if args.json else info.line())
     return EXIT_OK

@@ -20,6 +20,7 @@ import numpy as np
 
 from .capture import AudioBlock
 from .classify import Classifiers
+from .clips import ClipKeeper
 from .config import Config
 from .constants import SAMPLE_RATE
 from .events import Event, EventTracker
@@ -81,7 +82,8 @@ class Pipeline:
                  heartbeat: Callable[[], None] | None = None,
                  reporter: StatusReporter | None = None,
                  notifier: SystemdNotifier | None = None,
-                 refresh_status: Callable[[StatusReporter], None] | None = None):
+                 refresh_status: Callable[[StatusReporter], None] | None = None,
+                 clips: ClipKeeper | None = None):
         self.cfg = cfg
         self.classifiers = classifiers
         self.sink = sink
@@ -90,6 +92,7 @@ class Pipeline:
         self.reporter = reporter or StatusReporter(cfg.health)
         self.notifier = notifier
         self.refresh_status = refresh_status
+        self.clips = clips
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
         self.tracker = EventTracker(cfg.fusion, cfg.device_id, classifiers.versions,
@@ -114,6 +117,8 @@ class Pipeline:
         if block.heard_at is not None:
             self.tracker.heard_at(block.start_seconds, as_utc(block.heard_at))
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
+        if self.clips is not None:
+            self.clips.hear(block.samples)
         self.reporter.record_block(block.samples, self.stats.audio_seconds)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
         self.idle()
@@ -158,6 +163,8 @@ class Pipeline:
     def publish(self, events: list[Event]) -> None:
         for event in events:
             payload = event.to_payload()
+            if self.clips is not None:
+                self.clips.on_event(payload)
             self.stats.event_messages += 1
             self.stats.events.append(payload)
             self.reporter.record_events()

@@ -46,7 +46,7 @@ def write_config(tmp_path: Path, manifest: Path, broker=None, **sections) -> Pat
     if broker is not None:
         mqtt.update(host="127.0.0.1", port=broker.port)
     config = {"device_id": "testroom", "models": {"manifest": str(manifest), "use_wav2vec2": False},
-              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}}
+              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}, "clips": {"directory": str(tmp_path / "clips")}}
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     path = tmp_path / "config.yaml"

@@ -125,6 +125,8 @@ def test_sink_removed_and_restored_gives_mic_error_then_capture_and_events(tmp_p
     cry_heard = played_at + LEAD_SECONDS
     record_property("start_time_minus_cry_wall_s", round(iso_seconds(second["start_time"]) - cry_heard, 3))
     assert abs(iso_seconds(second["start_time"]) - cry_heard) < WALL_TOLERANCE_SECONDS, second
+    ends = [m.json() for m in subscriber.messages(TOPICS.event) if m.json()["phase"] == "end"]
+    assert len(ends) == 2 and all((tmp_path / "clips" / end["clip"]).is_file() for end in ends), "each alert's sound"
     assert daemon.matching("microphone error"), "the loss is logged"
     assert daemon.matching("microphone recovered"), "and the recovery"
     assert stderr_problems(daemon.text()) == []
