@@ -19,6 +19,7 @@ from .capture import FileReplaySource, MicSource, list_devices
 from .classify import Classifiers, classify_clip, load_classifiers
 from .clips import ClipKeeper, clips_dir, read_clips
 from .config import Config
+from .feedback import FeedbackError, feedback_dir, file_feedback
 from .health import StatusReporter, SystemdNotifier, Watchdog
 from .model_manifest import ModelError
 from .mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
@@ -250,4 +251,22 @@ def list_clips(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     for info in clips[:args.limit]:
         print(json.dumps({**info.event, "path": str(info.path)}) if args.json else info.line())
+    return EXIT_OK
+
+
+def give_feedback(cfg: Config, args: argparse.Namespace) -> int:
+    """`nursery-monitor feedback EVENT_ID LABEL`: the event's clip into the user dataset (monitor.feedback)."""
+    directory = Path(args.clips_dir) if args.clips_dir else clips_dir(cfg)
+    matches = [info for info in read_clips(directory) if info.event_id.startswith(args.event_id)]
+    if len(matches) != 1:
+        found = "no clip" if not matches else f"{len(matches)} clips"
+        return _fail(f"{found} of an event {args.event_id!r} in {directory} (`nursery-monitor clips` lists them)")
+    dataset = Path(args.dataset) if args.dataset else feedback_dir(cfg)
+    try:
+        filed = file_feedback(matches[0], args.label, dataset)
+    except (FeedbackError, OSError) as exc:
+        return _fail(f"cannot file the feedback into {dataset}: {exc}")
+    was = f" (was filed under {filed.replaced.parent.name})" if filed.replaced else ""
+    print(f"filed {matches[0].event['label']} event {matches[0].event_id} as {filed.label}: {filed.path}{was}")
+    print(f"retrain with: nursery-monitor build-models --data <your usual data> --data {dataset}")
     return EXIT_OK

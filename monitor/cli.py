@@ -22,6 +22,8 @@ EPILOG = """examples:
   nursery-monitor classify clip.wav --json                          one label per file
   nursery-monitor check-config --config config.yaml                 validate before (re)starting
   nursery-monitor clips                                             the sound of recent alerts
+  nursery-monitor feedback 54fd669b normal                          "that was not a cry": file it for retraining
+  nursery-monitor build-models --data ../shared/data/manifest.csv --data state/feedback    retrain with it
   nursery-monitor build-models                                      train + export from ../shared
   nursery-monitor evaluate --out build/reports/eval                 metrics on the test split
   nursery-monitor bench --hours 2                                   event-level benchmark
@@ -76,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     clips.add_argument("--dir", help="clip folder (default: clips.directory, else the state directory's clips/)")
     clips.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
     clips.add_argument("--json", action="store_true", help="one JSON object per clip (its end message and path)")
+    feedback = command("feedback", "File an event's clip under its true label in your dataset, for build-models.")
+    feedback.add_argument("event_id", help="the event (its id, or a unique start of it, as `clips` lists it)")
+    feedback.add_argument("label", choices=("normal", "cry", "scream"), help="what it really was")
+    feedback.add_argument("--clips-dir", help="where the clip is (default: as `clips`)")
+    feedback.add_argument("--dataset", help="user dataset folder (default: clips.feedback_directory)")
     for name, help in DELEGATED.items():
         commands.add_parser(name, help=help, add_help=False)
     return parser
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import app
 
     handlers = {"run": app.run_live, "replay": app.run_replay, "classify": app.classify_files,
-                "devices": app.list_input_devices, "clips": app.list_clips}
+                "devices": app.list_input_devices, "clips": app.list_clips,
+                "feedback": app.give_feedback}
     return handlers[args.command](cfg, args)
 
 

@@ -224,6 +224,9 @@ class ClipsConfig:
     max_total_mb: float = setting(200.0, "Retention: the oldest clips are deleted while all of them take more.",
                                   lo=1.0, hi=100_000.0)
     max_age_days: float = setting(30.0, "Retention: clips older than this are deleted.", lo=0.01, hi=3650.0)
+    feedback_directory: str | None = setting(
+        None, "User dataset `nursery-monitor feedback` files clips into (<label>/*.flac + feedback.csv), for "
+        "`build-models --data`; null = $STATE_DIRECTORY/feedback or ./state/feedback.")
     publish: bool = setting(False, "Also publish each clip's FLAC bytes to <prefix>/<device_id>/clip/<event_id> "
                                    "(QoS 1, not retained).")
 

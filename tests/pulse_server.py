@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from tests.broker import wait_until
+from tests.broker import terminate, wait_until
 
 PULSEAUDIO = "pulseaudio"
 CLIENT_TOOLS = ("pactl", "paplay")
 STARTUP_TIMEOUT_SECONDS = 10.0
-STOP_TIMEOUT_SECONDS = 5.0
 PACTL_TIMEOUT_SECONDS = 10.0
 
 
@@ -93,18 +91,5 @@ class PulseServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_SECONDS)
+        terminate(self.process)
         self.process = None
-
-
-def wait_for_exit(process: subprocess.Popen, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return process.poll()
