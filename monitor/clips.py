@@ -4,7 +4,8 @@
 ``start`` opens a recording with the pre-roll read back from the ring; later blocks are appended up to
 ``clips.max_seconds`` (a longer event keeps its beginning: what woke the parents); the ``end`` trims it to
 the event's end, writes ``<start>-<label>-<event_id>.flac`` with a ``.json`` sidecar (the end message), names
-it in the end message (``clip``), applies retention and, when asked, hands the bytes to a publisher.
+it in the end message (``clip``) and applies retention; once the end message has been handed on
+(``after_sent``), the bytes go to the publisher when one is given, so a subscriber gets the clip after the end.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class ClipKeeper:
         self._cap = round(cfg.max_seconds * SAMPLE_RATE)
         self.ring = AudioRing(cfg.pre_roll_seconds + cfg.max_seconds)
         self._recordings: dict[str, _Recording] = {}
+        self._unpublished: dict[str, bytes] = {}
         self.saved: list[Path] = []
         """Clips written by this keeper, oldest first (retention may have deleted some since)."""
 
@@ -134,8 +136,14 @@ class ClipKeeper:
         log.info("clip of event %s saved: %s (%.1f s)", payload["event_id"], path, audio.size / SAMPLE_RATE)
         apply_retention(self.directory, self.cfg, now=self._clock(), keep=path)
         if self._publish is not None:
-            self._publish(payload["event_id"], data)
+            self._unpublished[payload["event_id"]] = data
         return name
+
+    def after_sent(self, payload: dict) -> None:
+        """Every event message, after it was handed to the sinks: publishes the clip its end message named."""
+        data = self._unpublished.pop(payload["event_id"], None)
+        if data is not None:
+            self._publish(payload["event_id"], data)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -171,6 +171,8 @@ class Pipeline:
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
                      payload["confidence"])
             self.sink.handle_event(payload)
+            if self.clips is not None:
+                self.clips.after_sent(payload)
 
     def finish(self) -> None:
         """End open events at the current audio time (shutdown or end of replay)."""

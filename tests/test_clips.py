@@ -151,7 +151,7 @@ def test_retention_deletes_the_oldest_clips_when_the_cap_is_passed(fake_models, 
 def test_replay_save_clips_lists_them_and_publishes_the_flac(fake_models, tmp_path, broker):
     clip = tone_scene(tmp_path / "scene.wav", [(None, 3.0), ("Crying", 3.0), (None, 4.0)])
     config = write_config(tmp_path, fake_models, broker, fusion=QUICK_EVENTS, clips={"publish": True})
-    subscriber = Subscriber(broker, f"{TOPICS.clip_prefix}/#")
+    subscriber = Subscriber(broker, "nursery/#")
     try:
         result = cli("replay", str(clip), "--config", str(config), "--events-jsonl", "-", "--save-clips",
                      str(tmp_path / "saved"))
@@ -164,6 +164,8 @@ def test_replay_save_clips_lists_them_and_publishes_the_flac(fake_models, tmp_pa
     assert_clip_matches_event(tmp_path / "saved", end, ClipsConfig().pre_roll_seconds)
     message = subscriber.messages(TOPICS.clip(end["event_id"]))[0]
     assert message.payload == saved.read_bytes() and message.qos == 1 and not message.retain
+    order = [m.topic for m in subscriber.messages() if m.topic in (TOPICS.event, message.topic)]
+    assert order[-2:] == [TOPICS.event, message.topic], "the clip follows its end message"
     assert sf.info(io.BytesIO(message.payload)).frames > 0, "a player can open what arrives"
 
     listing = cli("clips", "--config", str(config), "--dir", str(tmp_path / "saved"))
