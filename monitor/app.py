@@ -61,6 +61,8 @@ class Outputs:
 
     sink: EventSink
     publisher: MqttPublisher | None = None
+    clips: ClipKeeper | None = None
+    """Keeps each event's sound (and publishes it with ``clips.publish``); None when clips are off."""
 
     def refresh(self, reporter: StatusReporter) -> None:
         if self.publisher is not None:
@@ -68,25 +70,35 @@ class Outputs:
             reporter.set_mqtt_connected(health.connected, health.to_dict())
 
 
-def build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs | None:
-    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox).
+def build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool,
+                  clips_directory: Path | None = None) -> Outputs | None:
+    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox), and each event's
+    sound into ``clips_directory`` (None: not kept).
 
     None (after one clear line on stderr) when a setting makes an output unusable: missing password
-    variable, unreadable certificate, unwritable outbox or JSON-lines path.
+    variable, unreadable certificate, unwritable outbox, JSON-lines path or clip folder.
     """
     try:
-        return _build_outputs(cfg, print_events=print_events, events_jsonl=events_jsonl, use_mqtt=use_mqtt)
+        return _build_outputs(cfg, print_events=print_events, events_jsonl=events_jsonl, use_mqtt=use_mqtt,
+                              clips_directory=clips_directory)
     except OUTPUT_SETUP_ERRORS as exc:
         _fail(str(exc))
         return None
 
 
-def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs:
+def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool,
+                   clips_directory: Path | None) -> Outputs:
     sinks: list[EventSink] = []
     if print_events:
         sinks.append(PrintSink(sys.stdout))
     if events_jsonl:
         sinks.append(JsonlSink(events_jsonl))
+    clips = None
+    if clips_directory is not None:
+        try:
+            clips = ClipKeeper(cfg.clips, clips_directory)
+        except OSError as exc:
+            raise SinkError(f"cannot use the clip folder {clips_directory}: {exc.strerror or exc}") from None
     publisher = None
     if use_mqtt and cfg.mqtt.enabled:
         path = outbox_path(cfg)
@@ -94,20 +106,9 @@ def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None,
         publisher = MqttPublisher(resolve_mqtt_paths(cfg), cfg.device_id, Outbox(path, cfg.mqtt.outbox_max_rows))
         publisher.start()
         sinks.append(MqttSink(publisher))
-    return Outputs(FanoutSink(sinks), publisher)
-
-
-def build_clip_keeper(cfg: Config, outputs: Outputs, directory: Path | None) -> ClipKeeper | None | bool:
-    """A keeper saving clips in ``directory`` (None: no clips), publishing them when ``clips.publish`` and MQTT
-    are on; False (after one clear line) when the folder cannot be made."""
-    if directory is None:
-        return None
-    publish = outputs.publisher.publish_clip if cfg.clips.publish and outputs.publisher is not None else None
-    try:
-        return ClipKeeper(cfg.clips, directory, publish=publish)
-    except OSError as exc:
-        _fail(f"cannot use the clip folder {directory}: {exc.strerror or exc}")
-        return False
+        if clips is not None and cfg.clips.publish:
+            clips.publish_with(publisher.publish_clip)
+    return Outputs(FanoutSink(sinks), publisher, clips)
 
 
 @contextmanager
@@ -150,12 +151,9 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     watchdog = Watchdog(notifier, cfg.health.stall_seconds)
     with stop_on_signals() as stop:
-        outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True)
+        outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True,
+                                clips_directory=clips_dir(cfg) if cfg.clips.enabled else None)
         if outputs is None:
-            return EXIT_FAILURE
-        clips = build_clip_keeper(cfg, outputs, clips_dir(cfg) if cfg.clips.enabled else None)
-        if clips is False:
-            outputs.sink.close(timeout=cfg.health.shutdown_seconds)
             return EXIT_FAILURE
         source: MicSource | None = None
 
@@ -165,7 +163,7 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
                 reporter.update_mic(source.stats())
 
         pipeline = Pipeline(cfg, classifiers, outputs.sink, heartbeat=watchdog.heartbeat, notifier=notifier,
-                            refresh_status=refresh, clips=clips)
+                            refresh_status=refresh, clips=outputs.clips)
         source = MicSource(cfg.audio, cfg.preprocess, stop_event=stop, on_idle=pipeline.idle)
         watchdog.start()
         with source:
@@ -196,14 +194,11 @@ def run_replay(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     with stop_on_signals() as stop:
         outputs = build_outputs(cfg, print_events=not args.quiet and args.events_jsonl != "-",
-                                events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt)
+                                events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt,
+                                clips_directory=Path(args.save_clips) if args.save_clips else None)
         if outputs is None:
             return EXIT_FAILURE
-        clips = build_clip_keeper(cfg, outputs, Path(args.save_clips) if args.save_clips else None)
-        if clips is False:
-            outputs.sink.close(timeout=cfg.health.shutdown_seconds)
-            return EXIT_FAILURE
-        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh, clips=clips)
+        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh, clips=outputs.clips)
         source = FileReplaySource(good, cfg.audio, cfg.preprocess, realtime=args.realtime, stop_event=stop,
                                   on_file=lambda segment: log.info("replaying %s", segment.path))
         try:

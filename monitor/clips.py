@@ -81,6 +81,7 @@ class ClipKeeper:
 
     def __init__(self, cfg: ClipsConfig, directory: Path, publish: Callable[[str, bytes], None] | None = None,
                  clock: Callable[[], float] = time.time):
+        """Makes ``directory`` (OSError when it cannot); ``publish(event_id, flac_bytes)`` sends each clip."""
         self.cfg = cfg
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,9 @@ class ClipKeeper:
         self._unpublished: dict[str, bytes] = {}
         self.saved: list[Path] = []
         """Clips written by this keeper, oldest first (retention may have deleted some since)."""
+
+    def publish_with(self, publish: Callable[[str, bytes], None]) -> None:
+        self._publish = publish
 
     def hear(self, samples: np.ndarray) -> None:
         """Every conditioned block, in stream order."""
