@@ -53,6 +53,7 @@ MANIFEST_NAME = "manifest.json"
 YAMNET_FILE = "yamnet_classifier.onnx"
 STAGING_DIR_NAME = "export"
 STAMP_DIR_NAME = "stamps"
+UNION_DIR_NAME = "data"
 REPORT_DIR = Path("reports") / "eval"
 QUANTIZATION_SPLIT = "val"
 
@@ -353,13 +354,16 @@ def _tune(opts: BuildOptions, data: Prepared, staged: Path) -> dict:
 
 def _evaluate(opts: BuildOptions, staged: Path) -> dict:
     from monitor.classify import load_classifiers
-    from training.evaluate import evaluate, select_clips
+    from training.evaluate import evaluate, evaluate_feedback, select_clips
 
     cfg = dataclasses.replace(opts.cfg, models=dataclasses.replace(
         opts.cfg.models, manifest=str(staged), use_wav2vec2=True, wav2vec2_variant="default"))
     selection = select_clips(opts.data, "test", opts.seed)
-    metrics = evaluate(selection, load_classifiers(cfg), cfg, opts.report_dir)
-    return {"report": str(opts.report_dir), "clips": metrics["meta"]["clips"]}
+    classifiers = load_classifiers(cfg)
+    metrics = evaluate(selection, classifiers, cfg, opts.report_dir)
+    feedback = evaluate_feedback(opts.data, classifiers, cfg, opts.report_dir, opts.seed)
+    return {"report": str(opts.report_dir), "clips": metrics["meta"]["clips"],
+            "feedback": None if feedback is None else {k: feedback[k] for k in ("clips", "correct", "report")}}
 
 
 def install(document: dict, staging: Path, out: Path) -> bool:
@@ -443,7 +447,9 @@ def run_build(opts: BuildOptions) -> dict:
     if not opts.skip_eval:
         runner.run("evaluate", "evaluate both models and the ensembles on the test split",
                    {**models_inputs, "operating_point": document["operating_point"]["fusion"]}, EVAL_CODE,
-                   [opts.report_dir / "metrics.json"], lambda: _evaluate(opts, staged_path))
+                   lambda result: [opts.report_dir / "metrics.json"] + ([Path(result["feedback"]["report"])]
+                                                                        if result.get("feedback") else []),
+                   lambda: _evaluate(opts, staged_path))
         document = with_test_metrics(document, _read_json(opts.report_dir / "metrics.json"), opts.report_dir)
 
     log.info("[%d/%d] install into %s", runner.total, runner.total, opts.out)
@@ -493,8 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nursery-monitor build-models",
         description="Train both classifiers from labelled audio, export them to ONNX with parity checks, evaluate "
                     "them on the test split and write the model manifest. Unchanged steps are reused from build/.")
-    parser.add_argument("--data", type=Path, metavar="CSV|DIR",
-                        help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
+    parser.add_argument("--data", type=Path, metavar="CSV|DIR", action="append",
+                        help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data); "
+                             "repeat it to train on the union, each source keeping its own groups (feedback "
+                             "clips of a folder's feedback.csv always go to the train split)")
     parser.add_argument("--yamnet-tflite", type=Path, metavar="PATH",
                         help="YAMNet base model (default: the shared yamnet.tflite)")
     parser.add_argument("--init", metavar="PATH_OR_NAME",
@@ -515,12 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def training_data(sources: list[Path]) -> Path:
+    """One source as it is; several joined into one union manifest in the build folder (training.data)."""
+    from training.data import write_union_manifest
+
+    sources = [Path(source).resolve() for source in sources]
+    return sources[0] if len(sources) == 1 else write_union_manifest(sources, build_dir() / UNION_DIR_NAME)
+
+
 def options_from_args(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     from training.split import DEFAULT_SPLIT_SEED
 
     minutes = QUICK_W2V_MINUTES if args.quick else args.w2v_minutes
     return BuildOptions(
-        data=(args.data or default_manifest_csv()).resolve(),
+        data=training_data(args.data or [default_manifest_csv()]),
         yamnet_tflite=(args.yamnet_tflite or default_yamnet_tflite()).resolve(),
         init=args.init, w2v_minutes=minutes, tune_hours=QUICK_TUNE_HOURS if args.quick else args.tune_hours,
         out=(args.out or models_dir()).resolve(), force=args.force,
@@ -540,7 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_anonymous_info)
     try:
-        run_build(options_from_args(args, cfg))
+        opts = options_from_args(args, cfg)
+    except (ValueError, OSError) as exc:  # a bad --data: a usage error, like a bad config
+        return fail("build-models", exc, EXIT_CONFIG)
+    try:
+        run_build(opts)
     except (BuildError, ModelError) as exc:
         return fail("build-models", exc)
     return EXIT_OK

@@ -17,12 +17,15 @@ from pathlib import Path
 from .audiofile import AudioFileError, file_info
 from .capture import FileReplaySource, MicSource, list_devices
 from .classify import Classifiers, classify_clip, load_classifiers
+from .clips import ClipKeeper, clips_dir, read_clips
 from .command import EXIT_FAILURE, EXIT_OK, fail
 from .config import Config
+from .feedback import FeedbackError, feedback_dir, file_feedback
 from .health import StatusReporter, SystemdNotifier, Watchdog
 from .model_manifest import ModelError
 from .mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from .outbox import Outbox, OutboxError
+from .paths import state_dir
 from .pipeline import Pipeline
 from .sinks import EventSink, FanoutSink, JsonlSink, MqttSink, PrintSink, SinkError
 
@@ -46,12 +49,9 @@ def _load_models(cfg: Config) -> Classifiers | None:
 
 def outbox_path(cfg: Config) -> Path:
     """$STATE_DIRECTORY (systemd StateDirectory=) or ./state, unless the config names a file."""
-    import os
-
     if cfg.mqtt.outbox_path:
         return cfg.resolve_path(cfg.mqtt.outbox_path)
-    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state"
-    return Path(base) / "outbox.sqlite"
+    return state_dir() / "outbox.sqlite"
 
 
 @dataclass
@@ -60,6 +60,8 @@ class Outputs:
 
     sink: EventSink
     publisher: MqttPublisher | None = None
+    clips: ClipKeeper | None = None
+    """Keeps each event's sound (and publishes it with ``clips.publish``); None when clips are off."""
 
     def refresh(self, reporter: StatusReporter) -> None:
         if self.publisher is not None:
@@ -67,25 +69,35 @@ class Outputs:
             reporter.set_mqtt_connected(health.connected, health.to_dict())
 
 
-def build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs | None:
-    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox).
+def build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool,
+                  clips_directory: Path | None = None) -> Outputs | None:
+    """Where events go: human lines on stdout, JSON lines, MQTT (with its on-disk outbox), and each event's
+    sound into ``clips_directory`` (None: not kept).
 
     None (after one clear line on stderr) when a setting makes an output unusable: missing password
-    variable, unreadable certificate, unwritable outbox or JSON-lines path.
+    variable, unreadable certificate, unwritable outbox, JSON-lines path or clip folder.
     """
     try:
-        return _build_outputs(cfg, print_events=print_events, events_jsonl=events_jsonl, use_mqtt=use_mqtt)
+        return _build_outputs(cfg, print_events=print_events, events_jsonl=events_jsonl, use_mqtt=use_mqtt,
+                              clips_directory=clips_directory)
     except OUTPUT_SETUP_ERRORS as exc:
         _fail(str(exc))
         return None
 
 
-def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool) -> Outputs:
+def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None, use_mqtt: bool,
+                   clips_directory: Path | None) -> Outputs:
     sinks: list[EventSink] = []
     if print_events:
         sinks.append(PrintSink(sys.stdout))
     if events_jsonl:
         sinks.append(JsonlSink(events_jsonl))
+    clips = None
+    if clips_directory is not None:
+        try:
+            clips = ClipKeeper(cfg.clips, clips_directory)
+        except OSError as exc:
+            raise SinkError(f"cannot use the clip folder {clips_directory}: {exc.strerror or exc}") from None
     publisher = None
     if use_mqtt and cfg.mqtt.enabled:
         path = outbox_path(cfg)
@@ -93,7 +105,9 @@ def _build_outputs(cfg: Config, *, print_events: bool, events_jsonl: str | None,
         publisher = MqttPublisher(resolve_mqtt_paths(cfg), cfg.device_id, Outbox(path, cfg.mqtt.outbox_max_rows))
         publisher.start()
         sinks.append(MqttSink(publisher))
-    return Outputs(FanoutSink(sinks), publisher)
+        if clips is not None and cfg.clips.publish:
+            clips.publish_with(publisher.publish_clip)
+    return Outputs(FanoutSink(sinks), publisher, clips)
 
 
 @contextmanager
@@ -136,7 +150,8 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     watchdog = Watchdog(notifier, cfg.health.stall_seconds)
     with stop_on_signals() as stop:
-        outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True)
+        outputs = build_outputs(cfg, print_events=True, events_jsonl=None, use_mqtt=True,
+                                clips_directory=clips_dir(cfg) if cfg.clips.enabled else None)
         if outputs is None:
             return EXIT_FAILURE
         source: MicSource | None = None
@@ -147,7 +162,7 @@ def run_live(cfg: Config, args: argparse.Namespace) -> int:
                 reporter.update_mic(source.stats())
 
         pipeline = Pipeline(cfg, classifiers, outputs.sink, heartbeat=watchdog.heartbeat, notifier=notifier,
-                            refresh_status=refresh)
+                            refresh_status=refresh, clips=outputs.clips)
         source = MicSource(cfg.audio, cfg.preprocess, stop_event=stop, on_idle=pipeline.idle)
         watchdog.start()
         with source:
@@ -178,10 +193,11 @@ def run_replay(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     with stop_on_signals() as stop:
         outputs = build_outputs(cfg, print_events=not args.quiet and args.events_jsonl != "-",
-                                events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt)
+                                events_jsonl=args.events_jsonl, use_mqtt=not args.no_mqtt,
+                                clips_directory=Path(args.save_clips) if args.save_clips else None)
         if outputs is None:
             return EXIT_FAILURE
-        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh)
+        pipeline = Pipeline(cfg, classifiers, outputs.sink, refresh_status=outputs.refresh, clips=outputs.clips)
         source = FileReplaySource(good, cfg.audio, cfg.preprocess, realtime=args.realtime, stop_event=stop,
                                   on_file=lambda segment: log.info("replaying %s", segment.path))
         try:
@@ -217,4 +233,34 @@ def list_input_devices(cfg: Config, args: argparse.Namespace) -> int:
             print(line)
     except Exception as exc:  # PortAudio missing or no sound system: say so, do not trace back
         return _fail(f"cannot list audio devices: {exc}")
+    return EXIT_OK
+
+
+def list_clips(cfg: Config, args: argparse.Namespace) -> int:
+    """`nursery-monitor clips`: the most recent saved clips, newest first."""
+    directory = Path(args.dir) if args.dir else clips_dir(cfg)
+    clips = read_clips(directory)
+    if not clips:
+        print(f"no clips in {directory}")
+        return EXIT_OK
+    for info in clips[:args.limit]:
+        print(json.dumps({**info.event, "path": str(info.path)}) if args.json else info.line())
+    return EXIT_OK
+
+
+def give_feedback(cfg: Config, args: argparse.Namespace) -> int:
+    """`nursery-monitor feedback EVENT_ID LABEL`: the event's clip into the user dataset (monitor.feedback)."""
+    directory = Path(args.clips_dir) if args.clips_dir else clips_dir(cfg)
+    matches = [info for info in read_clips(directory) if info.event_id.startswith(args.event_id)]
+    if len(matches) != 1:
+        found = "no clip" if not matches else f"{len(matches)} clips"
+        return _fail(f"{found} of an event {args.event_id!r} in {directory} (`nursery-monitor clips` lists them)")
+    dataset = Path(args.dataset) if args.dataset else feedback_dir(cfg)
+    try:
+        filed = file_feedback(matches[0], args.label, dataset)
+    except (FeedbackError, OSError) as exc:
+        return _fail(f"cannot file the feedback into {dataset}: {exc}")
+    was = f" (was filed under {filed.replaced.parent.name})" if filed.replaced else ""
+    print(f"filed {matches[0].event['label']} event {matches[0].event_id} as {filed.label}: {filed.path}{was}")
+    print(f"retrain with: nursery-monitor build-models --data <your usual data> --data {dataset}")
     return EXIT_OK

@@ -2,7 +2,8 @@
 
 Every source passes its audio through the shared conditioning chain (``monitor.preprocess.Conditioner``),
 so the models see the same input in training, replay and live. Time is the audio clock: 16 kHz samples
-delivered so far / 16000 (see docs/ARCHITECTURE.md).
+delivered so far / 16000 (see docs/ARCHITECTURE.md). Blocks also carry the wall time their first sample
+was heard (``heard_at``), which the audio clock cannot give once the microphone has been away.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ PEAK_FLOOR_DBFS = SILENCE_DBFS
 WARNING_INTERVAL_SECONDS = 60.0
 """Repeated capture warnings (overflow, dropped blocks) are logged at most this often."""
 
+MAX_INPUT_LATENCY_SECONDS = 2.0
+"""A capture latency PortAudio reports beyond this (or below 0) is taken as bogus: some ALSA devices report 0
+for the ADC time. The block's own duration is used instead."""
+
 JOIN_TIMEOUT_SECONDS = 2.0
 """How long ``MicSource.close`` waits for its supervisor thread before logging it as a straggler."""
 
@@ -57,6 +62,9 @@ class AudioBlock:
     samples: np.ndarray
     start_seconds: float
     discontinuity: bool = False
+    heard_at: float | None = None
+    """Wall time (seconds since the epoch) at which the first sample was captured; None for a fast replay,
+    whose wall time is derived from the audio clock."""
 
     @property
     def end_seconds(self) -> float:
@@ -73,8 +81,8 @@ class AudioClock:
     def seconds(self) -> float:
         return self.samples_delivered / SAMPLE_RATE
 
-    def stamp(self, samples: np.ndarray, discontinuity: bool = False) -> AudioBlock:
-        block = AudioBlock(samples, self.seconds, discontinuity)
+    def stamp(self, samples: np.ndarray, discontinuity: bool = False, heard_at: float | None = None) -> AudioBlock:
+        block = AudioBlock(samples, self.seconds, discontinuity, heard_at)
         self.samples_delivered += samples.size
         return block
 
@@ -123,7 +131,8 @@ class FileReplaySource:
 
     Each file is decoded in blocks of ``audio_cfg.block_seconds``, so memory stays constant for
     multi-hour recordings. ``realtime=True`` paces delivery by the audio clock: a block is handed
-    out when as much time has passed since the replay started as the audio it ends at.
+    out when as much time has passed since the replay started as the audio it ends at, and is stamped with
+    the wall time it was "heard" at (``wall_clock``), as a microphone's would be.
 
     Unreadable files raise ``AudioFileError`` (one line naming the file and the reason). A caller
     that wants to go on with the remaining files passes ``on_error``: it then receives the error,
@@ -135,13 +144,15 @@ class FileReplaySource:
                  realtime: bool = False, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Any] | None = None, stop_event: threading.Event | None = None,
                  on_file: Callable[[FileSegment], None] | None = None,
-                 on_error: Callable[[AudioFileError], None] | None = None):
+                 on_error: Callable[[AudioFileError], None] | None = None,
+                 wall_clock: Callable[[], float] = time.time):
         self.paths = [Path(p) for p in paths]
         self.audio_cfg = audio_cfg
         self.preprocess_cfg = preprocess_cfg
         self.realtime = realtime
         self.stop_event = stop_event or threading.Event()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sleep = sleep or _interruptible_sleep(self.stop_event)
         self._on_file = on_file
         self._on_error = on_error
@@ -181,10 +192,13 @@ class FileReplaySource:
         for samples in iter_conditioned_blocks(path, self.preprocess_cfg, self.audio_cfg.block_seconds):
             if self.stop_event.is_set():
                 return
-            ends_at = self._audio_clock.seconds + samples.size / SAMPLE_RATE
-            if self.realtime and not self._wait_until_due(ends_at):
-                return
-            yield self._audio_clock.stamp(samples, discontinuity)
+            duration = samples.size / SAMPLE_RATE
+            heard_at = None
+            if self.realtime:
+                if not self._wait_until_due(self._audio_clock.seconds + duration):
+                    return
+                heard_at = self._wall_clock() - duration
+            yield self._audio_clock.stamp(samples, discontinuity, heard_at)
             discontinuity = False
 
     def _wait_until_due(self, audio_seconds: float) -> bool:
@@ -399,6 +413,7 @@ class _RawBlock:
     session: _Session
     samples: np.ndarray
     after_drop: bool
+    heard_at: float
 
 
 @dataclass
@@ -436,12 +451,13 @@ class MicSource:
     def __init__(self, audio_cfg: AudioConfig, preprocess_cfg: PreprocessConfig,
                  stream_factory: StreamFactory | None = None, stop_event: threading.Event | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] | None = None,
-                 on_idle: Callable[[], None] | None = None):
+                 on_idle: Callable[[], None] | None = None, wall_clock: Callable[[], float] = time.time):
         self.audio_cfg = audio_cfg
         self.preprocess_cfg = preprocess_cfg
         self.stop_event = stop_event or threading.Event()
         self._stream_factory = stream_factory or open_sounddevice_stream
         self._clock = clock
+        self._wall_clock = wall_clock
         self._closing = threading.Event()
         self._sleep = sleep
         self._on_idle = on_idle
@@ -484,7 +500,7 @@ class MicSource:
                 self._peak_dbfs = peak_dbfs(raw.samples)
                 samples = conditioner.process(raw.samples)
                 if samples.size:
-                    yield self._audio_clock.stamp(samples, pending_discontinuity)
+                    yield self._audio_clock.stamp(samples, pending_discontinuity, raw.heard_at)
                     pending_discontinuity = False
         finally:
             self.close()
@@ -535,10 +551,12 @@ class MicSource:
 
         def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
             session.last_data = self._clock()
+            heard_at = self._wall_clock() - capture_latency(time_info, frames / max(session.rate, 1))
             if status is not None and getattr(status, "input_overflow", False):
                 counters.overflows += 1
             try:
-                self._queue.put_nowait(_RawBlock(session, np.array(indata, dtype=np.float32), counters.drop_pending))
+                self._queue.put_nowait(_RawBlock(session, np.array(indata, dtype=np.float32), counters.drop_pending,
+                                                 heard_at))
                 counters.drop_pending = False
             except queue.Full:
                 counters.dropped_blocks += 1
@@ -627,8 +645,21 @@ class MicSource:
             log.debug("closing the input stream failed: %s", one_line(exc))
 
 
+def capture_latency(time_info: Any, block_seconds: float) -> float:
+    """How long before the callback the block's first sample was captured: PortAudio's
+    ``currentTime - inputBufferAdcTime`` when it is plausible, else the block's own duration."""
+    try:
+        latency = float(time_info.currentTime) - float(time_info.inputBufferAdcTime)
+    except (AttributeError, TypeError, ValueError):
+        return block_seconds
+    if not 0.0 < latency <= MAX_INPUT_LATENCY_SECONDS:
+        return block_seconds
+    return latency
+
+
 __all__ = [
     "AudioBlock", "AudioClock", "AudioFileError", "Backoff", "FileReplaySource", "FileSegment", "InputDevice",
-    "MicError", "MicSource", "MicStats", "StreamRequest", "count_clipped", "list_devices", "open_sounddevice_stream",
+    "MicError", "MicSource", "MicStats", "StreamRequest", "capture_latency", "count_clipped", "list_devices",
+    "open_sounddevice_stream",
     "peak_dbfs", "resolve_device", "MIC_OK", "MIC_ERROR", "MIC_STARTING", "MIC_STOPPED",
 ]

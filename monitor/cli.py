@@ -15,6 +15,9 @@ EPILOG = """examples:
   nursery-monitor replay night.wav --realtime                       paced like a live stream
   nursery-monitor classify clip.wav --json                          one label per file
   nursery-monitor check-config --config config.yaml                 validate before (re)starting
+  nursery-monitor clips                                             the sound of recent alerts
+  nursery-monitor feedback 54fd669b normal                          "that was not a cry": file it for retraining
+  nursery-monitor build-models --data ../shared/data/manifest.csv --data state/feedback    retrain with it
   nursery-monitor build-models                                      train + export from ../shared
   nursery-monitor evaluate --out build/reports/eval                 metrics on the test split
   nursery-monitor bench --hours 2                                   event-level benchmark
@@ -49,12 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--events-jsonl", metavar="PATH|-", help="also write events as JSON lines ('-' = stdout)")
     replay.add_argument("--no-mqtt", action="store_true", help="do not publish (same as mqtt.enabled: false)")
     replay.add_argument("--quiet", action="store_true", help="do not print the human-readable event lines")
+    replay.add_argument("--save-clips", metavar="DIR", help="save each event's audio (clips.* settings) in DIR")
     classify = command("classify", "One label per file: Crying, Screaming or Normal.")
     classify.add_argument("files", nargs="+")
     classify.add_argument("--json", action="store_true", help="one JSON object per line with probabilities")
     check = command("check-config", "Validate a config file and print the effective settings.")
     check.add_argument("--defaults", action="store_true", help="print all keys, defaults, descriptions")
     command("devices", "List audio input devices.")
+    clips = command("clips", "List recent alert clips: time, label, confidence, duration, event id, file.")
+    clips.add_argument("--dir", help="clip folder (default: clips.directory, else the state directory's clips/)")
+    clips.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
+    clips.add_argument("--json", action="store_true", help="one JSON object per clip (its end message and path)")
+    feedback = command("feedback", "File an event's clip under its true label in your dataset, for build-models.")
+    feedback.add_argument("event_id", help="the event (its id, or a unique start of it, as `clips` lists it)")
+    feedback.add_argument("label", choices=("normal", "cry", "scream"), help="what it really was")
+    feedback.add_argument("--clips-dir", help="where the clip is (default: as `clips`)")
+    feedback.add_argument("--dataset", help="user dataset folder (default: clips.feedback_directory)")
     for name, help in DELEGATED.items():
         commands.add_parser(name, help=help, add_help=False)
     return parser
@@ -97,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import app
 
     handlers = {"run": app.run_live, "replay": app.run_replay, "classify": app.classify_files,
-                "devices": app.list_input_devices}
+                "devices": app.list_input_devices, "clips": app.list_clips,
+                "feedback": app.give_feedback}
     return handlers[args.command](cfg, args)
 
 

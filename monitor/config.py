@@ -269,6 +269,26 @@ class HealthConfig:
 
 
 @dataclass
+class ClipsConfig:
+    """The sound of each alert, kept to be heard and corrected (`nursery-monitor clips` / `feedback`)."""
+
+    enabled: bool = setting(True, "Save each event's audio as 16 kHz FLAC when it ends (`run`; `replay` only with "
+                                  "--save-clips DIR).")
+    directory: str | None = setting(None, "Folder of the clips; null = $STATE_DIRECTORY/clips or ./state/clips.")
+    pre_roll_seconds: float = setting(2.0, "Audio kept from before the event's first window.", lo=0.0, hi=30.0)
+    max_seconds: float = setting(60.0, "Longest clip, pre-roll included; a longer event keeps its beginning.",
+                                 lo=1.0, hi=600.0)
+    max_total_mb: float = setting(200.0, "Retention: the oldest clips are deleted while all of them take more.",
+                                  lo=1.0, hi=100_000.0)
+    max_age_days: float = setting(30.0, "Retention: clips older than this are deleted.", lo=0.01, hi=3650.0)
+    feedback_directory: str | None = setting(
+        None, "User dataset `nursery-monitor feedback` files clips into (<label>/*.flac + feedback.csv), for "
+        "`build-models --data`; null = $STATE_DIRECTORY/feedback or ./state/feedback.")
+    publish: bool = setting(False, "Also publish each clip's FLAC bytes to <prefix>/<device_id>/clip/<event_id> "
+                                   "(QoS 1, not retained).")
+
+
+@dataclass
 class Config:
     """Nursery Monitor configuration."""
 
@@ -282,6 +302,7 @@ class Config:
     fusion: FusionConfig = section(FusionConfig)
     mqtt: MqttConfig = section(MqttConfig)
     health: HealthConfig = section(HealthConfig)
+    clips: ClipsConfig = section(ClipsConfig)
 
     def resolve_path(self, value: str | None) -> Path | None:
         """Relative paths in the config are relative to the config file."""

@@ -23,6 +23,10 @@ ALERT_LABELS = ("Crying", "Screaming")
 DATASET_LABELS = {"cry": "Crying", "scream": "Screaming", "normal": "Normal"}
 """Manifest label column -> product label."""
 
+FEEDBACK_CSV = "feedback.csv"
+"""In a user dataset folder: the clips `nursery-monitor feedback` filed there (written by ``monitor.feedback``,
+read by ``training.data``, which pins them to the train split)."""
+
 YAMNET_EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean_Squeeze__273:0"
 """As documented for tf2onnx's conversion; tf2onnx 1.17 numbers it ``__272:0``, so the converter
 (training/yamnet_features.py) also finds it by its place after the pooling layer."""

@@ -11,7 +11,9 @@ Per label:
   >= ``exit_threshold``, after which the label is quiet for ``cooldown_seconds``.
 
 Times are the audio clock (seconds since the stream started); wall-clock times in the payload are
-``stream_start_wall + audio seconds``, so a replay at any speed yields the same events.
+mapped from it through the capture's wall-time stamps (``monitor.wallclock``), so they are the times the
+audio was heard even after a microphone outage, and a replay without stamps yields the same events at
+any speed (``stream_start_wall + audio seconds``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ import numpy as np
 from .config import FusionConfig, require_resolved
 from .constants import ALERT_LABELS, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
 from .fusion import MODEL_NAMES, FusedWindow, as_probabilities
+from .wallclock import WallClockMap
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,6 @@ class Event:
     seq: int
     label: str
     device_id: str
-    stream_start_wall: datetime
     time_audio_s: float
     """Audio time of the window that produced this message."""
     start_audio_s: float
@@ -99,6 +101,10 @@ class Event:
     level_dbfs: Stats
     model_versions: dict[str, str]
     reason: str
+    time_wall: datetime
+    """Wall time at which the audio of ``time_audio_s`` was heard; likewise the two below."""
+    start_wall: datetime
+    last_active_wall: datetime
 
     @property
     def message_id(self) -> str:
@@ -116,9 +122,6 @@ class Event:
     def duration_s(self) -> float:
         return self.last_active_audio_s - self.start_audio_s
 
-    def wall_time(self, audio_seconds: float) -> str:
-        return iso_utc(self.stream_start_wall + timedelta(seconds=audio_seconds))
-
     def to_payload(self) -> dict:
         end = self.end_audio_s
         return {
@@ -130,9 +133,9 @@ class Event:
             "label": self.label,
             "confidence": round(self.score.peak, SCORE_DECIMALS),
             "device_id": self.device_id,
-            "time": self.wall_time(self.time_audio_s),
-            "start_time": self.wall_time(self.start_audio_s),
-            "end_time": None if end is None else self.wall_time(end),
+            "time": iso_utc(self.time_wall),
+            "start_time": iso_utc(self.start_wall),
+            "end_time": None if end is None else iso_utc(self.last_active_wall),
             "start_audio_s": round(self.start_audio_s, SECONDS_DECIMALS),
             "end_audio_s": None if end is None else round(end, SECONDS_DECIMALS),
             "duration_s": round(self.duration_s, SECONDS_DECIMALS),
@@ -197,18 +200,20 @@ class EventTracker:
 
     def __init__(self, cfg: FusionConfig, device_id: str, model_versions: dict[str, str],
                  stream_start_wall: datetime, id_factory: Callable[[], str] = new_event_id):
-        if stream_start_wall.tzinfo is None or stream_start_wall.utcoffset() is None:
-            raise ValueError("stream_start_wall must be timezone-aware (e.g. datetime.now(timezone.utc))")
         require_resolved(cfg)
         if cfg.k_windows > cfg.n_windows:
             raise ValueError(f"k_windows ({cfg.k_windows}) must not exceed n_windows ({cfg.n_windows})")
         self.cfg = cfg
         self.device_id = device_id
         self.model_versions = dict(model_versions)
-        self.stream_start_wall = stream_start_wall
+        self.wall_clock = WallClockMap(stream_start_wall)
         self._new_id = id_factory
         self._tracks = [_LabelTrack(label, deque(maxlen=cfg.n_windows)) for label in ALERT_LABELS]
         self._last_time = -math.inf
+
+    def heard_at(self, audio_seconds: float, wall: datetime) -> None:
+        """The capture's stamp: the audio at ``audio_seconds`` was heard at ``wall`` (see monitor.wallclock)."""
+        self.wall_clock.anchor(audio_seconds, wall)
 
     @property
     def idle(self) -> bool:
@@ -315,12 +320,15 @@ class EventTracker:
 
     def _message(self, track: _LabelTrack, now: float, phase: str, reason: str) -> Event:
         event = track.open
+        start_s = max(0.0, event.start_s)
+        wall_at = self.wall_clock.wall_at
         message = Event(
             event_id=event.event_id, phase=phase, seq=event.next_seq, label=track.label,
-            device_id=self.device_id, stream_start_wall=self.stream_start_wall, time_audio_s=now,
-            start_audio_s=max(0.0, event.start_s), last_active_audio_s=event.last_active_s,
+            device_id=self.device_id, time_audio_s=now,
+            start_audio_s=start_s, last_active_audio_s=event.last_active_s,
             score=event.score.snapshot(), models={n: s.snapshot() for n, s in event.models.items()},
-            level_dbfs=event.level.snapshot(), model_versions=self.model_versions, reason=reason)
+            level_dbfs=event.level.snapshot(), model_versions=self.model_versions, reason=reason,
+            time_wall=wall_at(now), start_wall=wall_at(start_s), last_active_wall=wall_at(event.last_active_s))
         event.next_seq += 1
         event.last_published_s = now
         log.debug("event %s %s %s seq=%s score=%.2f", phase, track.label, event.event_id, message.seq,

@@ -49,6 +49,7 @@ EVENT_QOS = 1
 STATE_QOS = 1
 STATUS_QOS = 1
 HEALTH_QOS = 0
+CLIP_QOS = 1
 ONLINE, OFFLINE = "online", "offline"
 STATE_ON, STATE_OFF = "ON", "OFF"
 PHASE_TO_STATE = {"start": STATE_ON, "end": STATE_OFF}
@@ -72,12 +73,17 @@ class Topics:
     health: str
     state: dict[str, str]
     """Alert label -> its retained ON/OFF topic."""
+    clip_prefix: str = ""
+    """``<prefix>/<device_id>/clip``: an event's FLAC goes to ``<clip_prefix>/<event_id>``."""
 
     @classmethod
     def for_device(cls, prefix: str, device_id: str) -> Topics:
         base = f"{prefix.rstrip('/')}/{device_id}"
         return cls(event=f"{base}/event", status=f"{base}/status", health=f"{base}/health",
-                   state={label: f"{base}/state/{label.lower()}" for label in ALERT_LABELS})
+                   state={label: f"{base}/state/{label.lower()}" for label in ALERT_LABELS}, clip_prefix=f"{base}/clip")
+
+    def clip(self, event_id: str) -> str:
+        return f"{self.clip_prefix}/{event_id}"
 
 
 @dataclass(frozen=True)
@@ -264,6 +270,14 @@ class MqttPublisher:
             topic, state = change
             self.outbox.put(topic, state.encode(), message_id=f"{message_id}:state", qos=STATE_QOS, retain=True,
                             is_event=False)
+        self._wake.set()
+        return stored
+
+    def publish_clip(self, event_id: str, flac: bytes) -> bool:
+        """Queue an event's FLAC clip (QoS 1, not retained) behind its end message; dropped before events when
+        the outbox is full."""
+        stored = self.outbox.put(self.topics.clip(event_id), flac, message_id=f"{event_id}:clip", qos=CLIP_QOS,
+                                 is_event=False)
         self._wake.set()
         return stored
 

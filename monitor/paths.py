@@ -29,3 +29,8 @@ def build_dir() -> Path:
 def models_dir() -> Path:
     """Runtime artifacts: ``$NURSERY_MODELS`` or ``models/`` in the checkout."""
     return Path(os.environ.get("NURSERY_MODELS", REPO_ROOT / "models")).resolve()
+
+
+def state_dir() -> Path:
+    """Runtime state (outbox, clips): the first of ``$STATE_DIRECTORY`` (systemd ``StateDirectory=``) or ``./state``."""
+    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state")

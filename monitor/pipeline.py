@@ -19,6 +19,7 @@ import numpy as np
 
 from .capture import AudioBlock
 from .classify import Classifiers, predict_windows
+from .clips import ClipKeeper
 from .config import Config
 from .constants import SAMPLE_RATE
 from .counters import RunStats
@@ -27,6 +28,7 @@ from .fusion import FusedWindow, fuse_window, wav2vec2_decisive_from
 from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
 from .sinks import EventSink
+from .wallclock import as_utc
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ class Pipeline:
                  heartbeat: Callable[[], None] | None = None,
                  reporter: StatusReporter | None = None,
                  notifier: SystemdNotifier | None = None,
-                 refresh_status: Callable[[StatusReporter], None] | None = None):
+                 refresh_status: Callable[[StatusReporter], None] | None = None,
+                 clips: ClipKeeper | None = None):
         self.cfg = cfg
         self.classifiers = classifiers
         self.sink = sink
@@ -64,6 +67,7 @@ class Pipeline:
         self.fusion = classifiers.resolve_fusion(cfg.fusion)
         self.wav2vec2_from = wav2vec2_decisive_from(self.fusion) if cfg.models.wav2vec2_cascade else float("-inf")
         """YAMNet alert probability from which Wav2Vec2 runs (the cascade); -inf: on every gated window."""
+        self.clips = clips
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
         self.tracker = EventTracker(self.fusion, cfg.device_id, classifiers.versions,
@@ -88,7 +92,11 @@ class Pipeline:
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
         if block.discontinuity:
             self.restart_stream(block.start_seconds)
+        if block.heard_at is not None:
+            self.tracker.heard_at(block.start_seconds, as_utc(block.heard_at))
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
+        if self.clips is not None:
+            self.clips.hear(block.samples)
         self.reporter.record_block(block.samples)
         outcomes = [self.process_window(window) for window in self.windower.push(block.samples)]
         self.idle()
@@ -135,10 +143,14 @@ class Pipeline:
     def publish(self, events: list[Event]) -> None:
         for event in events:
             payload = event.to_payload()
+            if self.clips is not None:
+                self.clips.on_event(payload)
             self.stats.record_event(payload)
             log.info("event %s %s %s conf=%.2f", payload["phase"], payload["label"], payload["event_id"],
                      payload["confidence"])
             self.sink.handle_event(payload)
+            if self.clips is not None:
+                self.clips.after_sent(payload)
 
     def finish(self) -> None:
         """End open events at the current audio time (shutdown or end of replay)."""

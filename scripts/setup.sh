@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Nursery Monitor needs on a Debian-like machine: mosquitto (if root or sudo is available)
+# Installs what Nursery Monitor needs on a Debian-like machine: mosquitto and PulseAudio (if root or sudo is available)
 # and a virtual environment in .venv with the package, its training extra and the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # speech for the gate tests
 ldconfig -p 2>/dev/null | grep -q libportaudio || need_apt+=(libportaudio2)
+# a private sound server for the real-device tests (tests/test_pulse_device.py); ALSA's pulse plugin is how
+# sounddevice reaches it (audio.device: pulse)
+command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)
+command -v paplay >/dev/null 2>&1 || need_apt+=(pulseaudio-utils)
+ls /usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so >/dev/null 2>&1 || need_apt+=(libasound2-plugins)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
   if [ "$SUDO" = none ]; then

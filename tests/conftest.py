@@ -1,5 +1,6 @@
 """Shared fixtures. Broker fixtures: a real mosquitto on loopback (skipped when it is not installed);
-``fake_models``: the tiny tone models of tests/helpers/fake_models.py and their manifest."""
+``fake_models``: the tiny tone models of tests/helpers/fake_models.py and their manifest; ``notify_listener``:
+systemd's side of sd_notify for the daemons a test starts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.helpers.broker import Broker, find_mosquitto
 from tests.helpers.fake_models import write_fake_models
+from tests.helpers.systemd import WATCHDOG_USEC, NotifyListener
 
 
 @pytest.fixture
@@ -40,3 +42,15 @@ def broker(broker_factory) -> Broker:
 def fake_models(tmp_path) -> Path:
     """The manifest of the fake tone models (a 500 Hz tone is Crying, 1000 Hz Screaming, 2000 Hz Normal)."""
     return write_fake_models(tmp_path / "models")
+
+
+@pytest.fixture
+def notify_listener(monkeypatch):
+    """NOTIFY_SOCKET and WATCHDOG_USEC set (for this process and the daemons it starts); the listener records every
+    datagram (tests.helpers.systemd.NotifyListener)."""
+    listener = NotifyListener()
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield listener
+    listener.close()

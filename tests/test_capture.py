@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,13 +23,21 @@ from monitor.capture import (
 )
 from monitor.config import AudioConfig, PreprocessConfig
 from monitor.constants import SAMPLE_RATE
-from tests.helpers.audio import RESAMPLE_TOLERANCE, FakeDevice, assert_contiguous, expected_samples, write_audio
+from tests.helpers.audio import (
+    RESAMPLE_TOLERANCE,
+    WAIT_SECONDS,
+    FakeDevice,
+    RecordingSleep,
+    assert_contiguous,
+    expected_samples,
+    mic_config,
+    wait_for,
+    write_audio,
+)
 
 CONDITIONER_LAG_SECONDS = 0.3
 """Upper bound of audio still inside the resampler while a live stream runs (it is flushed only at the end)."""
 
-WAIT_SECONDS = 10.0
-"""Bound for waiting on background threads; a test fails (not hangs) when the condition never holds."""
 
 
 # --- helpers shared with test_bad_audio -----------------------------------------------------------
@@ -43,14 +49,6 @@ def collect(source) -> list[AudioBlock]:
 
 def total_samples(blocks: list[AudioBlock]) -> int:
     return sum(b.samples.size for b in blocks)
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # --- file replay ---------------------------------------------------------------------------------
@@ -212,24 +210,6 @@ class Consumer:
         self.mic.stop()
         self.thread.join(WAIT_SECONDS)
         assert not self.thread.is_alive()
-
-
-class RecordingSleep:
-    """Records backoff waits and returns almost at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        time.sleep(0.002)
-
-
-def mic_config(**overrides) -> AudioConfig:
-    settings = dict(block_seconds=0.05, queue_seconds=10.0, retry_min_seconds=1.0, retry_max_seconds=4.0,
-                    no_data_seconds=60.0)
-    settings.update(overrides)
-    return AudioConfig(**settings)
 
 
 def test_mic_delivers_conditioned_blocks_on_the_audio_clock():

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.capture import FileReplaySource
 from monitor.classify import load_classifiers
 from monitor.config import load_config
 from monitor.paths import default_manifest_csv, models_dir
-from monitor.pipeline import Pipeline
-from monitor.sinks import FanoutSink
+from tests.helpers.replay import clip_events, starts
 from training.data import load_dataset, manifest_sha256
 from training.split import load_or_make_split, split_file_for
 
@@ -45,17 +43,6 @@ def test_split():
 def runtime():
     cfg = load_config(REPO / "config.yaml")
     return cfg, load_classifiers(cfg)
-
-
-def clip_events(path: Path, runtime) -> list[dict]:
-    """The replay pipeline in-process: the same stages and config as `nursery-monitor replay`."""
-    cfg, classifiers = runtime
-    pipeline = Pipeline(cfg, classifiers, FanoutSink([]))
-    return pipeline.run(FileReplaySource([path], cfg.audio, cfg.preprocess)).events
-
-
-def starts(events: list[dict]) -> list[str]:
-    return [e["label"] for e in events if e["phase"] == "start"]
 
 
 @pytest.mark.parametrize("label", ["Crying", "Screaming"])

@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-
-import pytest
 
 from monitor import app, capture
 from monitor.capture import MIC_ERROR, MIC_OK, Backoff
@@ -26,10 +23,18 @@ from monitor.config import load_config
 from monitor.mqtt import Topics
 from tests.helpers.audio import FakeDevice
 from tests.helpers.broker import Subscriber, first_copies, wait_until
-from tests.helpers.daemon import RunningDaemon, queued_events, set_top_level, stderr_problems, tone_scene, write_config
-from tests.helpers.systemd import NotifySocket
+from tests.helpers.daemon import (
+    DEVICE_ID,
+    EVENTS_QUICKLY_OVER,
+    RunningDaemon,
+    queued_events,
+    set_top_level,
+    stderr_problems,
+    tone_scene,
+    write_config,
+)
+from tests.helpers.systemd import PING, WATCHDOG_USEC
 
-DEVICE_ID = "testroom"
 TOPICS = Topics.for_device("nursery", DEVICE_ID)
 RECONNECT_MAX_SECONDS = 1.0
 """write_config's mqtt.reconnect_max_seconds: the longest wait between two reconnect attempts."""
@@ -38,18 +43,14 @@ MESSAGES_DURING_OUTAGE = 3
 DELIVERY_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_SECONDS = 10.0
 """health.shutdown_seconds for the outage test: time to drain the outbox after the replay ends."""
-EVENTS_QUICKLY_OVER = {"hold_seconds": 1.0, "cooldown_seconds": 0.0}
 EVENTS_OFTEN = {**EVENTS_QUICKLY_OVER, "update_interval_seconds": 0.5}
 """Short events with an update every 0.5 s: several messages per tone burst."""
 MIC_RETRY = {"retry_min_seconds": 0.1, "retry_max_seconds": 1.0}
 STATUS_EVERY_SECOND = {"status_interval_seconds": 1.0}
-WATCHDOG_USEC = 200_000
-"""systemd would expect a ping every 0.2 s; the daemon pings every 0.1 s."""
 PINGS_SEEN = 5
 SILENT_PINGS = 5
 """Ping intervals without a ping that show the watchdog has stopped."""
 STOP_TIMEOUT_SECONDS = 10.0
-PING = "WATCHDOG=1"
 STALL_POLL_SECONDS = 0.05
 
 
@@ -86,61 +87,6 @@ def max_attempts(seconds: float, retry: dict) -> int:
     while (waited := waited + backoff.next_delay()) <= seconds:
         attempts += 1
     return attempts
-
-
-class NotifyListener:
-    """systemd's side of NOTIFY_SOCKET, received in a thread: every datagram with the time it arrived."""
-
-    def __init__(self):
-        self.socket = NotifySocket(f"@nursery-reliability-{os.getpid()}-{time.monotonic_ns()}")
-        self.address = self.socket.address
-        self._messages: list[tuple[float, str]] = []
-        self._changed = threading.Condition()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._receive, name="notify-listener", daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._closed.is_set():
-            message = self.socket.receive(timeout=0.05)
-            if message is not None:
-                with self._changed:
-                    self._messages.append((time.monotonic(), message))
-                    self._changed.notify_all()
-
-    def messages(self, prefix: str = "") -> list[str]:
-        with self._changed:
-            return [m for _, m in self._messages if m.startswith(prefix)]
-
-    def count_since(self, since: float, message: str = PING) -> int:
-        with self._changed:
-            return sum(1 for at, m in self._messages if at >= since and m == message)
-
-    def wait_for(self, prefix: str, count: int = 1, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> list[str]:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(found := [m for _, m in self._messages if m.startswith(prefix)]) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            return found
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(STOP_TIMEOUT_SECONDS)
-        self.socket.close()
-
-
-@pytest.fixture
-def notify_listener(monkeypatch) -> Iterator[NotifyListener]:
-    """NOTIFY_SOCKET and WATCHDOG_USEC set (for this process and the daemons it starts)."""
-    listener = NotifyListener()
-    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
-    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield listener
-    listener.close()
 
 
 # --- broker outage and SIGKILL -----------------------------------------------------------------------

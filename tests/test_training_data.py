@@ -13,6 +13,7 @@ import soundfile as sf
 from monitor.config import GateConfig, PreprocessConfig
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.paths import default_manifest_csv
+from tests.helpers.training_data import synthetic_clips, write_tone
 from training.data import FOLDER_SOURCE, Clip, load_dataset, manifest_sha256
 from training.split import SPLITS, load_or_make_split, load_split, make_split, read_split_header, save_split
 from training.windows import active_window_mask, build_window_set, training_windows
@@ -20,12 +21,6 @@ from training.windows import active_window_mask, build_window_set, training_wind
 HEADER = "path,label,source,group,license,duration_s,sample_rate,orig_sr,origin\n"
 SHARED_MANIFEST = default_manifest_csv()
 needs_shared = pytest.mark.skipif(not SHARED_MANIFEST.is_file(), reason="shared data not available")
-
-
-def write_tone(path: Path, seconds: float = 1.0, rate: int = 8000) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
 
 
 def write_csv(folder: Path, rows: list[str]) -> Path:
@@ -101,25 +96,6 @@ def test_manifest_hash_tracks_content(tmp_path):
 
 
 # --- split -----------------------------------------------------------------------------------
-
-def synthetic_clips(seed: int = 0) -> list[Clip]:
-    """Groups of very different sizes, like the shared data: a few huge groups and many singletons."""
-    rng = np.random.default_rng(seed)
-    layout = {  # (label, source): list of group sizes
-        ("Crying", "phone"): list(rng.integers(1, 4, size=120)),
-        ("Screaming", "web"): [1] * 40,
-        ("Normal", "speech"): [40, 45, 35],
-        ("Normal", "laugh"): [50, 55],
-        ("Normal", "silence"): [30],
-        ("Normal", "noise"): [1] * 60,
-    }
-    clips = []
-    for (label, source), sizes in layout.items():
-        for g, size in enumerate(sizes):
-            for k in range(int(size)):
-                clips.append(Clip(Path(f"/data/{source}/{g}_{k}.flac"), label, f"{source}:{g}", source, 1.0, 16000))
-    return clips
-
 
 def assert_valid_split(clips: list[Clip], split: dict[str, list[Clip]], ratio_tolerance: float) -> None:
     assert sorted(str(c.path) for part in split.values() for c in part) == sorted(str(c.path) for c in clips)

@@ -3,19 +3,26 @@
 Both sources become the same list of ``Clip`` records, so the split, training and evaluation code never
 care where the audio came from. Every problem (unknown label, missing column or file) is a one-line
 ``ValueError`` naming the file and, for a CSV, the line.
+
+A folder may hold ``feedback.csv``: the provenance of clips filed by `nursery-monitor feedback`. Those clips
+are corrections, not a test: they are pinned to the train split (``Clip.fixed_split``). Several sources
+(``build-models --data A --data B``) are joined by ``write_union_manifest`` into one CSV in which each
+source keeps its own groups (prefixed with the source's name) and the pinned split.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from monitor.constants import DATASET_LABELS, LABELS
+from monitor.constants import DATASET_LABELS, FEEDBACK_CSV, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,12 @@ REQUIRED_COLUMNS = ("path", "label", "source", "group")
 
 FOLDER_SOURCE = "own-recordings"
 """``Clip.source`` of clips read from a folder tree."""
+
+FEEDBACK_SOURCE = "feedback"
+"""``Clip.source`` of the clips a folder's ``feedback.csv`` lists."""
+FEEDBACK_SPLIT = "train"
+"""Feedback clips are corrections, not a test: always trained on."""
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class Clip:
     source: str
     duration_s: float | None
     sample_rate: int | None
+    fixed_split: str | None = None
+    """Pinned to this split whatever the grouped split decides (feedback clips: always ``train``)."""
 
 
 def product_label(name: str) -> str | None:
@@ -86,8 +101,12 @@ def _load_csv(csv_path: Path) -> list[Clip]:
                 rate = _optional_number(row.get("sample_rate"), int)
             except ValueError:
                 raise ValueError(f"{where}: duration_s / sample_rate must be numbers") from None
+            fixed_split = (row.get("split") or "").strip() or None
+            if fixed_split is not None and fixed_split not in SPLIT_NAMES:
+                raise ValueError(f"{where}: split must be empty or one of {', '.join(SPLIT_NAMES)}, "
+                                 f"got {fixed_split!r}")
             clips.append(Clip(path=path, label=label, group=group, source=(row["source"] or "").strip(),
-                              duration_s=duration, sample_rate=rate))
+                              duration_s=duration, sample_rate=rate, fixed_split=fixed_split))
     if not clips:
         raise ValueError(f"{csv_path}: no clips listed")
     return clips
@@ -113,10 +132,23 @@ def _folder_group(label_dir: Path, path: Path) -> str:
     return f"{label_dir.name}/{path.stem}"
 
 
+def feedback_files(root: Path) -> set[Path]:
+    """The clips ``feedback.csv`` in ``root`` lists (resolved paths); empty when there is none."""
+    listing = root / FEEDBACK_CSV
+    if not listing.is_file():
+        return set()
+    with listing.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if "path" not in (reader.fieldnames or []):
+            raise ValueError(f"{listing}: missing column path (header: {', '.join(reader.fieldnames or [])})")
+        return {(root / row["path"]).resolve() for row in reader if (row["path"] or "").strip()}
+
+
 def _load_folder(root: Path) -> list[Clip]:
     clips: list[Clip] = []
+    corrections = feedback_files(root)
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == FEEDBACK_CSV:
             continue
         if entry.is_file():
             raise ValueError(f"{entry}: audio must be inside a label folder ({', '.join(LABELS)})")
@@ -124,8 +156,10 @@ def _load_folder(root: Path) -> list[Clip]:
         if label is None:
             raise ValueError(f"{entry}: folder name is not a label (known: {_known_labels()})")
         for path in _audio_files(entry):
+            pinned = path.resolve() in corrections
             clips.append(Clip(path=path.resolve(), label=label, group=_folder_group(entry, path),
-                              source=FOLDER_SOURCE, duration_s=None, sample_rate=None))
+                              source=FEEDBACK_SOURCE if pinned else FOLDER_SOURCE, duration_s=None, sample_rate=None,
+                              fixed_split=FEEDBACK_SPLIT if pinned else None))
     if not clips:
         raise ValueError(f"{root}: no {'/'.join(AUDIO_SUFFIXES)} files under its label folders")
     return clips
@@ -169,3 +203,41 @@ def manifest_sha256(source: Path) -> str:
     else:
         raise ValueError(f"{source}: no such manifest CSV or folder")
     return digest.hexdigest()
+
+
+UNION_COLUMNS = ("path", "label", "source", "group", "split", "duration_s", "sample_rate", "size_bytes")
+
+
+def source_name(source: Path) -> str:
+    """What prefixes a source's groups in a union: the folder's name, or the CSV's folder and stem."""
+    source = Path(source).resolve()
+    return source.name if source.is_dir() else f"{source.parent.name}/{source.stem}"
+
+
+def union_clips(sources: list[Path]) -> list[Clip]:
+    """The clips of every source; each group is prefixed with its source's name, so no two sources share one."""
+    names = [source_name(s) for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two --data sources have the same name ({', '.join(names)}): rename one folder")
+    return [dataclasses.replace(clip, group=f"{name}:{clip.group}")
+            for source, name in zip(sources, names, strict=True) for clip in load_dataset(source)]
+
+
+def write_union_manifest(sources: list[Path], folder: Path) -> Path:
+    """One manifest CSV (absolute paths) listing the union of ``sources``, named by its content, so every step
+    of a build reads it like any manifest; its hash changes when a file is added, removed or resized."""
+    rows = [[str(c.path), c.label, c.source, c.group, c.fixed_split or "",
+             "" if c.duration_s is None else c.duration_s, "" if c.sample_rate is None else c.sample_rate,
+             c.path.stat().st_size] for c in union_clips(sources)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(UNION_COLUMNS)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    path = Path(folder) / f"union-{hashlib.sha256(text.encode()).hexdigest()[:12]}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_text(text, encoding="utf-8")
+    log.info("union of %d sources: %d clips (%d pinned to train) in %s", len(sources), len(rows),
+             sum(1 for r in rows if r[4]), path)
+    return path

@@ -351,6 +351,31 @@ def evaluate(selection: Selection, classifiers: Classifiers, cfg: Config, out: P
     return metrics
 
 
+FEEDBACK_REPORT = "feedback.json"
+
+
+def evaluate_feedback(manifest: Path, classifiers: Classifiers, cfg: Config, out: Path,
+                      seed: int = DEFAULT_SPLIT_SEED) -> dict | None:
+    """How the models score the feedback clips (pinned to train, so not a test: a parent's check that last night's
+    false alarm is now Normal). Writes ``out/feedback.json``; None when the data holds no feedback clip."""
+    data = dataset_split(manifest, seed)
+    clips = [c for split in SPLITS for c in data.split[split] if c.fixed_split is not None]
+    if not clips:
+        return None
+    outcomes, skipped = classify_clips(clips, classifiers, cfg)
+    rows = [{"path": str(o.clip.path), "label": o.clip.label, "split": o.clip.fixed_split,
+             "predicted": o.result.label, "correct": o.result.label == o.clip.label, "probs": o.result.probs,
+             "model_labels": o.result.per_model_labels} for o in outcomes]
+    report = {"clips": len(rows), "correct": sum(r["correct"] for r in rows), "report": str(out / FEEDBACK_REPORT),
+              "skipped": [{"path": str(s.clip.path), "reason": s.reason} for s in skipped],
+              "model_versions": classifiers.versions, "per_clip": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FEEDBACK_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log.info("feedback clips: %d of %d now classified as their filed label (%s)", report["correct"], len(rows),
+             out / FEEDBACK_REPORT)
+    return report
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nursery-monitor evaluate",

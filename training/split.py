@@ -22,11 +22,11 @@ import numpy as np
 from monitor.constants import LABELS
 from monitor.paths import build_dir
 
-from .data import Clip, load_dataset, manifest_sha256
+from .data import SPLIT_NAMES, Clip, load_dataset, manifest_sha256
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_NAMES
 DEFAULT_SPLIT_SEED = 1234
 """Seed of the grouped train / val / test split (each trainer has its own training seed)."""
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
@@ -187,12 +187,20 @@ def _improve(state: _Assignment, order: list[int]) -> None:
 
 def make_split(clips: list[Clip], seed: int = DEFAULT_SPLIT_SEED,
                ratios: tuple[float, float, float] = DEFAULT_RATIOS) -> dict[str, list[Clip]]:
-    """``{"train": [...], "val": [...], "test": [...]}``, whole groups only, same result for the same seed."""
+    """``{"train": [...], "val": [...], "test": [...]}``, whole groups only, same result for the same seed.
+
+    Clips with a ``fixed_split`` (feedback corrections) go to that split and take no part in the balancing, so
+    adding them leaves the split of every other clip as it was."""
     if len(ratios) != len(SPLITS) or any(r <= 0 for r in ratios):
         raise ValueError(f"ratios must be {len(SPLITS)} positive numbers, got {ratios}")
     total = float(sum(ratios))
     ratios = tuple(r / total for r in ratios)
-    groups = _groups(clips)
+    pinned = [c for c in clips if c.fixed_split is not None]
+    pinned_groups = {c.group for c in pinned}
+    shared = sorted(pinned_groups & {c.group for c in clips if c.fixed_split is None})
+    if shared:
+        raise ValueError(f"group {shared[0]!r} has clips pinned to a split and others that are not")
+    groups = _groups([c for c in clips if c.fixed_split is None])
     state = _Assignment(groups, ratios)
     order = [int(i) for i in np.random.default_rng(seed).permutation(len(groups))]
     _greedy(state, order)
@@ -200,6 +208,8 @@ def make_split(clips: list[Clip], seed: int = DEFAULT_SPLIT_SEED,
     split: dict[str, list[Clip]] = {name: [] for name in SPLITS}
     for gi, group in enumerate(groups):
         split[SPLITS[state.where[gi]]].extend(group.clips)
+    for clip in pinned:
+        split[clip.fixed_split].append(clip)
     for name in SPLITS:
         split[name].sort(key=lambda c: str(c.path))
     log.info("split (seed %d): %s", seed, {name: len(members) for name, members in split.items()})

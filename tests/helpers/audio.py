@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +13,11 @@ import pytest
 import soundfile as sf
 
 from monitor.capture import AudioBlock, MicError, StreamRequest
+from monitor.config import AudioConfig
 from monitor.constants import SAMPLE_RATE
 
+WAIT_SECONDS = 10.0
+"""How long a test waits for a fake microphone's thread."""
 RESAMPLE_TOLERANCE = 2
 """Samples the streaming resampler may differ from frames * 16000 / rate (rounding in each stage)."""
 
@@ -113,3 +118,29 @@ class FakeStream:
         self.active = False
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class RecordingSleep:
+    """Records backoff waits and returns almost at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        time.sleep(0.002)
+
+
+def mic_config(**overrides) -> AudioConfig:
+    settings = dict(block_seconds=0.05, queue_seconds=10.0, retry_min_seconds=1.0, retry_max_seconds=4.0,
+                    no_data_seconds=60.0)
+    settings.update(overrides)
+    return AudioConfig(**settings)

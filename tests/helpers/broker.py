@@ -43,6 +43,17 @@ def find_mosquitto() -> str | None:
     return None
 
 
+def terminate(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within ``timeout``: for the servers the tests start."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -167,13 +178,7 @@ class Broker:
         """Terminate (mosquitto saves its persistent sessions on the way out)."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process)
         self._process = None
 
     def restart(self) -> None:
@@ -202,6 +207,8 @@ class Received:
     retain: bool
     dup: bool
     """The broker re-sent it to this subscriber (its PUBACK was lost in an outage): a copy, not a new publish."""
+    received_at: float = 0.0
+    """``time.monotonic()`` when it arrived here: for latency figures."""
 
     @property
     def text(self) -> str:
@@ -244,7 +251,7 @@ class Subscriber:
     def _on_message(self, _client, _userdata, message) -> None:
         with self._changed:
             self._messages.append(Received(message.topic, bytes(message.payload), message.qos, bool(message.retain),
-                                           bool(message.dup)))
+                                           bool(message.dup), time.monotonic()))
             self._changed.notify_all()
 
     def messages(self, topic: str | None = None) -> list[Received]:

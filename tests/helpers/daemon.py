@@ -160,6 +160,9 @@ def stderr_problems(stderr: str, secret: str | None = None) -> list[str]:
 
 
 REPO = Path(__file__).resolve().parents[2]
+DEVICE_ID = "testroom"
+"""write_config's device_id."""
+EVENTS_QUICKLY_OVER = {"hold_seconds": 1.0, "cooldown_seconds": 0.0}
 
 
 def tone_scene(path: Path, parts: list[tuple[str | None, float]], seed: int = 0) -> Path:
@@ -183,8 +186,8 @@ def write_config(tmp_path: Path, manifest: Path, broker=None, **sections) -> Pat
             "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0}
     if broker is not None:
         mqtt.update(host="127.0.0.1", port=broker.port)
-    config = {"device_id": "testroom", "models": {"manifest": str(manifest), "use_wav2vec2": False},
-              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}}
+    config = {"device_id": DEVICE_ID, "models": {"manifest": str(manifest), "use_wav2vec2": False},
+              "mqtt": mqtt, "health": {"status_interval_seconds": 1.0}, "clips": {"directory": str(tmp_path / "clips")}}
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     path = tmp_path / "config.yaml"

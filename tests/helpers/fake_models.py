@@ -117,3 +117,15 @@ def write_tone(path: Path, label: str, seconds: float = 2.0, rate: int = SAMPLE_
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), samples.astype(np.float32), rate, subtype="PCM_16")
     return path
+
+
+def fake_runtime(manifest: Path):
+    """Defaults with the fake YAMNet alone: (config, classifiers), for in-process pipeline tests."""
+    from monitor.classify import load_classifiers
+    from monitor.config import Config
+
+    cfg = Config()
+    cfg.models.manifest = str(manifest)
+    cfg.models.use_wav2vec2 = False
+    return cfg, load_classifiers(cfg)
+
