@@ -27,7 +27,7 @@ from monitor.paths import build_dir
 from monitor.preprocess import prepare_batch
 
 from .augment import AugmentParams, augment_window, mix_at_snr
-from .cache import save_npz_atomic
+from .cache import prune_caches, save_npz_atomic
 from .yamnet_features import DEFAULT_BATCH, BaseModel, make_session, run_batches
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CACHE_SUBDIR = "teacher"
 CACHE_VERSION = 1
 """Bump when the way targets are computed changes."""
+KEEP_CACHES = 4
+"""Target files are ~150 MB for a full pretraining set: only the most recently written ones are kept."""
 CHUNK_WINDOWS = 2048
 """Windows prepared and hashed at a time: bounds the memory of the prepared copy (~130 MB)."""
 MIXTURE_AUGMENT = AugmentParams(noise_probability=0.0)
@@ -125,5 +127,6 @@ def teacher_targets(windows: np.ndarray, preprocess_cfg: PreprocessConfig, teach
     targets = compute_targets(windows, preprocess_cfg, teacher, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     save_npz_atomic(cache, embeddings=targets.embeddings, scores=targets.scores)
+    prune_caches(cache_dir, "targets-*.npz", KEEP_CACHES)
     log.info("teacher targets of %d windows cached in %s", len(windows), cache)
     return targets
