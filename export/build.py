@@ -60,7 +60,7 @@ QUANTIZATION_SPLIT = "val"
 # The modules each step's action calls into. Its "code version" is the hash of every project module they
 # import, directly or not (``export.module_graph.import_closure``), so no hand list can miss one.
 YAMNET_CODE = ("training.train_yamnet", "training.yamnet_features")
-WAV2VEC2_CODE = ("training.train_wav2vec2",)
+WAV2VEC2_CODE = ("training.train_wav2vec2", "training.teacher_targets")
 YAMNET_EXPORT_CODE = ("export.yamnet_onnx",)
 WAV2VEC2_EXPORT_CODE = ("export.wav2vec2_onnx",)
 TUNE_CODE = ("bench.tune",)
@@ -268,11 +268,15 @@ def _wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
 
     minutes = opts.w2v_minutes if opts.w2v_minutes is not None else DEFAULT_MAX_MINUTES
     metadata = train_wav2vec2(data.split, model_dir, init=opts.init, max_minutes=minutes, cfg=opts.cfg,
+                              yamnet_tflite=opts.yamnet_tflite,
                               extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
                                                                 "split_file": str(data.split_file)}})
-    return {key: metadata.get(key) for key in ("init", "checkpoint", "config", "temperature", "epochs", "best_epoch",
-                                               "stopped_by", "minutes", "val_metrics", "test_metrics",
-                                               "ece_before", "ece_after")}
+    pretraining = metadata.get("pretraining") or {}
+    return {**{key: metadata.get(key) for key in ("init", "checkpoint", "config", "temperature", "epochs",
+                                                  "best_epoch", "stopped_by", "minutes", "val_metrics",
+                                                  "test_metrics", "ece_before", "ece_after")},
+            "pretraining": {key: pretraining[key] for key in ("teacher", "windows", "steps", "seconds")
+                            if key in pretraining} or None}
 
 
 def _read_json(path: Path) -> dict:
@@ -325,8 +329,8 @@ def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: 
                   "timing": head_result.get("timing"),
                   "val_metrics": headline_metrics((head_result.get("metrics") or {}).get("val"))},
         extra={"parity": yamnet_export.result})
-    w2v_training = {key: w2v_result.get(key) for key in ("init", "checkpoint", "config", "epochs", "best_epoch",
-                                                        "stopped_by", "minutes")}
+    w2v_training = {key: w2v_result.get(key) for key in ("init", "checkpoint", "pretraining", "config", "epochs",
+                                                        "best_epoch", "stopped_by", "minutes")}
     w2v_training["val_metrics"] = headline_metrics(w2v_result.get("val_metrics"))
     w2v_entry = model_entry(
         WAV2VEC2_CONTRACT, w2v_files, staging, w2v_export.result["default_variant"],
@@ -416,8 +420,10 @@ def run_build(opts: BuildOptions) -> dict:
                       lambda: _yamnet_head(opts, head_dir))
     w2v_dir = build_dir() / "wav2vec2"
     budget = "default budget" if opts.w2v_minutes is None else f"{opts.w2v_minutes:g} min budget"
-    w2v = runner.run("wav2vec2", f"train Wav2Vec2 ({'from ' + opts.init if opts.init else 'from scratch'}, {budget})",
+    start = f"from {opts.init}" if opts.init else "distilled from YAMNet, then fine-tuned"
+    w2v = runner.run("wav2vec2", f"train Wav2Vec2 ({start}, {budget})",
                      {**data_inputs, "init": folder_identity(Path(opts.init)) if opts.init else None,
+                      "teacher_sha256": None if opts.init else sha256_file(opts.yamnet_tflite),
                       "minutes": opts.w2v_minutes}, WAV2VEC2_CODE, [w2v_dir], lambda: _wav2vec2(opts, data, w2v_dir))
 
     staging = opts.staging
@@ -506,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--yamnet-tflite", type=Path, metavar="PATH",
                         help="YAMNet base model (default: the shared yamnet.tflite)")
     parser.add_argument("--init", metavar="PATH_OR_NAME",
-                        help="pretrained Wav2Vec2 checkpoint to fine-tune (default: train from scratch)")
+                        help="pretrained Wav2Vec2 checkpoint to fine-tune (default: a compact Wav2Vec2 distilled from "
+                             "YAMNet, then fine-tuned)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--w2v-minutes", type=float, metavar="M", help="Wav2Vec2 training budget in minutes")
     budget.add_argument("--quick", action="store_true",

@@ -1,11 +1,15 @@
-"""Wav2Vec2 branch: training (scratch and --init), calibration metadata, ONNX export parity and int8.
+"""Wav2Vec2 branch: teacher targets, YAMNet pretraining, training (distilled, scratch and --init), calibration
+metadata, ONNX export parity and int8.
 
-Runs offline on synthetic clips (harmonic "cries", shrill "screams", quiet noise) and a tiny model,
-so the whole file takes seconds, not the budgeted ten minutes of a real run.
+Runs offline on synthetic clips (harmonic "cries", shrill "screams", quiet noise), a tiny model and a cheap
+spectral stand-in for the YAMNet teacher, so the whole file takes seconds, not the budgeted minutes of a
+real run; one test checks the real YAMNet teacher when the train extra and the shared model are there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -22,7 +26,18 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification, Wav2
 import export.wav2vec2_onnx as w2v_onnx  # noqa: E402
 import training.train_wav2vec2 as tw  # noqa: E402
 from monitor.classify import create_session  # noqa: E402
-from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES  # noqa: E402
+from monitor.config import PreprocessConfig  # noqa: E402
+from monitor.constants import (  # noqa: E402
+    LABELS,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    YAMNET_AUDIOSET_CLASSES,
+    YAMNET_EMBEDDING_SIZE,
+)
+from monitor.paths import default_yamnet_tflite  # noqa: E402
+from monitor.preprocess import clip_windows, prepare_batch  # noqa: E402
+from monitor.windows import hop_samples_from_seconds  # noqa: E402
+from training import teacher_targets as tt  # noqa: E402
 from training.data import Clip, class_weights  # noqa: E402
 from training.windows import WindowSet  # noqa: E402
 
@@ -30,6 +45,28 @@ pytestmark = pytest.mark.train
 
 CLIP_SECONDS = 2.0
 QUICK = tw.TrainSettings(batch_size=8, max_epochs=4, patience_epochs=10, threads=1, scratch_lr=3e-3)
+QUICK_DISTILL = tw.DistillSettings(minutes=1.0, batch_size=8, lr=3e-3, max_passes=4, windows_per_minute=10_000)
+"""Passes, not time, end the tiny pretraining: 4 passes over ~90 windows take seconds."""
+SPECTRAL_BANDS_WIDTH = 7
+"""Stand-in teacher: 1024 bands of 7 FFT bins each (7168 of the window's 7801 bins)."""
+
+
+class SpectralTeacher:
+    """A cheap, deterministic stand-in for YAMNet: band energies of each window alone (row i depends on
+    window i only, as with the real teacher)."""
+
+    identity = "spectral-bands-v1"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prepared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        power = np.abs(np.fft.rfft(prepared, axis=1)) ** 2
+        bands = power[:, :YAMNET_EMBEDDING_SIZE * SPECTRAL_BANDS_WIDTH]
+        embeddings = np.log1p(bands.reshape(len(prepared), YAMNET_EMBEDDING_SIZE, -1).mean(axis=2))
+        centred = embeddings[:, :YAMNET_AUDIOSET_CLASSES] - embeddings.mean(axis=1, keepdims=True)
+        return embeddings.astype(np.float32), (1.0 / (1.0 + np.exp(-centred))).astype(np.float32)
 
 
 def _synthetic(label: str, seed: int) -> np.ndarray:
@@ -70,8 +107,122 @@ def split(tmp_path_factory):
 def trained(split, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     metadata = tw.train_wav2vec2(split, out, max_minutes=3, seed=7, tiny=True, settings=QUICK,
-                                 window_cache_dir=out / "cache", progress=False)
+                                 window_cache_dir=out / "cache", progress=False, distill=None)
     return out, metadata
+
+
+@pytest.fixture(scope="module")
+def distilled(split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distilled")
+    teacher = SpectralTeacher()
+    metadata = tw.train_wav2vec2(split, out, max_minutes=3, seed=7, tiny=True, settings=QUICK,
+                                 window_cache_dir=out / "cache", progress=False, distill=QUICK_DISTILL,
+                                 teacher=teacher, teacher_cache_dir=out / "teacher")
+    return out, metadata, teacher
+
+
+def _windows(n: int, seed: int) -> np.ndarray:
+    """Conditioned-looking windows of different levels and spectra."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(WINDOW_SAMPLES) / SAMPLE_RATE
+    tones = np.sin(2 * np.pi * rng.uniform(200, 3000, size=(n, 1)) * t)
+    return (rng.uniform(0.05, 0.5, size=(n, 1)) * tones + 0.01 * rng.standard_normal((n, WINDOW_SAMPLES))
+            ).astype(np.float32)
+
+
+# --- teacher targets -----------------------------------------------------------------------------
+
+
+def test_teacher_targets_line_up_with_their_windows_and_reload_from_the_cache(tmp_path):
+    windows = _windows(2 * 5 + 3, seed=0)
+    cfg = PreprocessConfig()
+    teacher = SpectralTeacher()
+    original_chunk = tt.CHUNK_WINDOWS
+    tt.CHUNK_WINDOWS = 5  # several chunks, the last one partial
+    try:
+        targets = tt.teacher_targets(windows, cfg, teacher, tmp_path)
+    finally:
+        tt.CHUNK_WINDOWS = original_chunk
+    assert teacher.calls == 3
+    for row in (0, 4, 5, 12):
+        embedding, scores = teacher(prepare_batch(windows[row:row + 1], cfg))
+        np.testing.assert_allclose(targets.embeddings[row], embedding[0], rtol=1e-5)
+        np.testing.assert_allclose(targets.scores[row], scores[0], rtol=1e-5)
+
+    calls = teacher.calls
+    again = tt.teacher_targets(windows, cfg, teacher, tmp_path)
+    assert teacher.calls == calls  # from the cache
+    np.testing.assert_array_equal(again.embeddings, targets.embeddings)
+
+    order = np.random.default_rng(1).permutation(len(windows))
+    shuffled = tt.teacher_targets(windows[order], cfg, teacher, tmp_path)
+    assert teacher.calls > calls  # other rows, other key: never a stale row
+    np.testing.assert_allclose(shuffled.embeddings, targets.embeddings[order], rtol=1e-5)
+    assert len(list(tmp_path.glob("targets-*.npz"))) == 2
+
+
+def test_teacher_targets_key_depends_on_preprocessing_and_teacher():
+    windows = _windows(3, seed=2)
+    key = tt.targets_key(windows, PreprocessConfig(), "a")
+    assert tt.targets_key(windows.copy(), PreprocessConfig(), "a") == key
+    assert tt.targets_key(windows, PreprocessConfig(target_dbfs=-30.0), "a") != key
+    assert tt.targets_key(windows, PreprocessConfig(), "b") != key
+
+
+@pytest.mark.skipif(not (all(importlib.util.find_spec(m) for m in ("tf2onnx", "tensorflow"))
+                         and default_yamnet_tflite().is_file()),
+                    reason="needs the train extra (tf2onnx, tensorflow) and the shared YAMNet model")
+def test_yamnet_teacher_gives_the_embeddings_of_the_runtime_feature_extractor(tmp_path):
+    from training.yamnet_features import convert_yamnet, extract_embeddings
+
+    base = convert_yamnet(out_path=tmp_path / "yamnet_base.onnx")
+    windows = _windows(11, seed=3)
+    targets = tt.teacher_targets(windows, PreprocessConfig(), tt.YamnetTeacher(base), tmp_path / "teacher")
+    embeddings, scores = extract_embeddings(prepare_batch(windows, PreprocessConfig()), base, cache=False,
+                                            progress=False)
+    np.testing.assert_allclose(targets.embeddings, embeddings, atol=1e-5)
+    np.testing.assert_allclose(targets.scores, scores, atol=1e-5)
+    assert targets.embeddings.shape == (11, YAMNET_EMBEDDING_SIZE)
+
+
+def test_mixtures_combine_two_windows_and_follow_the_seed():
+    windows = _windows(6, seed=4)
+    mixtures = tt.mixture_windows(windows, 9, (-5.0, 5.0), np.random.default_rng(0))
+    assert mixtures.shape == (9, WINDOW_SAMPLES) and mixtures.dtype == np.float32
+    np.testing.assert_array_equal(mixtures, tt.mixture_windows(windows, 9, (-5.0, 5.0), np.random.default_rng(0)))
+    assert not any(np.allclose(m, w) for m in mixtures for w in windows)
+    assert len(tt.mixture_windows(windows[:1], 4, (0.0, 0.0), np.random.default_rng(0))) == 0
+
+
+def test_pretraining_windows_never_take_test_audio_and_respect_the_cap():
+    sets = {name: WindowSet(_windows(n, seed), np.zeros(n, np.int64), np.arange(n), np.array(["g"] * n),
+                            np.ones(n, bool)) for seed, (name, n) in enumerate((("train", 20), ("val", 10),
+                                                                                ("test", 10)))}
+    distill = tw.DistillSettings(mixtures_per_window=0.5)
+    rng = np.random.default_rng(0)
+    windows = tw.pretraining_windows(sets, distill, 1000, rng)
+    assert len(windows) == 30 + 15
+    test_rows = {w.tobytes() for w in sets["test"].windows}
+    assert not any(w.tobytes() in test_rows for w in windows)
+    assert len(tw.pretraining_windows(sets, distill, 30, rng)) == 20 + 10
+    with pytest.raises(ValueError, match="test"):
+        tw.pretraining_windows(sets, dataclasses.replace(distill, splits=("train", "test")), 1000, rng)
+
+
+def test_pretraining_on_a_tiny_model_lowers_its_loss_and_changes_only_the_encoder():
+    windows = _windows(64, seed=5)
+    cfg = PreprocessConfig()
+    targets = tt.compute_targets(windows, cfg, SpectralTeacher())
+    torch.manual_seed(0)
+    model = tw.build_model(None, tw.TINY_DIMS)
+    classifier_before = model.classifier.weight.detach().clone()
+    encoder_before = [p.detach().clone() for p in model.wav2vec2.parameters()]
+    history = tw.pretrain(model, windows, targets, cfg, QUICK_DISTILL, QUICK, seconds=60.0,
+                          rng=np.random.default_rng(0))
+    assert [h["pass"] for h in history] == list(range(1, QUICK_DISTILL.max_passes + 1))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert torch.equal(model.classifier.weight, classifier_before)  # fine-tuning trains the 3-label layer
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, model.wav2vec2.parameters(), strict=True))
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -83,13 +234,28 @@ def test_scratch_training_learns_and_saves_a_loadable_model(trained):
     assert len(losses) == QUICK.max_epochs
     assert losses[-1] < losses[0]
     saved = json.loads((out / tw.METADATA_FILE).read_text())
-    assert saved["init"] == "scratch" and saved["checkpoint"] is None
+    assert saved["init"] == tw.INIT_SCRATCH and saved["checkpoint"] is None and saved["pretraining"] is None
+    assert saved["peak_lr"] == QUICK.scratch_lr
     assert saved["normalisation"] == "zero_mean_unit_var"
     assert saved["config"]["hidden_size"] == tw.TINY_DIMS.hidden_size
     assert saved["temperature"] > 0
     assert {"ece_before", "ece_after", "val_metrics", "test_metrics", "minutes", "epochs"} <= saved.keys()
     model = Wav2Vec2ForSequenceClassification.from_pretrained(out)
     assert [model.config.id2label[i] for i in range(len(LABELS))] == list(LABELS)
+
+
+def test_default_training_distils_the_encoder_from_the_teacher_first(distilled, split):
+    out, metadata, teacher = distilled
+    assert metadata["init"] == tw.INIT_DISTILLED and metadata["checkpoint"] is None
+    pretraining = metadata["pretraining"]
+    assert pretraining["teacher"] == SpectralTeacher.identity and pretraining["steps"] > 0
+    per_clip = len(clip_windows(np.zeros(int(CLIP_SECONDS * SAMPLE_RATE), np.float32),
+                                hop_samples_from_seconds(tw.Config().window.hop_seconds)))
+    clean = len(split["train"] + split["val"]) * per_clip  # every window of every train and val clip, no test
+    assert pretraining["windows"] == clean + int(clean * QUICK_DISTILL.mixtures_per_window)
+    assert len(list((out / "teacher").glob("targets-*.npz"))) == 1
+    assert metadata["peak_lr"] == QUICK_DISTILL.finetune_lr
+    assert json.loads((out / tw.METADATA_FILE).read_text())["init"] == tw.INIT_DISTILLED
 
 
 def test_validation_metrics_are_reported_at_the_fitted_temperature(trained):
@@ -115,7 +281,8 @@ def test_init_fine_tunes_a_local_checkpoint_with_a_frozen_feature_encoder(split,
     metadata = tw.train_wav2vec2(split, out, init=str(checkpoint), max_minutes=2, seed=1,
                                  settings=tw.TrainSettings(batch_size=8, max_epochs=1, threads=1),
                                  window_cache_dir=tmp_path / "cache", progress=False)
-    assert metadata["init"] == "pretrained" and metadata["checkpoint"] == str(checkpoint)
+    assert metadata["init"] == tw.INIT_PRETRAINED and metadata["checkpoint"] == str(checkpoint)
+    assert metadata["pretraining"] is None  # a real checkpoint is not distilled again
     assert metadata["config"]["trainable_parameters"] < metadata["config"]["parameters"]
     tuned = Wav2Vec2ForSequenceClassification.from_pretrained(out)
     for before, after in zip(base.feature_extractor.parameters(), tuned.wav2vec2.feature_extractor.parameters(),

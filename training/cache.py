@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:
@@ -18,3 +21,11 @@ def save_npz_atomic(path: Path, **arrays) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def prune_caches(cache_dir: Path, pattern: str, keep: int) -> None:
+    """Delete all but the ``keep`` most recently written files matching ``pattern`` (caches are large)."""
+    caches = sorted(Path(cache_dir).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in caches[keep:]:
+        log.info("removing old cache %s", stale)
+        stale.unlink(missing_ok=True)

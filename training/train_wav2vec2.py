@@ -1,8 +1,11 @@
 """The second voter: a Wav2Vec2 sequence classifier over prepared 0.975 s windows.
 
-Two ways in. ``--init`` fine-tunes a pretrained checkpoint (a local folder or a hub name, for users who
-are online) with its convolutional feature encoder frozen. Without it a compact Wav2Vec2 is trained from
-scratch, shaped by what was measured on 2 CPU cores within a 10-minute budget:
+Three ways in. ``--init`` fine-tunes a pretrained checkpoint (a local folder or a hub name, for users who
+are online) with its convolutional feature encoder frozen. Without it (the default) a compact Wav2Vec2 is
+first taught by YAMNet: its pooled output learns to predict YAMNet's embedding and AudioSet scores for
+unlabelled windows of every train and val clip and for mixtures of two of them (``training.teacher_targets``;
+test clips never), then it is fine-tuned on the three labels. ``--scratch`` skips that pretraining (the
+earlier recipe). The compact shape was measured on 2 CPU cores within a 10-minute budget:
 - the conv stack opens with a stride-10 layer, tapers its width (24 -> 128 channels) and ends at 40 ms
   frames: the first layers over the long sequence dominate the cost, and a training step of this model
   measured 3-5x cheaper than with the textbook 7 x 128 stack at 20 ms frames, so more epochs fit the
@@ -38,7 +41,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSe
 from monitor.classify import standardise
 from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, GateConfig, PreprocessConfig, load_config
-from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES
+from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
 from monitor.progress import progress_bar
@@ -50,7 +53,9 @@ from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights
 from .metrics import classification_report, confusion_matrix
 from .split import SPLITS, dataset_split
+from .teacher_targets import Teacher, TeacherTargets, YamnetTeacher, mixture_windows, teacher_targets
 from .windows import WindowSet, build_window_set
+from .yamnet_features import convert_yamnet
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,17 @@ INITIAL_RESERVE_SECONDS = 60.0
 SAVE_MARGIN_SECONDS = 15.0
 RESERVE_EVALUATIONS = 3
 """The final phase predicts val once and test (about the size of val) once; one more pass is slack."""
+PRETRAIN_MINUTES = 4.0
+"""Wall-clock budget of the teacher-student pretraining (teacher targets included) inside the whole run's."""
+PRETRAIN_MAX_SHARE = 0.4
+"""The pretraining never takes more than this share of a short run's budget (``--quick``): fine-tuning needs
+the rest."""
+PRETRAIN_WINDOWS_PER_MINUTE = 6000
+"""Measured: a step of the compact model on a batch of 16 takes ~0.15 s on one free core (~6,400 windows/min)."""
+EMBEDDING_STD_FLOOR = 1e-2
+"""Embedding dimensions are standardised by their spread over the targets, never by less than this (dead units)."""
+INIT_SCRATCH, INIT_DISTILLED, INIT_PRETRAINED = "scratch", "distilled-yamnet", "pretrained"
+"""How the encoder was initialised (metadata ``init``, copied into the manifest)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,30 @@ class TrainSettings:
     threads: int | None = None
     """Torch threads; None = re-chosen each epoch between 1 and ``TRAIN_THREADS`` by timing a few steps: when
     another job holds a core, 2 threads can be five times slower than 1 (they wait on each other)."""
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """Teacher-student pretraining: the pooled output learns YAMNet's embedding (MSE on standardised
+    dimensions) and its AudioSet scores (binary cross-entropy on the teacher's probabilities)."""
+
+    minutes: float = PRETRAIN_MINUTES
+    splits: tuple[str, ...] = ("train", "val")
+    """Clips whose audio (labels unused) the student learns from; the test split never."""
+    mixtures_per_window: float = 0.5
+    """Mixtures of two random windows added per clean window."""
+    mixture_snr_db: tuple[float, float] = (-5.0, 5.0)
+    """Level of the second window relative to the first: both stay audible, so the scores are mixed too."""
+    batch_size: int = 16
+    lr: float = 1e-3
+    embedding_weight: float = 1.0
+    scores_weight: float = 1.0
+    finetune_lr: float = 5e-4
+    """Peak learning rate of the fine-tuning that follows (lower than from scratch: the encoder is not random)."""
+    windows_per_minute: int = PRETRAIN_WINDOWS_PER_MINUTE
+    """Windows (clean + mixtures) given to the teacher per minute of the pretraining budget: about what the
+    student gets through in that time, so no teacher time goes to windows it would never see."""
+    max_passes: int = 50
 
 
 @dataclass
@@ -313,6 +353,22 @@ class _Batches:
                    torch.from_numpy(self.train.labels[index].astype(np.int64)))
 
 
+def make_optimizer(params: list[nn.Parameter], lr: float, settings: TrainSettings) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, betas=settings.adam_betas,
+                             eps=settings.adam_eps)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor, lr: float,
+                   clip_norm: float) -> None:
+    """One update at learning rate ``lr`` with the gradient norm clipped."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+
+
 @dataclass
 class _Outcome:
     best_state: dict
@@ -327,8 +383,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
          budget: Budget, progress: bool) -> _Outcome:
     """Train until the epochs, the patience or the time budget run out; keep the best val macro-F1 state."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=settings.weight_decay, betas=settings.adam_betas,
-                                  eps=settings.adam_eps)
+    optimizer = make_optimizer(params, peak_lr, settings)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
                                   label_smoothing=settings.label_smoothing)
     planned_steps = settings.max_epochs * batches.steps_per_epoch()
@@ -354,13 +409,8 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
             # Schedule by steps or by time, whichever is further: the cosine ends inside the budget on any machine.
             fraction = max(step / planned_steps, (time.monotonic() - train_start) / train_seconds)
             lr = peak_lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             loss = loss_fn(model(inputs).logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, settings.grad_clip_norm)
-            optimizer.step()
+            optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
             threads.record(n_threads, time.monotonic() - step_start)
             step += 1
             losses.append(float(loss.detach()))
@@ -403,12 +453,111 @@ def _predictions(model: nn.Module, window_set: WindowSet, preprocess_cfg: Prepro
     return Predictions(logits, view.labels.astype(np.int64), view.clip_index)
 
 
+# --- teacher-student pretraining ------------------------------------------------------------------
+
+def pooled_output(model: Wav2Vec2ForSequenceClassification, inputs: torch.Tensor) -> torch.Tensor:
+    """What the classifier layer sees: the projected hidden states averaged over frames (windows are unpadded)."""
+    return model.projector(model.wav2vec2(inputs).last_hidden_state).mean(dim=1)
+
+
+class DistillHeads(nn.Module):
+    """Linear read-outs of the pooled output: YAMNet's standardised embedding and its AudioSet score logits."""
+
+    def __init__(self, pooled_size: int, targets: TeacherTargets):
+        super().__init__()
+        self.embedding = nn.Linear(pooled_size, YAMNET_EMBEDDING_SIZE)
+        self.scores = nn.Linear(pooled_size, YAMNET_AUDIOSET_CLASSES)
+        self.register_buffer("mean", torch.from_numpy(targets.embeddings.mean(axis=0)))
+        self.register_buffer("std", torch.from_numpy(np.maximum(targets.embeddings.std(axis=0), EMBEDDING_STD_FLOOR)))
+
+    def loss(self, pooled: torch.Tensor, targets: TeacherTargets, distill: DistillSettings) -> torch.Tensor:
+        embeddings = (torch.from_numpy(targets.embeddings) - self.mean) / self.std
+        scores = torch.from_numpy(targets.scores)
+        return (distill.embedding_weight * nn.functional.mse_loss(self.embedding(pooled), embeddings)
+                + distill.scores_weight * nn.functional.binary_cross_entropy_with_logits(self.scores(pooled), scores))
+
+
+def pretraining_windows(sets: dict[str, WindowSet], distill: DistillSettings, max_windows: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Every window of the clips in ``distill.splits`` (pauses and silence too: no label is needed) and mixtures
+    of two of them, at most ``max_windows`` in all (a random subset of the clean ones when over)."""
+    if "test" in distill.splits:
+        raise ValueError("the test split is never used for training, not even without its labels")
+    clean = np.concatenate([sets[name].windows for name in distill.splits])
+    wanted_clean = int(max_windows / (1.0 + distill.mixtures_per_window))
+    if len(clean) > wanted_clean:
+        clean = clean[np.sort(rng.choice(len(clean), size=wanted_clean, replace=False))]
+    mixtures = mixture_windows(clean, int(len(clean) * distill.mixtures_per_window), distill.mixture_snr_db, rng)
+    return np.concatenate([clean, mixtures])
+
+
+def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targets: TeacherTargets,
+             preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings, seconds: float,
+             rng: np.random.Generator, progress: bool = False) -> list[dict]:
+    """Fit the pooled output to the teacher's targets for ``seconds`` (warm-up + cosine over that time) or
+    ``distill.max_passes`` passes; returns the mean loss of each pass."""
+    heads = DistillHeads(model.config.classifier_proj_size, targets)
+    params = [p for p in (*model.parameters(), *heads.parameters()) if p.requires_grad]
+    optimizer = make_optimizer(params, distill.lr, settings)
+    threads = ThreadChooser(settings.threads)
+    steps_per_pass = max(1, len(windows) // distill.batch_size)
+    start, history = time.monotonic(), []
+    model.train()
+    for number in range(1, distill.max_passes + 1):
+        threads.start_epoch()
+        order, losses = rng.permutation(len(windows)), []
+        for step in tqdm(range(steps_per_pass), desc=f"pretrain {number}", unit="batch", disable=not progress,
+                         leave=False):
+            progress_fraction = (time.monotonic() - start) / seconds
+            if progress_fraction >= 1.0:
+                break
+            step_start, n_threads = time.monotonic(), threads.threads_for(step)
+            torch.set_num_threads(n_threads)
+            rows = np.sort(order[step * distill.batch_size:(step + 1) * distill.batch_size])
+            lr = distill.lr * lr_factor(progress_fraction, settings.warmup_fraction, settings.final_lr_fraction)
+            pooled = pooled_output(model, torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)))
+            loss = heads.loss(pooled, targets.select(rows), distill)
+            optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
+            threads.record(n_threads, time.monotonic() - step_start)
+            losses.append(float(loss.detach()))
+        if not losses:
+            break
+        history.append({"pass": number, "steps": len(losses), "loss": float(np.mean(losses)),
+                        "seconds": round(time.monotonic() - start, 1)})
+        log.info("pretraining pass %d: %d steps, loss %.4f", number, len(losses), history[-1]["loss"])
+        if len(losses) < steps_per_pass:
+            break
+    return history
+
+
+def _distill_encoder(model: Wav2Vec2ForSequenceClassification, sets: dict[str, WindowSet],
+                     preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings,
+                     teacher: Teacher, seconds: float, teacher_cache_dir: Path | None, rng: np.random.Generator,
+                     progress: bool) -> dict:
+    """Teacher targets then pretraining, both inside ``seconds``; returns what the metadata records."""
+    start = time.monotonic()
+    windows = pretraining_windows(sets, distill, int(distill.windows_per_minute * seconds / 60.0), rng)
+    targets = teacher_targets(windows, preprocess_cfg, teacher, teacher_cache_dir, progress)
+    teacher_seconds = time.monotonic() - start
+    history = pretrain(model, windows, targets, preprocess_cfg, distill, settings, seconds - teacher_seconds, rng,
+                       progress)
+    return {"teacher": teacher.identity, "windows": int(len(windows)), "teacher_seconds": round(teacher_seconds, 1),
+            "steps": int(sum(h["steps"] for h in history)), "seconds": round(time.monotonic() - start, 1),
+            "history": history, "settings": dataclasses.asdict(distill)}
+
+
 def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
                    max_minutes: float = DEFAULT_MAX_MINUTES, seed: int = DEFAULT_TRAINING_SEED, tiny: bool = False, *,
                    cfg: Config | None = None, settings: TrainSettings = TrainSettings(),
                    augment: AugmentParams = AugmentParams(), window_cache_dir: Path | None = None,
-                   progress: bool = True, extra_metadata: dict | None = None) -> dict:
-    """Train, calibrate and save (``save_pretrained`` + ``metadata.json``) to ``out_dir``; returns the metadata."""
+                   progress: bool = True, extra_metadata: dict | None = None,
+                   distill: DistillSettings | None = DistillSettings(), teacher: Teacher | None = None,
+                   yamnet_tflite: Path | None = None, teacher_cache_dir: Path | None = None) -> dict:
+    """Train, calibrate and save (``save_pretrained`` + ``metadata.json``) to ``out_dir``; returns the metadata.
+
+    Without ``init`` the encoder is first distilled from ``teacher`` (default: YAMNet converted from
+    ``yamnet_tflite``) unless ``distill`` is None (from scratch).
+    """
     budget = Budget(max_minutes)
     cfg = cfg or Config()
     torch.set_num_threads(settings.threads or TRAIN_THREADS)
@@ -423,6 +572,13 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
 
     hop = hop_samples_from_seconds(cfg.window.hop_seconds)
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
+    pretraining = None
+    if init is None and distill is not None:
+        teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads or TRAIN_THREADS)
+        seconds = 60.0 * min(distill.minutes, PRETRAIN_MAX_SHARE * max_minutes)
+        pretraining = _distill_encoder(model, sets, cfg.preprocess, distill, settings, teacher, seconds,
+                                       teacher_cache_dir, rng, progress)
+    init_kind = INIT_PRETRAINED if init else INIT_DISTILLED if pretraining and pretraining["steps"] else INIT_SCRATCH
     train = sets["train"].training_view()
     if len(train) == 0:
         raise ValueError("no active training window: are the train clips silent?")
@@ -432,7 +588,8 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     log.info("windows: train %d %s, val %d", len(train), dict(Counter(LABELS[i] for i in train.labels)), len(val))
 
     weights = class_weights(train.labels)
-    peak_lr = settings.pretrained_lr if init else settings.scratch_lr
+    peak_lr = {INIT_PRETRAINED: settings.pretrained_lr, INIT_SCRATCH: settings.scratch_lr,
+               INIT_DISTILLED: distill.finetune_lr if distill else settings.scratch_lr}[init_kind]
     batches = _Batches(train, cfg.preprocess, augment, settings, rng)
     outcome = _fit(model, batches, val_inputs, val_labels, peak_lr, weights, settings, budget, progress)
     model.load_state_dict(outcome.best_state)
@@ -445,8 +602,10 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
         "sample_rate": SAMPLE_RATE,
         "window_samples": WINDOW_SAMPLES,
         "normalisation": NORMALISATION,
-        "init": "pretrained" if init else "scratch",
+        "init": init_kind,
         "checkpoint": str(init) if init else None,
+        "pretraining": pretraining,
+        "peak_lr": peak_lr,
         "config": summary,
         "seed": seed,
         "epochs": len(outcome.history),
@@ -502,7 +661,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m training.train_wav2vec2", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=None,
                         help="manifest CSV or <label>/ folder tree (default: the shared manifest)")
-    parser.add_argument("--init", default=None, help="pretrained checkpoint folder or hub name; default: from scratch")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--init", default=None,
+                       help="pretrained checkpoint folder or hub name; default: a compact model distilled from YAMNet")
+    start.add_argument("--scratch", action="store_true", help="no YAMNet pretraining: train from random weights")
+    parser.add_argument("--pretrain-minutes", type=float, default=PRETRAIN_MINUTES,
+                        help="budget of the YAMNet pretraining (teacher targets included), inside --max-minutes")
+    parser.add_argument("--yamnet-tflite", type=Path, default=None, help="the teacher (default: the shared YAMNet)")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                         help="wall-clock budget of the whole run, loading included")
     parser.add_argument("--seed", type=int, default=DEFAULT_TRAINING_SEED, help="training seed (the split has its own)")
@@ -520,6 +685,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         metadata = train_wav2vec2(data.split, args.out or default_model_dir(), init=args.init,
                                   max_minutes=args.max_minutes, seed=args.seed, cfg=cfg,
+                                  distill=None if args.scratch else DistillSettings(minutes=args.pretrain_minutes),
+                                  yamnet_tflite=args.yamnet_tflite,
                                   extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
                                                                     "clips": len(data.clips),
                                                                     "split_file": str(data.split_file)}})

@@ -26,7 +26,7 @@ from monitor.preprocess import clip_windows, frame_starts
 from monitor.progress import progress_bar
 from monitor.signal_helpers import pad_to_window, rms_dbfs, split_frames, voiced_frames
 
-from .cache import save_npz_atomic
+from .cache import prune_caches, save_npz_atomic
 from .data import Clip, clips_signature
 from .options import apply_options
 
@@ -154,13 +154,6 @@ def _compute_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop
     return WindowSet(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(WindowSet)))
 
 
-def _prune_caches(cache_dir: Path, keep: int = KEEP_CACHES) -> None:
-    caches = sorted(cache_dir.glob("windows-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in caches[keep:]:
-        log.info("removing old window cache %s", stale)
-        stale.unlink(missing_ok=True)
-
-
 def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int,
                      gate_cfg: GateConfig | None = None, *, cache_dir: Path | None = None,
                      progress: bool = True) -> WindowSet:
@@ -175,7 +168,7 @@ def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_sa
     window_set = _compute_window_set(clips, preprocess_cfg, hop_samples, gate_cfg, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     save_npz_atomic(cache, **{f.name: getattr(window_set, f.name) for f in dataclasses.fields(WindowSet)})
-    _prune_caches(cache_dir)
+    prune_caches(cache_dir, "windows-*.npz", KEEP_CACHES)
     log.info("%d windows (%d active) of %d clips cached in %s", len(window_set), int(window_set.active.sum()),
              len(clips), cache)
     return window_set
