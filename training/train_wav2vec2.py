@@ -506,8 +506,8 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
     for number in range(1, distill.max_passes + 1):
         threads.start_epoch()
         order, losses = rng.permutation(len(windows)), []
-        for step in tqdm(range(steps_per_pass), desc=f"pretrain {number}", unit="batch", disable=not progress,
-                         leave=False):
+        for step in progress_bar(range(steps_per_pass), desc=f"pretrain {number}", unit="batch", enabled=progress,
+                                 leave=False):
             progress_fraction = (time.monotonic() - start) / seconds
             if progress_fraction >= 1.0:
                 break
