@@ -3,7 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHELL := /bin/bash
 
-.PHONY: demo test setup models lint bench evaluate clean
+.PHONY: demo test check setup models lint bench evaluate clean
+
+FAST_TESTS := -m "not models and not broker and not train"
 
 setup:
 	@bash scripts/setup.sh
@@ -16,11 +18,16 @@ demo: setup models
 models: setup
 	@$(BIN)/nursery-monitor build-models $(BUILD_ARGS)
 
-test: setup models
+# The whole suite (what CI runs, in .ci/run): lint first, then every test, models built.
+test: lint models
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The fast tests while editing: no built models, no broker, no train extra needed (under 2 minutes).
+check: setup
+	@$(BIN)/python -m pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
+
 lint: setup
-	@$(BIN)/ruff check monitor training export bench tests
+	@$(BIN)/ruff check monitor training export bench tests scripts
 
 evaluate: setup models
 	@$(BIN)/nursery-monitor evaluate

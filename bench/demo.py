@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from monitor.audiofile import load_clip
-from monitor.command import setup_logging
+from monitor.command import EXIT_OK, setup_logging
 from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.paths import build_dir, default_manifest_csv
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = compose(args.manifest)
     sf.write(args.out, audio, SAMPLE_RATE, subtype="PCM_16")
     print(f"demo recording: {args.out} ({audio.size / SAMPLE_RATE:.1f} s)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.command import add_config_option, setup_logging
+from monitor.command import EXIT_OK, add_config_option, setup_logging
 from monitor.config import Config, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
 from monitor.events import PHASE_END, PHASE_START
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         worker_profile(cfg, args.stream, args.result, args.profile_text or args.result.with_suffix(".txt"),
                        args.profile_seconds, show)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

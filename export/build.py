@@ -29,14 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor.command import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    add_config_option,
-    fail,
-    load_command_config,
-    setup_logging,
-)
+from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config
 from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
 from monitor.paths import REPO_ROOT, build_dir, default_manifest_csv, default_yamnet_tflite, models_dir

@@ -34,7 +34,6 @@ OUTPUT_SETUP_ERRORS = (MqttSetupError, OutboxError, SinkError, OSError)
 log = logging.getLogger("monitor")
 
 
-
 def _fail(message: str) -> int:
     return fail("nursery-monitor", message)
 

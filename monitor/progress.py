@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 LOG_EVERY_SECONDS = 30.0
 """Without a terminal: a line at least this often ..."""
 LOG_EVERY_FRACTION = 0.1
-"""... and one for each tenth of the total done, whichever comes first."""
+"""... and one for each tenth of the total done, whichever comes first ..."""
+LOG_MIN_GAP_SECONDS = 5.0
+"""... but tenths no closer than this (a loop of a few seconds says only that it is done)."""
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -51,6 +53,7 @@ class LogProgress:
         for item in self.iterable or ():
             yield item
             self.update(1)
+        self.close()  # as tqdm does when its iterable is exhausted
 
     def update(self, n: float = 1) -> None:
         self.n += n
@@ -58,8 +61,9 @@ class LogProgress:
             return
         now = self._clock()
         fraction = self.n / self.total if self.total else None
+        since_last = now - self._last_time
         next_tenth = fraction is not None and self._step(fraction) > self._last_step
-        if next_tenth or now - self._last_time >= LOG_EVERY_SECONDS:
+        if (next_tenth and since_last >= LOG_MIN_GAP_SECONDS) or since_last >= LOG_EVERY_SECONDS:
             self._log(now, fraction)
 
     @staticmethod

@@ -14,6 +14,14 @@ from tests.helpers.fake_models import write_fake_models
 from tests.helpers.systemd import WATCHDOG_USEC, NotifyListener
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a broker (through any fixture) is marked ``broker``, so ``-m "not broker"``
+    (``make check``) leaves them all out, not only those that remembered the marker."""
+    for item in items:
+        if "broker_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture
 def broker_factory(tmp_path_factory) -> Iterator[Callable[..., Broker]]:
     """Start brokers with ``Broker`` options (``users=``, ``tls=``); all are stopped at teardown."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitor import app
 from monitor.capture import FileReplaySource
+from monitor.cli import main as cli_main
 from monitor.config import AudioConfig, GateConfig, PreprocessConfig
 from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.gate import PASS_REASONS, REASON_BELOW_FLOOR, REASON_SILENCE, Gate
@@ -412,19 +413,19 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("command", ["run", "replay", "classify"])
 @pytest.mark.parametrize("kind", list(BAD_CONFIGS))
-def test_bad_config_exits_2_naming_the_key_before_starting(tmp_path, command, kind):
+def test_bad_config_exits_2_naming_the_key_before_starting(tmp_path, monkeypatch, capsys, command, kind):
+    """In-process (``monitor.cli.main``): a command that got past the config would call its handler."""
     text, key, line, words = BAD_CONFIGS[kind]
     outbox = tmp_path / "state" / "outbox.sqlite"
     config = tmp_path / "config.yaml"
     config.write_text(f"mqtt:\n  outbox_path: {outbox}\n" + text.replace("mqtt:\n", ""))
+    for handler in ("run_live", "run_replay", "classify_files"):
+        monkeypatch.setattr(app, handler, lambda *_: pytest.fail(f"`{command}` started with a bad config"))
     clip = tmp_path / "never-opened.wav"
     args = [command, "--config", str(config)] + ([] if command == "run" else [str(clip)])
-    try:
-        result = cli(*args, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`{command}` started with a bad config")
 
-    assert result.returncode == 2
-    [problem] = result.stderr.splitlines()
+    assert cli_main(args) == 2
+    out, err = capsys.readouterr()
+    [problem] = err.splitlines()
     assert problem.startswith(f"{PROBLEM_PREFIX}config key '{key}' (line {line}): ") and words in problem
-    assert result.stdout == "" and not outbox.parent.exists(), "nothing started"
+    assert out == "" and not outbox.parent.exists(), "nothing started"

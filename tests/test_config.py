@@ -1,11 +1,10 @@
 """The config schema: defaults valid, bad values named with their key and line, exit code 2."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from monitor import cli
 from monitor.config import Config, ConfigError, default_yaml, describe, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,29 +57,30 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     assert cfg.resolve_path(cfg.models.manifest) == tmp_path / "m" / "manifest.json"
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=60)
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """The CLI in-process: (exit code, stdout, stderr)."""
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_check_config_exits_2_naming_the_key(tmp_path):
+def test_check_config_exits_2_naming_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gate:\n  energy_margin_db: -3\n")
-    result = _cli("check-config", "--config", str(bad))
-    assert result.returncode == 2
-    assert "gate.energy_margin_db" in result.stderr and "line 2" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = _cli(capsys, "check-config", "--config", str(bad))
+    assert code == 2
+    assert "gate.energy_margin_db" in err and "line 2" in err
 
 
-def test_run_refuses_bad_config_before_starting(tmp_path):
+def test_run_refuses_bad_config_before_starting(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("mqtt:\n  port: 99999\n")
-    result = _cli("replay", "--config", str(bad), "nothing.wav")
-    assert result.returncode == 2
-    assert "mqtt.port" in result.stderr
+    code, _, err = _cli(capsys, "replay", "--config", str(bad), "nothing.wav")
+    assert code == 2
+    assert "mqtt.port" in err
 
 
-def test_check_config_accepts_the_shipped_file():
-    result = _cli("check-config", "--config", str(REPO / "config.yaml"))
-    assert result.returncode == 0, result.stderr
-    assert "fusion.enter_threshold" in result.stdout
+def test_check_config_accepts_the_shipped_file(capsys):
+    code, out, err = _cli(capsys, "check-config", "--config", str(REPO / "config.yaml"))
+    assert code == 0, err
+    assert "fusion.enter_threshold" in out

@@ -9,18 +9,8 @@ import pytest
 from monitor.config import MqttConfig, TlsConfig, parse_config
 from monitor.mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from monitor.outbox import Outbox
-from tests.helpers.broker import (
-    HOST,
-    PASSWORD,
-    PASSWORD_ENV,
-    USER,
-    WRONG_PASSWORD,
-    Broker,
-    Subscriber,
-    TlsFiles,
-    make_ca,
-    wait_until,
-)
+from tests.helpers.broker import HOST, Broker, Subscriber, TlsFiles, make_ca, wait_until
+from tests.helpers.credentials import PASSWORD, PASSWORD_ENV, USER, WRONG_PASSWORD
 
 pytestmark = pytest.mark.broker
 

@@ -23,13 +23,34 @@ def _lines(caplog) -> list[str]:
 
 
 def test_off_a_terminal_progress_is_a_log_line_per_tenth(caplog):
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0  # one second per item: 100 s in all
+        return now[0]
+
+    with caplog.at_level(logging.INFO, logger="monitor.progress"):
+        items = list(LogProgress(range(100), desc="evaluate", unit="clip", clock=clock))
+    lines = _lines(caplog)
+    assert items == list(range(100)) and len(lines) == 10
+    assert lines[0].startswith("evaluate: 10/100 clip (10%)") and lines[-1].startswith("evaluate: 100/100 clip (100%)")
+
+
+def test_off_a_terminal_a_quick_loop_says_only_that_it_is_done(caplog):
+    with caplog.at_level(logging.INFO, logger="monitor.progress"):
+        items = list(LogProgress(range(1000), desc="evaluate", unit="clip", clock=lambda: 0.0))
+        with LogProgress(desc="replay", total=50.0, unit="s", clock=lambda: 0.0) as bar:
+            bar.update(50.0)
+    assert items == list(range(1000))
+    assert _lines(caplog) == ["evaluate: 1000/1000 clip (100%), 0 s", "replay: 50/50 s (100%), 0 s"]
+
+
+def test_off_a_terminal_no_bar_is_drawn(caplog):
     stream = io.StringIO()
     with caplog.at_level(logging.INFO, logger="monitor.progress"):
         items = list(progress_bar(range(1000), desc="evaluate", unit="clip", stream=stream))
-    assert items == list(range(1000)) and stream.getvalue() == "", "no bar drawn"
-    lines = _lines(caplog)
-    assert len(lines) == 10 and lines[0].startswith("evaluate: 100/1000 clip (10%)")
-    assert lines[-1].startswith("evaluate: 1000/1000 clip (100%)")
+    assert items == list(range(1000)) and stream.getvalue() == ""
+    assert _lines(caplog)[-1].startswith("evaluate: 1000/1000 clip (100%)")
 
 
 def test_off_a_terminal_a_slow_loop_still_reports_every_30_seconds(caplog):

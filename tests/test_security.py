@@ -13,17 +13,8 @@ from pathlib import Path
 import pytest
 
 from monitor.mqtt import Topics
-from tests.helpers.broker import (
-    PASSWORD,
-    PASSWORD_ENV,
-    USER,
-    WRONG_PASSWORD,
-    Broker,
-    Subscriber,
-    TlsFiles,
-    make_ca,
-    wait_until,
-)
+from tests.helpers.broker import Broker, Subscriber, TlsFiles, make_ca, wait_until
+from tests.helpers.credentials import PASSWORD, PASSWORD_ENV, USER, WRONG_PASSWORD
 from tests.helpers.daemon import RunningDaemon, set_top_level, stderr_problems, tone_scene, write_config
 
 pytestmark = pytest.mark.broker

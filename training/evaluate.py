@@ -27,14 +27,7 @@ import numpy as np
 
 from monitor.audiofile import AudioFileError, file_info
 from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
-from monitor.command import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    add_config_option,
-    fail,
-    load_command_config,
-    setup_logging,
-)
+from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config, FusionConfig
 from monitor.constants import LABELS
 from monitor.fusion import MODEL_NAMES, VOTER_WAV2VEC2, VOTER_YAMNET, argmax_label, average_probabilities

@@ -39,7 +39,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
 from monitor.classify import standardise
-from monitor.command import add_config_option, setup_logging
+from monitor.command import EXIT_FAILURE, add_config_option, setup_logging
 from monitor.config import Config, GateConfig, PreprocessConfig, load_config
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.paths import build_dir, default_manifest_csv
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                     "clips": len(data.clips),
                                                                     "split_file": str(data.split_file)}})
     except ValueError as exc:
-        parser.exit(1, f"error: {exc}\n")
+        parser.exit(EXIT_FAILURE, f"error: {exc}\n")
     print(json.dumps({k: metadata[k] for k in ("init", "epochs", "best_epoch", "minutes", "temperature",
                                               "ece_before", "ece_after")}, indent=1))
     return metadata

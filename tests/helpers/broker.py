@@ -327,15 +327,6 @@ class SilentBroker:
         self._server.close()
 
 
-USER, PASSWORD = "monitor", "Corr3ct-horse-battery"
-
-
-WRONG_PASSWORD = "Wr0ng-staple-donkey"
-
-
-PASSWORD_ENV = "NURSERY_TEST_MQTT_PASSWORD"
-
-
 def first_copies(received: list) -> list[dict]:
     """What a consumer deduping on message_id keeps: the first copy of each message."""
     seen, kept = set(), []
