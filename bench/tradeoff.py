@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.config import FusionConfig
-from monitor.constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES
+from monitor.constants import ALERT_LABELS
 from monitor.progress import progress_bar
 
 from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
@@ -146,37 +147,32 @@ def concat_records(parts: Sequence[tuple[dict[str, np.ndarray], Sequence[TruthEv
     return joined, truths, offset - gap_s
 
 
-def _could_alert(record: dict[str, np.ndarray], fusion: FusionConfig) -> np.ndarray:
-    """Windows whose fused probability of some alert label can reach ``enter_threshold``: an average reaches it
-    only if one of the averaged models does. Every other window is a hit for no label."""
-    rows = [LABELS.index(label) for label in ALERT_LABELS]
-    missing = np.isnan(record["wav2vec2"][:, :1])
-    yamnet = record["yamnet"][:, rows]
-    # YAMNet counts where it has weight, and alone wherever Wav2Vec2 is missing (whatever the weights)
-    best = yamnet if fusion.weight_yamnet > 0 else np.where(missing, yamnet, 0.0)
-    if fusion.weight_wav2vec2 > 0:
-        best = np.maximum(best, np.nan_to_num(record["wav2vec2"][:, rows], nan=0.0))
-    return record["passed"] & np.any(best >= fusion.enter_threshold, axis=1)
+def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig):
+    """Every recorded window fused at once (``fuse_batch``: the live fusion's own code)."""
+    from monitor.fusion import audioset_best, fuse_batch
+
+    return fuse_batch(np.nan_to_num(record["yamnet"]), record["wav2vec2"],
+                      audioset_best(np.nan_to_num(record["voters"]), VOTER_ROWS), fusion)
 
 
 def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions: dict[str, str], device_id: str,
-                   stream_seconds: float) -> list[DetectedEvent]:
+                   stream_seconds: float, fused=None) -> list[DetectedEvent]:
     """Fusion and the event tracker over recorded window scores: the events, without any model.
 
-    A window whose Wav2Vec2 scores are missing (the cascade skipped it, or Wav2Vec2 was off) is fused without
-    them, as it was live. While the tracker is idle, windows that can be a hit for no label change nothing
-    (``EventTracker.idle``), so the replay jumps from one window that could alert to the next: a long quiet
-    stream costs only its few candidate windows.
+    Every window is fused at once (``fuse_record``; pass ``fused`` to reuse it for settings that differ only in
+    the tracker's k-of-n); a window whose Wav2Vec2 scores
+    are missing (the cascade skipped it, or Wav2Vec2 was off) is fused without them, as it was live. While the
+    tracker is idle, windows that are a hit for no label change nothing (``EventTracker.idle``), so the replay
+    jumps from one alerting window to the next: a long quiet stream costs only its alerting windows.
     """
     from monitor.events import EventTracker
-    from monitor.fusion import fuse_window
 
     tracker = EventTracker(fusion, device_id, versions, STREAM_EPOCH)
     events = EventLog()
-    candidates = np.flatnonzero(_could_alert(record, fusion))
     end_s, level, passed = record["end_s"], record["level_dbfs"], record["passed"]
-    yamnet, wav2vec2, voters = record["yamnet"], record["wav2vec2"], record["voters"]
-    audioset = np.zeros(YAMNET_AUDIOSET_CLASSES, np.float32)
+    yamnet, wav2vec2 = record["yamnet"], record["wav2vec2"]
+    fused = fuse_record(record, fusion) if fused is None else fused
+    candidates = np.flatnonzero(passed & (fused.alert_label >= 0))
     i, count = 0, len(passed)
     while i < count:
         if tracker.idle:
@@ -184,14 +180,12 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
             if following == len(candidates):
                 break
             i = int(candidates[following])
-        fused, probs = None, {}
+        window, probs = None, {}
         if passed[i]:
-            audioset[list(VOTER_ROWS)] = voters[i]
-            probs = {"yamnet": yamnet[i]}
+            window, probs = fused.window(i), {"yamnet": yamnet[i]}
             if not np.isnan(wav2vec2[i, 0]):
                 probs["wav2vec2"] = wav2vec2[i]
-            fused = fuse_window(probs["yamnet"], probs.get("wav2vec2"), audioset, fusion)
-        for event in tracker.update(float(end_s[i]), fused, float(level[i]), probs):
+        for event in tracker.update(float(end_s[i]), window, float(level[i]), probs):
             events.record(float(end_s[i]), event.to_payload())
         i += 1
     for event in tracker.finish(stream_seconds):
@@ -208,16 +202,23 @@ def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[
     return sorted(grid | {Setting.of(live)})
 
 
-def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str, str], device_id: str,
-          truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
-          progress: bool = True, settings: Sequence[Setting] | None = None) -> list[SweepPoint]:
-    """Every setting's events over the record, scored against the truths."""
-    live_key = Setting.of(live)
-    settings = default_settings(record, live) if settings is None else settings
+_SWEPT: dict = {}
+"""The record a sweep's worker processes read (inherited by fork, not pickled per task)."""
+
+
+def _fusion_key(setting: Setting) -> tuple:
+    """Settings with the same key fuse the same way: only the tracker's k-of-n differs."""
+    return setting.weight_yamnet, setting.require_vote, setting.enter_threshold
+
+
+def _sweep_group(settings: list[Setting]) -> list[SweepPoint]:
+    record, live, versions, device_id, truths, seconds, spec, live_key = (
+        _SWEPT[k] for k in ("record", "live", "versions", "device_id", "truths", "seconds", "spec", "live_key"))
+    fused = fuse_record(record, settings[0].fusion(live))
     points = []
-    for setting in progress_bar(settings, desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S):
-        events = replay_tracker(record, setting.fusion(live), versions, device_id, stream_seconds)
-        score = score_events(truths, events, stream_seconds, score_spec)
+    for setting in settings:
+        events = replay_tracker(record, setting.fusion(live), versions, device_id, seconds, fused=fused)
+        score = score_events(truths, events, seconds, spec)
         summary = score.to_dict()
         points.append(SweepPoint(
             setting=setting, false_alarms_per_hour=summary["false_alarms_per_hour"],
@@ -225,6 +226,30 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
             recall=summary["event_recall"], latency_p95_s=summary["latency_p95_s"],
             is_live_config=setting == live_key))
     return points
+
+
+def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str, str], device_id: str,
+          truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
+          progress: bool = True, settings: Sequence[Setting] | None = None, workers: int = 1) -> list[SweepPoint]:
+    """Every setting's events over the record, scored against the truths; settings that fuse alike share one
+    fusion pass, and ``workers`` processes share the groups."""
+    settings = default_settings(record, live) if settings is None else settings
+    groups: dict[tuple, list[Setting]] = {}
+    for setting in settings:
+        groups.setdefault(_fusion_key(setting), []).append(setting)
+    _SWEPT.update(record=record, live=live, versions=versions, device_id=device_id, truths=list(truths),
+                  seconds=stream_seconds, spec=score_spec, live_key=Setting.of(live))
+    try:
+        if workers > 1 and len(groups) > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = list(progress_bar(pool.imap(_sweep_group, groups.values()), total=len(groups),
+                                            desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S))
+        else:
+            results = [_sweep_group(group) for group in progress_bar(
+                groups.values(), desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S)]
+    finally:
+        _SWEPT.clear()
+    return [point for group in results for point in group]
 
 
 def most_recall(points: Sequence[SweepPoint]) -> SweepPoint:

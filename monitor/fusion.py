@@ -22,6 +22,7 @@ MODEL_NAMES = (VOTER_YAMNET, VOTER_WAV2VEC2)
 """Classifiers whose probabilities are averaged (and reported per event)."""
 
 NORMAL_LABEL = next(label for label in LABELS if label not in ALERT_LABELS)
+ALERT_ROWS = [LABELS.index(label) for label in ALERT_LABELS]
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,25 @@ def as_probabilities(name: str, values: np.ndarray, size: int = len(LABELS)) -> 
     return array
 
 
+def weighted_average(yamnet: np.ndarray, wav2vec2: np.ndarray, cfg: FusionConfig) -> np.ndarray:
+    """(N, 3) weighted mean of the models present in each row (a NaN Wav2Vec2 row is absent), the weights
+    renormalised over them. Should every present model weigh 0 (YAMNet weighted 0 and Wav2Vec2 absent), they count
+    equally: a window is never left without scores."""
+    present = ~np.isnan(wav2vec2[:, 0])
+    weight_y = np.full(len(yamnet), float(cfg.weight_yamnet))
+    weight_w = np.where(present, float(cfg.weight_wav2vec2), 0.0)
+    none_weighted = weight_y + weight_w <= 0
+    weight_y[none_weighted], weight_w[none_weighted] = 1.0, present[none_weighted].astype(np.float64)
+    return (weight_y[:, None] * yamnet + weight_w[:, None] * np.nan_to_num(wav2vec2)) / (weight_y + weight_w)[:, None]
+
+
 def average_probabilities(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
                           cfg: FusionConfig) -> np.ndarray:
-    """Weighted mean of the available models, weights renormalised over them.
-
-    Should every available model have weight 0 (YAMNet weighted 0 and Wav2Vec2 absent), they count
-    equally: a window is never left without scores.
-    """
-    models = [(as_probabilities(VOTER_YAMNET, yamnet_probs), cfg.weight_yamnet)]
-    if wav2vec2_probs is not None:
-        models.append((as_probabilities(VOTER_WAV2VEC2, wav2vec2_probs), cfg.weight_wav2vec2))
-    weights = np.array([weight for _, weight in models], dtype=np.float64)
-    if weights.sum() <= 0:
-        weights = np.ones_like(weights)
-    return np.average(np.stack([probs for probs, _ in models]), axis=0, weights=weights)
+    """One window's weighted mean (``weighted_average``)."""
+    yamnet = as_probabilities(VOTER_YAMNET, yamnet_probs)[None]
+    wav2vec2 = np.full_like(yamnet, np.nan) if wav2vec2_probs is None else as_probabilities(
+        VOTER_WAV2VEC2, wav2vec2_probs)[None]
+    return weighted_average(yamnet, wav2vec2, cfg)[0]
 
 
 def argmax_label(probs: np.ndarray) -> str:
@@ -75,24 +81,33 @@ def argmax_label(probs: np.ndarray) -> str:
     return LABELS[int(np.argmax(probs))]
 
 
-def audioset_vote(audioset_scores: np.ndarray, threshold: float) -> str:
-    """YAMNet's AudioSet rows as a voter: the alert label whose best row reaches ``threshold``.
+def audioset_votes(best: np.ndarray, threshold: float) -> np.ndarray:
+    """YAMNet's AudioSet rows as a voter, per row of ``audioset_best``: the alert label whose best row reaches
+    ``threshold`` (the higher score when both do; a tie goes to the label listed first in ALERT_LABELS), else
+    Normal. Indices into LABELS."""
+    reached = best >= threshold
+    strongest = np.argmax(np.where(reached, best, -np.inf), axis=1)
+    return np.where(reached.any(axis=1), np.asarray(ALERT_ROWS)[strongest], LABELS.index(NORMAL_LABEL))
 
-    When both reach it the higher score wins (a tie goes to the label listed first in ALERT_LABELS).
-    """
+
+def audioset_vote(audioset_scores: np.ndarray, threshold: float) -> str:
     scores = as_probabilities(VOTER_AUDIOSET, audioset_scores, YAMNET_AUDIOSET_CLASSES)
-    best = {label: float(np.max(scores[list(YAMNET_VOTER_CLASSES[label])])) for label in ALERT_LABELS}
-    reached = [label for label in ALERT_LABELS if best[label] >= threshold]
-    return max(reached, key=lambda label: best[label]) if reached else NORMAL_LABEL
+    return LABELS[int(audioset_votes(audioset_best(scores[None]), threshold)[0])]
+
+
+def majority_labels(votes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Per row of (N, voters) label indices (-1 = absent voter): the label more than half of the present voters
+    chose, else ``fallback``."""
+    voters = (votes >= 0).sum(axis=1)
+    counts = np.stack([(votes == label).sum(axis=1) for label in range(len(LABELS))], axis=1)
+    majority = 2 * counts > voters[:, None]
+    return np.where(majority.any(axis=1), np.argmax(majority, axis=1), fallback)
 
 
 def majority_label(votes: dict[str, str], fallback: str) -> str:
     """The label more than half of the voters chose; ``fallback`` without such a majority."""
-    counts: dict[str, int] = {}
-    for label in votes.values():
-        counts[label] = counts.get(label, 0) + 1
-    winners = [label for label, count in counts.items() if 2 * count > len(votes)]
-    return winners[0] if winners else fallback
+    row = np.array([[LABELS.index(label) for label in votes.values()]]).reshape(1, -1)
+    return LABELS[int(majority_labels(row, np.array([LABELS.index(fallback)]))[0])]
 
 
 def wav2vec2_decisive_from(fusion: FusionConfig) -> float:
@@ -110,29 +125,70 @@ def wav2vec2_decisive_from(fusion: FusionConfig) -> float:
     return (fusion.exit_threshold - (1.0 - share_yamnet)) / share_yamnet
 
 
-ALERT_ROWS = [LABELS.index(label) for label in ALERT_LABELS]
-
-
 def alert_probability(probs: np.ndarray) -> np.ndarray:
     """Total probability of the alert labels, per row of a (..., 3) array."""
     return np.sum(np.asarray(probs)[..., ALERT_ROWS], axis=-1)
 
 
+@dataclass(frozen=True)
+class FusedBatch:
+    """Fusion of many windows at once (the threshold sweep re-fuses hours of recorded scores per setting)."""
+
+    probs: np.ndarray
+    """(N, 3) weighted averages in LABELS order."""
+    votes: dict[str, np.ndarray]
+    """Voter -> (N,) index into LABELS of its vote; -1 where the voter is absent."""
+    vote_label: np.ndarray
+    alert_label: np.ndarray
+    """(N,) index into LABELS of the label the window counts towards, -1 for none."""
+    alert_score: np.ndarray
+
+    def window(self, i: int) -> FusedWindow:
+        votes = {voter: LABELS[int(labels[i])] for voter, labels in self.votes.items() if labels[i] >= 0}
+        alert = int(self.alert_label[i])
+        probs = self.probs[i]
+        return FusedWindow(probs=probs, average_label=LABELS[int(np.argmax(probs))], votes=votes,
+                           vote_label=LABELS[int(self.vote_label[i])],
+                           alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]))
+
+
+def audioset_best(scores: np.ndarray, rows: tuple[int, ...] | None = None) -> np.ndarray:
+    """(N, 2): each alert label's best AudioSet row per window (what the third voter reads). ``rows`` names the
+    AudioSet class of each column of ``scores`` when it holds only some of the 521 classes."""
+    where = {row: column for column, row in enumerate(rows)} if rows is not None else None
+    columns = [[row if where is None else where[row] for row in YAMNET_VOTER_CLASSES[label]] for label in ALERT_LABELS]
+    return np.stack([scores[:, cols].max(axis=1) for cols in columns], axis=1)
+
+
+def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audioset: np.ndarray | None,
+               cfg: FusionConfig) -> FusedBatch:
+    """``fuse_window`` for every row: (N, 3) YAMNet, (N, 3) Wav2Vec2 or None (a NaN row = absent for that window),
+    ``audioset_best`` (N, 2) or None. The weights renormalise over the models present in each row (equal weights
+    when all present ones weigh 0); ties go to the label listed first, as in ``argmax_label``."""
+    yamnet = np.asarray(yamnet_probs, dtype=np.float64)
+    count = len(yamnet)
+    wav2vec2 = np.full_like(yamnet, np.nan) if wav2vec2_probs is None else np.asarray(wav2vec2_probs, np.float64)
+    present = ~np.isnan(wav2vec2[:, 0])
+    probs = weighted_average(yamnet, wav2vec2, cfg)
+    average = np.argmax(probs, axis=1)
+    votes = {VOTER_YAMNET: np.argmax(yamnet, axis=1),
+             VOTER_WAV2VEC2: np.where(present, np.argmax(np.nan_to_num(wav2vec2, nan=-1.0), axis=1), -1)}
+    if audioset is not None:
+        votes[VOTER_AUDIOSET] = audioset_votes(np.asarray(audioset, np.float64), cfg.audioset_vote_threshold)
+    vote_label = majority_labels(np.stack(list(votes.values()), axis=1), average)
+    average_prob = probs[np.arange(count), average]
+    alerting = (np.isin(average, ALERT_ROWS) & (average_prob >= cfg.enter_threshold)
+                & ((not cfg.require_vote) | (vote_label == average)))
+    alert_score = np.where(alerting, average_prob, probs[:, ALERT_ROWS].max(axis=1))
+    return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, average, -1),
+                      alert_score=alert_score)
+
+
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
                 audioset_scores: np.ndarray | None, cfg: FusionConfig) -> FusedWindow:
-    probs = average_probabilities(yamnet_probs, wav2vec2_probs, cfg)
-    average_label = argmax_label(probs)
-    votes = {VOTER_YAMNET: argmax_label(as_probabilities(VOTER_YAMNET, yamnet_probs))}
-    if wav2vec2_probs is not None:
-        votes[VOTER_WAV2VEC2] = argmax_label(as_probabilities(VOTER_WAV2VEC2, wav2vec2_probs))
-    if audioset_scores is not None:
-        votes[VOTER_AUDIOSET] = audioset_vote(audioset_scores, cfg.audioset_vote_threshold)
-    vote_label = majority_label(votes, fallback=average_label)
-    alert_probs = {label: float(probs[LABELS.index(label)]) for label in ALERT_LABELS}
-    alerting = (average_label in ALERT_LABELS
-                and alert_probs[average_label] >= cfg.enter_threshold
-                and (not cfg.require_vote or vote_label == average_label))
-    alert_label = average_label if alerting else None
-    alert_score = alert_probs[alert_label] if alert_label else max(alert_probs.values())
-    return FusedWindow(probs=probs, average_label=average_label, votes=votes, vote_label=vote_label,
-                       alert_label=alert_label, alert_score=alert_score)
+    """One window: the live path (``fuse_batch`` on one row, after checking each model's scores)."""
+    yamnet = as_probabilities(VOTER_YAMNET, yamnet_probs)[None]
+    wav2vec2 = None if wav2vec2_probs is None else as_probabilities(VOTER_WAV2VEC2, wav2vec2_probs)[None]
+    audioset = None if audioset_scores is None else audioset_best(
+        as_probabilities(VOTER_AUDIOSET, audioset_scores, YAMNET_AUDIOSET_CLASSES)[None])
+    return fuse_batch(yamnet, wav2vec2, audioset, cfg).window(0)

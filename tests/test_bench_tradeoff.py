@@ -190,3 +190,19 @@ def test_det_curves_hold_one_frontier_per_fusion_family():
     curves = det_curves(yamnet + average)
     assert set(curves) == {"YAMNet alone", "average 0.7/0.3 + vote"}
     assert [p.setting.enter_threshold for p in curves["YAMNet alone"]] == [0.9, 0.7, 0.5]
+
+
+def test_parallel_sweep_gives_the_serial_points():
+    from bench.score import ScoreSpec
+    from bench.tradeoff import sweep
+
+    record = random_record(np.random.default_rng(9), 400)
+    seconds = float(record["end_s"][-1]) + 1.0
+    truths = [TruthEvent("Crying", 30.0, 40.0, None), TruthEvent("Screaming", 120.0, 125.0, 10.0)]
+    settings = [Setting(w, v, t, k, n) for w in (1.0, 0.7) for v in (True, False) for t in (0.4, 0.6)
+                for k, n in ((1, 1), (2, 3))]
+    live = fusion()
+    serial = sweep(record, live, {"yamnet": "t"}, "dev", truths, seconds, ScoreSpec(), False, settings, workers=1)
+    parallel = sweep(record, live, {"yamnet": "t"}, "dev", truths, seconds, ScoreSpec(), False, settings, workers=2)
+    assert sorted(serial, key=lambda p: p.setting) == sorted(parallel, key=lambda p: p.setting)
+    assert len(serial) == len(settings) and any(p.false_alarms_per_hour > 0 for p in serial)

@@ -150,24 +150,36 @@ def point(fa: float, cry: float, scream: float, latency: float, enter: float) ->
 
 
 def test_choose_takes_the_most_recall_within_both_bars():
-    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5)
-    points = [point(0.0, 0.8, 0.7, 1.2, 0.9), point(0.08, 0.95, 0.8, 1.4, 0.7), point(0.3, 1.0, 1.0, 1.0, 0.5),
+    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5, min_recall=0.75)
+    points = [point(0.0, 0.8, 0.76, 1.2, 0.9), point(0.08, 0.95, 0.8, 1.4, 0.7), point(0.3, 1.0, 1.0, 1.0, 0.5),
               point(0.05, 1.0, 0.9, 2.5, 0.6)]
     chosen, reason = choose(points, spec)
-    assert chosen.setting.enter_threshold == 0.7 and "within 0.1 false alarms per hour" in reason
+    assert chosen.setting.enter_threshold == 0.7
+    assert "within 0.1 false alarms per hour" in reason and "within p95 latency" in reason
 
 
-def test_choose_puts_false_alarms_before_latency():
-    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5)
-    chosen, reason = choose([point(0.0, 0.9, 0.8, 2.0, 0.9), point(0.5, 1.0, 1.0, 1.0, 0.5)], spec)
-    assert chosen.setting.enter_threshold == 0.9 and "latency" in reason
+def test_latency_gives_way_before_cries_are_missed():
+    spec = TuneSpec(max_false_alarms_per_hour=0.1, max_latency_p95_s=1.5, min_recall=0.75)
+    chosen, reason = choose([point(0.0, 0.9, 0.8, 2.0, 0.9), point(0.05, 0.6, 0.6, 1.0, 0.8),
+                             point(0.5, 1.0, 1.0, 1.0, 0.5)], spec)
+    assert chosen.setting.enter_threshold == 0.9 and "no setting that good reaches p95 latency" in reason
+
+
+def test_choose_steps_the_false_alarm_budget_up_until_cries_are_caught():
+    spec = TuneSpec(max_false_alarms_per_hour=0.1, min_recall=0.75, budget_steps=(0.5, 2.0, 5.0))
+    deaf = point(0.05, 0.3, 0.3, 5.0, 0.95)
+    fair = point(1.5, 0.8, 0.76, 4.0, 0.7)
+    noisy = point(4.0, 0.95, 0.9, 3.0, 0.5)
+    chosen, reason = choose([deaf, fair, noisy], spec)
+    assert chosen is fair and "smallest budget that does is 2 per hour" in reason
+    chosen, reason = choose([deaf, point(8.0, 0.9, 0.9, 3.0, 0.5)], spec)
+    assert chosen is deaf and "still does not reach" in reason
 
 
 def test_choose_never_picks_a_setting_deaf_to_a_label():
-    spec = TuneSpec()
+    spec = TuneSpec(min_recall=0.5)
     chosen, _ = choose([point(0.0, 0.0, 1.0, 1.0, 0.95), point(0.05, 0.6, 0.5, 1.0, 0.8)], spec)
     assert chosen.setting.enter_threshold == 0.8
-
 
 
 # --- the tuning streams ----------------------------------------------------------------------------
