@@ -111,8 +111,8 @@ class SweepPoint:
 
     @property
     def recall_worst(self) -> float:
-        """Recall of the label detected worst: a setting deaf to one label is no default."""
-        return min((v or 0.0 for v in self.recall_10db_up.values()), default=0.0)
+        """Recall of the label detected worst (of those inserted): a setting deaf to one label is no default."""
+        return min((v for v in self.recall_10db_up.values() if v is not None), default=0.0)
 
     @property
     def latency_or_inf(self) -> float:

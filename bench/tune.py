@@ -231,6 +231,13 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
                          spec: TuneSpec = TuneSpec(), progress: bool = True) -> dict:
     """Streams -> replays with the staged models -> sweep -> the operating point (``{"fusion": {...}, ...}``)."""
     files = TuneFiles(out_dir)
+    if not any(c.label in ALERT_LABELS for c in split["val"]):
+        log.warning("the val split holds no cry or scream to tune on: the schema's fallback operating point is used")
+        result = {"fusion": {}, "chosen": None, "setting": "schema fallbacks", "tuned_on": None,
+                  "reason": "the val split holds no cry or scream to tune the operating point on"}
+        files.root.mkdir(parents=True, exist_ok=True)
+        files.result.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        return result
     streams = build_streams(split, cfg, spec, files, progress)
     tuning_cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, manifest=str(staged_manifest)))
     files.config.write_text(default_yaml(tuning_cfg), encoding="utf-8")

@@ -339,7 +339,9 @@ def staged_manifest(opts: BuildOptions, data: Prepared, head: StepOutcome, w2v: 
 def _tune_spec(opts: BuildOptions):
     from bench.tune import TuneSpec
 
-    return TuneSpec() if opts.tune_hours is None else TuneSpec(negative_hours=opts.tune_hours)
+    if opts.tune_hours is None:
+        return TuneSpec()
+    return TuneSpec(negative_hours=opts.tune_hours, positive_hours=min(TuneSpec.positive_hours, opts.tune_hours))
 
 
 def _tune(opts: BuildOptions, data: Prepared, staged: Path) -> dict:

@@ -26,6 +26,7 @@ HAVE_TRAIN_DEPS = all(importlib.util.find_spec(m) for m in ("torch", "tf2onnx", 
 HAVE_SHARED = default_manifest_csv().is_file() and default_yamnet_tflite().is_file()
 TINY_GROUPS_PER_LABEL = 12
 """Enough shared groups that val holds the 5 clips the Wav2Vec2 export's parity check needs."""
+TINY_TUNE_HOURS = "0.05"
 TINY_W2V_MINUTES = "0.2"
 
 
@@ -156,7 +157,8 @@ def test_a_false_alarm_filed_as_normal_is_trained_on_and_scored(tmp_path, fake_m
     monkeypatch.setenv("NURSERY_MODELS", str(tmp_path / "models"))
     shared = tiny_shared_manifest(tmp_path / "shared")
     result = subprocess.run([sys.executable, "-m", "monitor.cli", "build-models", "--data", str(shared),
-                             "--data", str(tmp_path / "user"), "--w2v-minutes", TINY_W2V_MINUTES],
+                             "--data", str(tmp_path / "user"), "--w2v-minutes", TINY_W2V_MINUTES,
+                             "--tune-hours", TINY_TUNE_HOURS],
                             capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -215,3 +215,14 @@ def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: 
     assert all(name.startswith(("train-", "val-")) for name in negatives)
     assert all(t.clip.startswith("val-") for t in read_truth(files.positive[1])[0])
     assert sum(result["tuned_on"]["insertions"].values()) >= 3
+
+
+def test_without_cries_in_val_the_fallbacks_are_kept_and_said(tmp_path: Path):
+    from bench.tune import TuneFiles, tune_operating_point
+
+    split = {"train": _tone_clips(tmp_path, "train", ["Normal", "Crying"]),
+             "val": _tone_clips(tmp_path, "val", ["Normal"]), "test": []}
+    result = tune_operating_point(split, write_fake_models(tmp_path / "models"), parse_config(""), tmp_path / "tune",
+                                  TuneSpec(negative_hours=0.01), progress=False)
+    assert result["fusion"] == {} and "no cry or scream" in result["reason"]
+    assert json.loads(TuneFiles(tmp_path / "tune").result.read_text())["fusion"] == {}
