@@ -95,6 +95,9 @@ class FeatureSet:
         return self.select(((self.part == "train") & self.active) | (self.part == AUGMENTED))
 
 
+MIN_INPUT_SCALE = 1e-2
+"""Inputs are standardised, but never scaled up by more than 1 / this: an AudioSet class that never sounds in
+the training data (std ~ 0) would otherwise turn float rounding into large logit differences after export."""
 AUDIOSET_LOG_FLOOR = 1e-4
 """AudioSet scores enter the head as log(score + this): a cat at 0.001 and at 0.1 should differ."""
 
@@ -240,7 +243,7 @@ def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndar
 
     torch.manual_seed(seed)
     torch.set_num_threads(head_cfg.threads)
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), MIN_INPUT_SCALE)
     model = nn.Sequential(nn.Linear(x.shape[1], head_cfg.hidden), nn.ReLU(), nn.Dropout(head_cfg.dropout),
                           nn.Linear(head_cfg.hidden, len(LABELS)))
     optimiser = torch.optim.AdamW(model.parameters(), lr=head_cfg.learning_rate, weight_decay=head_cfg.weight_decay)
