@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from monitor.config import PreprocessConfig
 from monitor.constants import YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir
 from monitor.preprocess import prepare_batch
+from monitor.progress import progress_bar
 
 from .augment import AugmentParams, augment_window, mix_at_snr
 from .cache import prune_caches, save_npz_atomic
@@ -109,7 +109,7 @@ def compute_targets(windows: np.ndarray, preprocess_cfg: PreprocessConfig, teach
     embeddings = np.zeros((len(windows), YAMNET_EMBEDDING_SIZE), np.float32)
     scores = np.zeros((len(windows), YAMNET_AUDIOSET_CLASSES), np.float32)
     starts = range(0, len(windows), CHUNK_WINDOWS)
-    for start in tqdm(starts, desc="teacher", unit="chunk", disable=not progress):
+    for start in progress_bar(starts, desc="teacher", unit="chunk", enabled=progress):
         chunk = slice(start, start + CHUNK_WINDOWS)
         embeddings[chunk], scores[chunk] = teacher(prepare_batch(windows[chunk], preprocess_cfg))
     return TeacherTargets(embeddings, scores)
