@@ -675,8 +675,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.max_minutes <= 0:
-        parser.error("--max-minutes must be positive")
+    if args.max_minutes <= 0 or args.pretrain_minutes < 0:
+        parser.error("--max-minutes must be positive and --pretrain-minutes not negative")
     cfg = load_config(args.config)
     try:
         data = dataset_split(args.manifest or default_manifest_csv())
