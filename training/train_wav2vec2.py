@@ -568,7 +568,8 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
 
     model = build_model(init, TINY_DIMS if tiny else COMPACT_DIMS)  # first: a bad --init fails fast
     summary = config_summary(model)
-    log.info("wav2vec2 %s: %s", "pretrained " + init if init else "from scratch", summary)
+    start = f"pretrained {init}" if init else "compact, distilled from YAMNet first" if distill else "compact, scratch"
+    log.info("wav2vec2 %s: %s", start, summary)
 
     hop = hop_samples_from_seconds(cfg.window.hop_seconds)
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
