@@ -305,6 +305,15 @@ def test_cli_rejects_a_missing_manifest(tmp_path, capsys):
     assert "missing.csv" in capsys.readouterr().err
 
 
+def test_cli_takes_either_a_checkpoint_or_scratch_and_no_negative_pretraining(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tw.main(["--scratch", "--init", str(tmp_path / "checkpoint")])
+    assert "not allowed with" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tw.main(["--pretrain-minutes", "-1", "--out", str(tmp_path / "out")])
+    assert "--pretrain-minutes" in capsys.readouterr().err
+
+
 # --- pure helpers -------------------------------------------------------------------------------
 
 
