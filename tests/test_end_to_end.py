@@ -20,10 +20,14 @@ from training.data import load_dataset, manifest_sha256
 from training.split import load_or_make_split, split_file_for
 
 REPO = Path(__file__).resolve().parents[1]
-MIN_CLIP_EVENT_RATE = {"Crying": 0.95, "Screaming": 0.8}
+MIN_CLIP_EVENT_RATE = {"Crying": 0.85, "Screaming": 0.8}
 """Held-out clips that must yield exactly one event of their label (the test split has ~68 cries and ~11
 screams; a few screams are ambiguous, e.g. a 'muffled female cry', and a scream that turns into sobbing
-may add a Crying event: `fusion.one_episode_at_a_time` folds that into one). Speech must never yield one."""
+may add a Crying event: `fusion.one_episode_at_a_time` folds that into one). Speech must never yield one.
+The models' own operating point (tuned by build-models for false alarms per hour on long household streams)
+gives up some clip recall for far fewer false alarms: 62 of 68 cries on the 2026-12-01 build, where the old
+fixed defaults gave 67 but about 46 false alarms an hour. The measured rates are the bench's job; this floor
+catches a pipeline that stops hearing cries."""
 
 pytestmark = [
     pytest.mark.models,
