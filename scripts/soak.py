@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.replay import proc_status_kb
 from bench.stream import SourceClip, StreamRenderer, StreamSpec, make_source_clip, plan_stream
 from monitor.capture import AudioClock
 from monitor.classify import load_classifiers
@@ -147,11 +148,10 @@ class EventCounter:
 
 
 def _proc_status(field_name: str) -> int:
-    """An integer field of /proc/self/status (VmRSS in kB, Threads)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field_name}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field_name}")
+    value = proc_status_kb(field_name)
+    if value is None:
+        raise RuntimeError(f"/proc/self/status has no {field_name}")
+    return value
 
 
 @dataclass(frozen=True)
