@@ -366,6 +366,7 @@ def run_monitor(stream: Path, events_jsonl: Path, config: str | None) -> dict:
     if config:
         command += ["--config", str(config)]
     peak_mb = 0.0
+    events_jsonl.unlink(missing_ok=True)  # the monitor appends to an existing file
     with open(os.devnull, "wb") as quiet, Stopwatch() as clock:
         process = subprocess.Popen(command, env=_child_env(), cwd=str(REPO_ROOT), stdout=quiet)
         while True:  # VmHWM only grows: the last reading before the exit is the peak, to within one poll
