@@ -43,6 +43,8 @@ PLOT_LINEAR_BELOW = 0.05
 """The plot's x axis is linear below this many false alarms per hour (the bar), logarithmic above."""
 PLOT_TICKS = (0.0, 0.05, 0.2, 1.0, 5.0, 20.0, 100.0, 500.0)
 SWEEP_PROGRESS_S = 1.0
+WEIGHT_DECIMALS = 6
+"""Wav2Vec2's weight is 1 - YAMNet's, rounded so 0.3 is written as 0.3 in the manifest."""
 STREAM_JOIN_GAP_S = 60.0
 """Silence put between concatenated records: longer than any hold + cooldown, so no event spans a join."""
 
@@ -58,7 +60,8 @@ class Setting:
     min_duration_seconds: float = 0.0
 
     def fusion(self, live: FusionConfig) -> FusionConfig:
-        return dataclasses.replace(live, weight_yamnet=self.weight_yamnet, weight_wav2vec2=1.0 - self.weight_yamnet,
+        return dataclasses.replace(live, weight_yamnet=self.weight_yamnet,
+                                   weight_wav2vec2=round(1.0 - self.weight_yamnet, WEIGHT_DECIMALS),
                                    enter_threshold=self.enter_threshold, require_vote=self.require_vote,
                                    exit_threshold=min(live.exit_threshold, self.enter_threshold),
                                    k_windows=self.k_windows, n_windows=self.n_windows,

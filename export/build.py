@@ -60,7 +60,7 @@ TUNE_CODE = ("bench.tune",)
 QUICK_TUNE_HOURS = 1.0
 """``--quick``: length of the negative tuning stream for CI and smoke runs."""
 TUNE_DIR = "tune"
-OPERATING_POINT_KEYS = ("fusion", "setting", "reason", "chosen", "tuned_on")
+MANIFEST_OPERATING_POINT_FIELDS = ("fusion", "setting", "reason", "chosen", "tuned_on")
 """What the tuning step puts into the manifest's ``operating_point``."""
 EVAL_CODE = ("training.evaluate", "monitor.classify")
 
@@ -442,7 +442,7 @@ def run_build(opts: BuildOptions) -> dict:
     tune = runner.run("tune", "choose the operating point by false alarms per hour on long train/val streams",
                       {**models_inputs, "spec": _tune_spec(opts).to_dict()}, TUNE_CODE,
                       [build_dir() / TUNE_DIR / "tune.json"], lambda: _tune(opts, data, staged_path))
-    document["operating_point"] = {key: tune.result[key] for key in OPERATING_POINT_KEYS}
+    document["operating_point"] = {key: tune.result[key] for key in MANIFEST_OPERATING_POINT_FIELDS}
     write_manifest(staged_path, document)
 
     if not opts.skip_eval:
