@@ -2,7 +2,7 @@
 
 The ours replay records, per window, the gate decision, each model's probabilities and the AudioSet voter
 rows. Fusion and the event tracker are pure, so they are re-run over that record for every setting of
-fusion family (YAMNet alone, Wav2Vec2 alone, weighted averages; each with or without the vote) x
+fusion family (YAMNet alone, Wav2Vec2 alone, weighted averages; each with or without the vote) x smoothing x
 ``enter_threshold`` x k-of-n. Re-running the live setting must give the live events back (checked and
 reported): that proves the record is complete. ``build-models`` uses the same sweep to choose the operating
 point (``bench.tune``); the bench uses it for the DET-style curves.
@@ -37,6 +37,8 @@ YAMNET_ALONE, WAV2VEC2_ALONE = 1.0, 0.0
 AVERAGE_WEIGHTS = (0.85, 0.7, 0.5)
 """YAMNet weights of the averaged fusions swept (Wav2Vec2 gets the rest)."""
 MIN_DURATIONS = (0.0,)
+SMOOTH_WINDOWS = (1, 2, 3)
+"""Trailing-mean lengths swept (``monitor.smoothing``); 1 = off."""
 MIN_SNR_DB = 10.0
 """The recall bars are set for insertions at this SNR and cleaner."""
 PLOT_LINEAR_BELOW = 0.05
@@ -58,6 +60,7 @@ class Setting:
     k_windows: int
     n_windows: int
     min_duration_seconds: float = 0.0
+    smooth_windows: int = 1
 
     def fusion(self, live: FusionConfig) -> FusionConfig:
         return dataclasses.replace(live, weight_yamnet=self.weight_yamnet,
@@ -65,7 +68,8 @@ class Setting:
                                    enter_threshold=self.enter_threshold, require_vote=self.require_vote,
                                    exit_threshold=min(live.exit_threshold, self.enter_threshold),
                                    k_windows=self.k_windows, n_windows=self.n_windows,
-                                   min_duration_seconds=self.min_duration_seconds)
+                                   min_duration_seconds=self.min_duration_seconds,
+                                   smooth_windows=self.smooth_windows)
 
     @property
     def family(self) -> str:
@@ -80,14 +84,15 @@ class Setting:
 
     def describe(self) -> str:
         duration = f", min duration {self.min_duration_seconds:g} s" if self.min_duration_seconds else ""
-        return (f"{self.family}, enter_threshold {self.enter_threshold:g}, {self.k_windows} of {self.n_windows} "
-                f"windows{duration}")
+        smooth = f", mean of {self.smooth_windows} windows" if self.smooth_windows > 1 else ""
+        return (f"{self.family}{smooth}, enter_threshold {self.enter_threshold:g}, {self.k_windows} of "
+                f"{self.n_windows} windows{duration}")
 
     @classmethod
     def of(cls, fusion: FusionConfig) -> Setting:
         total = fusion.weight_yamnet + fusion.weight_wav2vec2
         return cls(round(fusion.weight_yamnet / total, 4), fusion.require_vote, fusion.enter_threshold,
-                   fusion.k_windows, fusion.n_windows, fusion.min_duration_seconds)
+                   fusion.k_windows, fusion.n_windows, fusion.min_duration_seconds, fusion.smooth_windows)
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,29 @@ def concat_records(parts: Sequence[tuple[dict[str, np.ndarray], Sequence[TruthEv
     return joined, truths, offset - gap_s
 
 
+def smoothed_record(record: dict[str, np.ndarray], windows: int) -> dict[str, np.ndarray]:
+    """Each model's recorded probabilities as the live smoother saw them: the trailing mean over ``windows``
+    windows, skipped windows absent, no mean across a stream discontinuity."""
+    from monitor.smoothing import contiguous_segments, trailing_mean
+
+    if windows <= 1:
+        return record
+    end_s = record["end_s"]
+    hop = float(np.median(np.diff(end_s))) if len(end_s) > 1 else 0.0
+    segments = contiguous_segments(end_s, hop)
+    smoothed = dict(record)
+    for model in ("yamnet", "wav2vec2"):
+        rows = np.where(record["passed"][:, None], record[model], np.nan)
+        smoothed[model] = np.where(record["passed"][:, None], trailing_mean(rows, windows, segments), record[model])
+    return smoothed
+
+
 def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig):
-    """Every recorded window fused at once (``fuse_batch``: the live fusion's own code)."""
+    """Every recorded window smoothed and fused at once (``trailing_mean`` and ``fuse_batch``: the live code)."""
     from monitor.fusion import audioset_best, fuse_batch
 
-    return fuse_batch(np.nan_to_num(record["yamnet"]), record["wav2vec2"],
+    smoothed = smoothed_record(record, fusion.smooth_windows)
+    return fuse_batch(np.nan_to_num(smoothed["yamnet"]), smoothed["wav2vec2"],
                       audioset_best(np.nan_to_num(record["voters"]), VOTER_ROWS), fusion)
 
 
@@ -200,8 +223,8 @@ def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[
     """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages) x vote x threshold x k-of-n, plus
     the live setting."""
     weights = (YAMNET_ALONE, *AVERAGE_WEIGHTS, WAV2VEC2_ALONE) if has_wav2vec2(record) else (YAMNET_ALONE,)
-    grid = {Setting(w, v, t, k, n, d) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
-            for k, n in K_OF_N for d in MIN_DURATIONS}
+    grid = {Setting(w, v, t, k, n, d, m) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
+            for k, n in K_OF_N for d in MIN_DURATIONS for m in SMOOTH_WINDOWS}
     return sorted(grid | {Setting.of(live)})
 
 
@@ -211,7 +234,7 @@ _SWEPT: dict = {}
 
 def _fusion_key(setting: Setting) -> tuple:
     """Settings with the same key fuse the same way: only the tracker's k-of-n differs."""
-    return setting.weight_yamnet, setting.require_vote, setting.enter_threshold
+    return setting.weight_yamnet, setting.require_vote, setting.enter_threshold, setting.smooth_windows
 
 
 def _sweep_group(settings: list[Setting]) -> list[SweepPoint]:

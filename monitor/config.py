@@ -167,6 +167,9 @@ class FusionConfig:
     exit_threshold: float | None = setting(
         None, f"Below this a window counts as a miss (hysteresis); never above enter_threshold. {FROM_MANIFEST}",
         lo=0.0, hi=1.0, fallback=0.4)
+    smooth_windows: int | None = setting(
+        None, f"Average each model's probabilities over this many consecutive windows before fusion (1 = off): a "
+        f"sustained cry keeps its score, a lone loud window loses it. {FROM_MANIFEST}", lo=1, hi=20, fallback=1)
     k_windows: int | None = setting(
         None, f"Start an event when k of the last n windows are alerting. {FROM_MANIFEST}", lo=1, hi=50, fallback=2)
     n_windows: int | None = setting(None, f"The n of k-of-n. {FROM_MANIFEST}", lo=1, hi=50, fallback=3)

@@ -1,6 +1,6 @@
 """The whole flow in one place:
 
-    capture -> window -> gate -> classify -> fuse -> events -> publish
+    capture -> window -> gate -> classify -> smooth -> fuse -> events -> publish
 
 Each stage is its own module; this file only wires them, times them and counts what happens.
 Live capture and file replay feed the very same ``Pipeline``: only the source differs.
@@ -28,6 +28,7 @@ from .fusion import FusedWindow, fuse_window, wav2vec2_decisive_from
 from .gate import Gate, GateDecision
 from .health import StatusReporter, SystemdNotifier, status_line
 from .sinks import EventSink
+from .smoothing import ProbabilitySmoother
 from .wallclock import as_utc
 from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
@@ -70,6 +71,7 @@ class Pipeline:
         self.clips = clips
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
+        self.smoother = ProbabilitySmoother(self.fusion.smooth_windows)
         self.tracker = EventTracker(self.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
         self.stats: RunStats = self.reporter.run
@@ -107,10 +109,12 @@ class Pipeline:
         dropped capture blocks): no window may join the two, and the gate forgets the room, since another
         recording, device or gain makes the old noise floor wrong (a floor learnt on a louder room would
         hide a quieter cry; the gate's warm-up passes every audible frame, so forgetting costs model
-        calls, never a missed cry). The event tracker is kept: it runs on the audio clock, which does not
-        jump, and a cry that spans a short gap stays one event instead of alerting twice."""
+        calls, never a missed cry). The smoothing starts afresh too: no mean spans the two. The event
+        tracker is kept: it runs on the audio clock, which does not jump, and a cry that spans a short gap
+        stays one event instead of alerting twice."""
         self.windower.reset(start_seconds)
         self.gate.reset()
+        self.smoother.reset()
 
     def idle(self) -> None:
         """Called after each block and, by a microphone source, while no audio arrives: the watchdog
@@ -126,7 +130,10 @@ class Pipeline:
         fused, model_probs = None, {}
         if decision.passed:
             model_probs, audioset = self.classify(window)
-            fused = fuse_window(model_probs["yamnet"], model_probs.get("wav2vec2"), audioset, self.fusion)
+            smoothed = self.smoother.push(model_probs)
+            fused = fuse_window(smoothed["yamnet"], smoothed.get("wav2vec2"), audioset, self.fusion)
+        else:
+            self.smoother.push(None)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)
         self.publish(events)
         outcome = WindowOutcome(window, decision, fused, model_probs, events)

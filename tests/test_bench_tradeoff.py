@@ -121,11 +121,13 @@ def test_pareto_frontier_drops_dominated_and_repeated_results():
 
 
 def _replay_every_window(record: dict[str, np.ndarray], cfg: FusionConfig, seconds: float):
-    """The reference: fusion and the tracker on every window, nothing skipped."""
+    """The reference: the live smoother, fusion and the tracker on every window, nothing skipped."""
     from monitor.events import EventTracker
     from monitor.fusion import fuse_window
+    from monitor.smoothing import ProbabilitySmoother
 
     tracker, log = EventTracker(cfg, "dev", {"yamnet": "test"}, STREAM_EPOCH), EventLog()
+    smoother = ProbabilitySmoother(cfg.smooth_windows)
     audioset = np.zeros(521, np.float32)
     for i, end in enumerate(record["end_s"].tolist()):
         fused, probs = None, {}
@@ -134,7 +136,10 @@ def _replay_every_window(record: dict[str, np.ndarray], cfg: FusionConfig, secon
             probs = {"yamnet": record["yamnet"][i]}
             if not np.isnan(record["wav2vec2"][i, 0]):
                 probs["wav2vec2"] = record["wav2vec2"][i]
-            fused = fuse_window(probs["yamnet"], probs.get("wav2vec2"), audioset, cfg)
+            smoothed = smoother.push(probs)
+            fused = fuse_window(smoothed["yamnet"], smoothed.get("wav2vec2"), audioset, cfg)
+        else:
+            smoother.push(None)
         for event in tracker.update(end, fused, float(record["level_dbfs"][i]), probs):
             log.record(end, event.to_payload())
     for event in tracker.finish(seconds):
@@ -160,13 +165,17 @@ def random_record(rng: np.random.Generator, windows: int) -> dict[str, np.ndarra
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_skipping_idle_windows_changes_no_event(seed: int):
+def test_sweep_replay_gives_the_live_events(seed: int):
+    """Batch smoothing + skipping idle windows (the sweep) against the live smoother and tracker on every
+    window, over gate gaps and windows the cascade left without Wav2Vec2."""
     rng = np.random.default_rng(seed)
     record = random_record(rng, 600)
     seconds = float(record["end_s"][-1]) + 1.0
-    for weight, vote, enter, (k, n) in [(1.0, False, 0.5, (1, 1)), (0.7, True, 0.6, (2, 3)),
-                                        (0.5, False, 0.4, (3, 5)), (0.0, True, 0.55, (2, 2))]:
-        cfg = Setting(weight, vote, enter, k, n).fusion(fusion(hold_seconds=2.0, cooldown_seconds=3.0))
+    for weight, vote, enter, (k, n), smooth in [(1.0, False, 0.5, (1, 1), 1), (0.7, True, 0.6, (2, 3), 1),
+                                                (0.5, False, 0.4, (3, 5), 1), (0.0, True, 0.55, (2, 2), 1),
+                                                (1.0, False, 0.5, (1, 1), 2), (0.7, False, 0.45, (2, 3), 3)]:
+        cfg = Setting(weight, vote, enter, k, n, smooth_windows=smooth).fusion(
+            fusion(hold_seconds=2.0, cooldown_seconds=3.0))
         expected = _replay_every_window(record, cfg, seconds)
         assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
         assert expected, "the random record should raise events under every setting"

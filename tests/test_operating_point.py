@@ -25,7 +25,7 @@ from monitor.pipeline import Pipeline
 from tests.helpers.fake_models import write_fake_models, write_tone
 
 TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "require_vote": False, "enter_threshold": 0.8,
-         "exit_threshold": 0.5, "k_windows": 3, "n_windows": 4, "min_duration_seconds": 0.5}
+         "exit_threshold": 0.5, "k_windows": 3, "n_windows": 4, "min_duration_seconds": 0.5, "smooth_windows": 2}
 
 
 def with_operating_point(manifest: Path, fusion: dict) -> Path:

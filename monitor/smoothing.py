@@ -1,0 +1,79 @@
+"""Each model's probabilities averaged over the last few windows, before fusion.
+
+A cry is sustained: several windows in a row lean towards it. A meow, a door or a synth note moves one window.
+Averaging over ``fusion.smooth_windows`` consecutive windows (about 1-2 s at the default hop) lowers the score of
+the single loud window more than that of a sustained cry. Measured on cross-fitted window scores of the train and
+val clips (``training/temporal_study.py``) the plain trailing mean separated cries from Normal windows better
+than a logistic model learned over the same context, so the runtime keeps the mean; ``build-models`` sweeps the
+window count with the other operating-point settings (``bench.tune``).
+
+Windows the gate skipped, and a Wav2Vec2 the cascade skipped, are absent (NaN): the mean is over the present
+rows, so a cry after silence scores from its first window on. A stream discontinuity starts a new mean.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from .constants import LABELS
+from .fusion import MODEL_NAMES
+
+
+def trailing_mean(values: np.ndarray, windows: int, segment: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) -> (N, C): row i is the mean of the present (non-NaN) rows among rows i - windows + 1 ... i of the
+    same ``segment`` (an (N,) id; None = one segment); NaN where none of them is present."""
+    rows = np.asarray(values, dtype=np.float64)
+    count = len(rows)
+    segment = np.zeros(count, np.int64) if segment is None else np.asarray(segment)
+    total = np.zeros_like(rows)
+    present = np.zeros((count, 1))
+    index = np.arange(count)
+    for lag in range(max(1, windows)):
+        source = index - lag
+        usable = source >= 0
+        source = np.where(usable, source, 0)
+        usable &= segment[source] == segment
+        shifted = np.where(usable[:, None], rows[source], np.nan)
+        here = ~np.isnan(shifted[:, :1])
+        total += np.where(here, shifted, 0.0)
+        present += here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present > 0, total / present, np.nan)
+
+
+def contiguous_segments(end_seconds: np.ndarray, hop_seconds: float, tolerance: float = 1e-3) -> np.ndarray:
+    """Segment id per window of a recorded stream: a new segment wherever the next window is not one hop later
+    (a new replay file, a reopened microphone): what ``ProbabilitySmoother.reset`` does live."""
+    steps = np.diff(np.asarray(end_seconds, dtype=np.float64))
+    return np.concatenate([[0], np.cumsum(np.abs(steps - hop_seconds) > tolerance)]).astype(np.int64)
+
+
+class ProbabilitySmoother:
+    """The live form of ``trailing_mean``: the last ``windows`` rows of each model, one window at a time."""
+
+    def __init__(self, windows: int):
+        self.windows = max(1, int(windows))
+        self._history: dict[str, deque] = {name: deque(maxlen=self.windows) for name in MODEL_NAMES}
+
+    def reset(self) -> None:
+        for rows in self._history.values():
+            rows.clear()
+
+    def push(self, model_probs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """One window's probabilities per model (None: the gate skipped it; a missing model: absent this window)
+        -> the smoothed probabilities of each model with any present row in the context."""
+        absent = np.full(len(LABELS), np.nan)
+        smoothed = {}
+        for name, rows in self._history.items():
+            value = (model_probs or {}).get(name)
+            rows.append(absent if value is None else np.asarray(value, dtype=np.float64).reshape(len(LABELS)))
+            if self.windows == 1:
+                if value is not None:
+                    smoothed[name] = rows[-1]
+                continue
+            mean = trailing_mean(np.stack(rows), self.windows)[-1]
+            if not np.isnan(mean[0]):
+                smoothed[name] = mean
+        return smoothed
