@@ -37,7 +37,7 @@ YAMNET_ALONE, WAV2VEC2_ALONE = 1.0, 0.0
 AVERAGE_WEIGHTS = (0.85, 0.7, 0.5)
 """YAMNet weights of the averaged fusions swept (Wav2Vec2 gets the rest)."""
 MIN_DURATIONS = (0.0,)
-SMOOTH_WINDOWS = (1, 2, 3)
+SMOOTH_WINDOWS = (1, 2, 3, 4)
 """Trailing-mean lengths swept (``monitor.smoothing``); 1 = off."""
 MIN_SNR_DB = 10.0
 """The recall bars are set for insertions at this SNR and cleaner."""
