@@ -213,7 +213,8 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
     lines = ["## Trade-off: recall against false alarms", "",
              "Fusion and the event tracker re-run over the recorded window scores (Wav2Vec2 on every gated window) "
              "for every fusion (YAMNet alone, Wav2Vec2 alone, weighted averages, each with and without the majority "
-             "vote) x enter_threshold x k-of-n; the DET-style plot draws each fusion's frontier. "
+             "vote) x smoothing (mean over 1-4 windows) x enter_threshold x k-of-n; the DET-style plot draws each "
+             "fusion's frontier. "
              f"Re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}. "
              f"Every point: `{tradeoff['file']}`" + (f"; plot: `{tradeoff['plot']}`." if tradeoff.get("plot") else "."),
              ""]
@@ -222,11 +223,12 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
                   f"alarms/h, recall at >= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
                   f"latency p95 {fmt(chosen['latency_p95_s'])} s. Why: {tradeoff['reason']}.", ""]
     lines += ["Pareto frontier (one row per distinct result) and the live setting:", "",
-              "| fusion | vote | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
-              "| latency p95 (s) |", "|---|---|---|---|---|---|---|---|"]
+              "| fusion | vote | mean of | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
+              "| latency p95 (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for p in tradeoff["frontier"]:
         live = " (live)" if p["is_live_config"] else ""
-        lines.append(f"| {p['family']}{live} | {fmt(p['require_vote'])} | {p['enter_threshold']:g} | "
+        lines.append(f"| {p['family']}{live} | {fmt(p['require_vote'])} | {p.get('smooth_windows', 1)} | "
+                     f"{p['enter_threshold']:g} | "
                      f"{p['k_windows']} of {p['n_windows']} | {p['false_alarms_per_hour']:g} | "
                      f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
                      f"{fmt(p['latency_p95_s'])} |")

@@ -220,8 +220,8 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
 
 
 def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[Setting]:
-    """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages) x vote x threshold x k-of-n, plus
-    the live setting."""
+    """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages) x vote x smoothing x threshold x
+    k-of-n, plus the live setting."""
     weights = (YAMNET_ALONE, *AVERAGE_WEIGHTS, WAV2VEC2_ALONE) if has_wav2vec2(record) else (YAMNET_ALONE,)
     grid = {Setting(w, v, t, k, n, d, m) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
             for k, n in K_OF_N for d in MIN_DURATIONS for m in SMOOTH_WINDOWS}
