@@ -11,7 +11,7 @@ never saw it. Over those out-of-fold scores, per window:
 Reported: the share of Normal windows that alert when the threshold keeps 90% / 95% of the cry windows, with
 scream recall there, and the sources of those false alerts. Test clips are never read.
 
-    python -m training.temporal_study [--folds 5]      # ~5 min on 2 cores; JSON to build/reports/
+    python -m training.temporal_study [--folds 5]      # ~10 min on 2 cores; JSON to build/reports/
 """
 
 from __future__ import annotations
