@@ -16,6 +16,7 @@ windows' means too); the bench measures the difference against Wav2Vec2 on every
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -23,23 +24,30 @@ from .constants import LABELS
 from .fusion import MODEL_NAMES
 
 
+def lagged_rows(values: np.ndarray, windows: int,
+                segment: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each lag 0 ... windows - 1: every row's row ``lag`` places back, and an (N,) mask of where that row
+    exists in the same ``segment`` (an (N,) id; None = one segment). Where it does not, the row itself stands in."""
+    rows = np.asarray(values)
+    index = np.arange(len(rows))
+    segment = np.zeros(len(rows), np.int64) if segment is None else np.asarray(segment)
+    for lag in range(max(1, windows)):
+        source = index - lag
+        usable = source >= 0
+        source = np.where(usable, source, index)
+        usable &= segment[source] == segment
+        yield np.where(usable[:, None], rows[source], rows), usable
+
+
 def trailing_mean(values: np.ndarray, windows: int, segment: np.ndarray | None = None) -> np.ndarray:
     """(N, C) -> (N, C): row i is the mean of the present (non-NaN) rows among rows i - windows + 1 ... i of the
     same ``segment`` (an (N,) id; None = one segment); NaN where none of them is present."""
     rows = np.asarray(values, dtype=np.float64)
-    count = len(rows)
-    segment = np.zeros(count, np.int64) if segment is None else np.asarray(segment)
     total = np.zeros_like(rows)
-    present = np.zeros((count, 1))
-    index = np.arange(count)
-    for lag in range(max(1, windows)):
-        source = index - lag
-        usable = source >= 0
-        source = np.where(usable, source, 0)
-        usable &= segment[source] == segment
-        shifted = np.where(usable[:, None], rows[source], np.nan)
-        here = ~np.isnan(shifted[:, :1])
-        total += np.where(here, shifted, 0.0)
+    present = np.zeros((len(rows), 1))
+    for lagged, usable in lagged_rows(rows, windows, segment):
+        here = usable[:, None] & ~np.isnan(lagged[:, :1])
+        total += np.where(here, lagged, 0.0)
         present += here
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(present > 0, total / present, np.nan)

@@ -29,7 +29,7 @@ from monitor.command import setup_logging
 from monitor.config import Config
 from monitor.constants import LABELS
 from monitor.paths import build_dir
-from monitor.smoothing import trailing_mean
+from monitor.smoothing import lagged_rows, trailing_mean
 
 from .split import DEFAULT_SPLIT_SEED, dataset_split
 from .train_yamnet import AUGMENTED, HeadConfig, _fit, build_features, head_inputs
@@ -64,13 +64,9 @@ def group_folds(groups: np.ndarray, strata: np.ndarray, folds: int, seed: int) -
 
 
 def context_features(features: np.ndarray, windows: int, segment: np.ndarray) -> np.ndarray:
-    """Per window: its features, and their mean and max over the last ``windows`` windows of its clip."""
-    lagged = []
-    for lag in range(windows):
-        source = np.maximum(np.arange(len(features)) - lag, 0)
-        same = segment[source] == segment
-        lagged.append(np.where(same[:, None], features[source], features))
-    stack = np.stack(lagged)
+    """Per window: its features, and their mean and max over the last ``windows`` windows of its clip (where the
+    clip is shorter, the window itself fills the context)."""
+    stack = np.stack([lagged for lagged, _ in lagged_rows(features, windows, segment)])
     return np.concatenate([features, stack.mean(axis=0), stack.max(axis=0)], axis=1)
 
 
