@@ -208,13 +208,21 @@ def _false_alarm_table(doc: dict) -> list[str]:
     return lines + [""]
 
 
+def _enter_text(point: dict) -> str:
+    """``0.5``, or ``0.5 / 0.6`` when screams have a threshold of their own."""
+    scream = point.get("enter_threshold_screaming")
+    own = scream is not None and scream != point["enter_threshold"]
+    return f"{point['enter_threshold']:g}" + (f" / {scream:g}" if own else "")
+
+
 def _tradeoff_section(tradeoff: dict) -> list[str]:
     chosen = tradeoff.get("recommended")
     lines = ["## Trade-off: recall against false alarms", "",
              "Fusion and the event tracker re-run over the recorded window scores (Wav2Vec2 on every gated window) "
-             "for every fusion (YAMNet alone, Wav2Vec2 alone, weighted averages, each with and without the majority "
-             "vote) x smoothing (mean over 1-4 windows) x enter_threshold x k-of-n; the DET-style plot draws each "
-             "fusion's frontier. "
+             "for every fusion (YAMNet alone, Wav2Vec2 alone, weighted averages, each alerting by label or by cry + "
+             "scream together, with and without the majority vote) x smoothing (mean over 1-4 windows) x "
+             "enter_threshold x k-of-n, and every pair of thresholds for cries and for screams (combined from those "
+             "runs); the DET-style plot draws each fusion's frontier. "
              f"Re-running the live setting reproduces the live events: {fmt(tradeoff['reproduces_live'])}. "
              f"Every point: `{tradeoff['file']}`" + (f"; plot: `{tradeoff['plot']}`." if tradeoff.get("plot") else "."),
              ""]
@@ -223,12 +231,12 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
                   f"alarms/h, recall at >= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
                   f"latency p95 {fmt(chosen['latency_p95_s'])} s. Why: {tradeoff['reason']}.", ""]
     lines += ["Pareto frontier (one row per distinct result) and the live setting:", "",
-              "| fusion | vote | mean of | enter | k of n | FA/h | recall Crying >= 10 dB | recall Screaming >= 10 dB "
-              "| latency p95 (s) |", "|---|---|---|---|---|---|---|---|---|"]
+              "| fusion | vote | mean of | enter (cry / scream) | k of n | FA/h | recall Crying >= 10 dB "
+              "| recall Screaming >= 10 dB | latency p95 (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for p in tradeoff["frontier"]:
         live = " (live)" if p["is_live_config"] else ""
         lines.append(f"| {p['family']}{live} | {fmt(p['require_vote'])} | {p.get('smooth_windows', 1)} | "
-                     f"{p['enter_threshold']:g} | "
+                     f"{_enter_text(p)} | "
                      f"{p['k_windows']} of {p['n_windows']} | {p['false_alarms_per_hour']:g} | "
                      f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
                      f"{fmt(p['latency_p95_s'])} |")

@@ -211,16 +211,27 @@ def union_seconds(intervals: Iterable[tuple[float, float]], stream_seconds: floa
     return total
 
 
-def _truths_at(time_s: float, truths: Sequence[TruthEvent], spec: ScoreSpec) -> list[int]:
-    """Truths whose tolerance window contains ``time_s``, earliest onset first."""
-    inside = [i for i, t in enumerate(truths) if truth_window(t, spec)[0] <= time_s <= truth_window(t, spec)[1]]
-    return sorted(inside, key=lambda i: truths[i].onset_s)
+class TruthWindows:
+    """The truths' tolerance windows, searchable by time (the sweep scores tens of thousands of event lists)."""
+
+    def __init__(self, truths: Sequence[TruthEvent], spec: ScoreSpec) -> None:
+        windows = [truth_window(t, spec) for t in truths]
+        self.order = np.argsort([t.onset_s for t in truths], kind="stable")
+        self.starts = np.array([windows[i][0] for i in self.order], dtype=np.float64)
+        self.ends = np.array([windows[i][1] for i in self.order], dtype=np.float64)
+        self.longest = float(np.max(self.ends - self.starts)) if len(windows) else 0.0
+
+    def at(self, time_s: float) -> list[int]:
+        """Truths whose tolerance window contains ``time_s``, earliest onset first."""
+        first = int(np.searchsorted(self.starts, time_s - self.longest, side="left"))
+        last = int(np.searchsorted(self.starts, time_s, side="right"))
+        return [int(self.order[k]) for k in range(first, last) if self.ends[k] >= time_s]
 
 
 def classify_event(event: DetectedEvent, truths: Sequence[TruthEvent], matched: list[bool],
-                   spec: ScoreSpec) -> EventOutcome:
+                   windows: TruthWindows) -> EventOutcome:
     """Judge one event against the truths; marks the truth it hits in ``matched``."""
-    candidates = _truths_at(event.raised_s, truths, spec)
+    candidates = windows.at(event.raised_s)
     same_label = [i for i in candidates if truths[i].label == event.label]
     for index in same_label:
         if not matched[index]:
@@ -238,7 +249,8 @@ def score_events(truths: Sequence[TruthEvent], events: Sequence[DetectedEvent], 
     """Match ``events`` to ``truths`` in the order they were raised; see the module docstring for the rules."""
     truths = list(truths)
     matched = [False] * len(truths)
-    outcomes = [classify_event(e, truths, matched, spec) for e in sorted(events, key=lambda e: e.raised_s)]
+    windows = TruthWindows(truths, spec)
+    outcomes = [classify_event(e, truths, matched, windows) for e in sorted(events, key=lambda e: e.raised_s)]
     alerted = list(matched)
     for outcome in outcomes:
         if outcome.kind == CONFUSION:

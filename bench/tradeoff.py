@@ -4,27 +4,30 @@ The ours replay records, per window, the gate decision, each model's probabiliti
 rows. Fusion and the event tracker are pure, so they are re-run over that record for every setting of
 fusion family (YAMNet alone, Wav2Vec2 alone, weighted averages; each with or without the vote) x smoothing x
 ``enter_threshold`` x k-of-n. Re-running the live setting must give the live events back (checked and
-reported): that proves the record is complete. ``build-models`` uses the same sweep to choose the operating
-point (``bench.tune``); the bench uses it for the DET-style curves.
+reported): that proves the record is complete. Settings with a threshold of their own for screams are not
+replayed but combined (``threshold_pairs``): each label is tracked and scored on its own, so its events at a
+threshold are the same whatever the other label's threshold is. ``build-models`` uses the same sweep to
+choose the operating point (``bench.tune``); the bench uses it for the DET-style curves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from monitor.config import FusionConfig
-from monitor.constants import ALERT_LABELS
+from monitor.constants import ALERT_LABELS, ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING
 from monitor.progress import progress_bar
 
 from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
-from .score import DetectedEvent, ScoreSpec, TruthEvent, score_events
+from .score import SECONDS_PER_HOUR, DetectedEvent, ScoreSpec, TruthEvent, latency_summary, score_events
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ AVERAGE_WEIGHTS = (0.85, 0.7, 0.5)
 MIN_DURATIONS = (0.0,)
 SMOOTH_WINDOWS = (1, 2, 3, 4)
 """Trailing-mean lengths swept (``monitor.smoothing``); 1 = off."""
+ALERT_ON = (ALERT_ON_LABEL, ALERT_ON_SUM)
 MIN_SNR_DB = 10.0
 """The recall bars are set for insertions at this SNR and cleaner."""
 PLOT_LINEAR_BELOW = 0.05
@@ -61,13 +65,27 @@ class Setting:
     n_windows: int
     min_duration_seconds: float = 0.0
     smooth_windows: int = 1
+    enter_threshold_screaming: float | None = None
+    """None = ``enter_threshold``."""
+    alert_on: str = ALERT_ON_LABEL
+
+    def __post_init__(self) -> None:
+        if self.enter_threshold_screaming is None:
+            object.__setattr__(self, "enter_threshold_screaming", self.enter_threshold)
+
+    @property
+    def split(self) -> bool:
+        """Screams have a threshold of their own."""
+        return self.enter_threshold_screaming != self.enter_threshold
 
     def fusion(self, live: FusionConfig) -> FusionConfig:
         return dataclasses.replace(live, weight_yamnet=self.weight_yamnet,
                                    weight_wav2vec2=round(1.0 - self.weight_yamnet, WEIGHT_DECIMALS),
                                    enter_threshold=self.enter_threshold, require_vote=self.require_vote,
-                                   exit_threshold=min(live.exit_threshold, self.enter_threshold),
-                                   k_windows=self.k_windows, n_windows=self.n_windows,
+                                   enter_threshold_screaming=self.enter_threshold_screaming,
+                                   exit_threshold=min(live.exit_threshold, self.enter_threshold,
+                                                      self.enter_threshold_screaming),
+                                   k_windows=self.k_windows, n_windows=self.n_windows, alert_on=self.alert_on,
                                    min_duration_seconds=self.min_duration_seconds,
                                    smooth_windows=self.smooth_windows)
 
@@ -80,19 +98,25 @@ class Setting:
             name = "Wav2Vec2 alone"
         else:
             name = f"average {self.weight_yamnet:g}/{1 - self.weight_yamnet:g}"
-        return name + (" + vote" if self.require_vote else "")
+        summed = ", cry + scream" if self.alert_on == ALERT_ON_SUM else ""
+        return name + summed + (" + vote" if self.require_vote else "")
 
     def describe(self) -> str:
         duration = f", min duration {self.min_duration_seconds:g} s" if self.min_duration_seconds else ""
         smooth = f", mean of {self.smooth_windows} windows" if self.smooth_windows > 1 else ""
-        return (f"{self.family}{smooth}, enter_threshold {self.enter_threshold:g}, {self.k_windows} of "
+        return (f"{self.family}{smooth}, enter_threshold {self.enter_threshold_text()}, {self.k_windows} of "
                 f"{self.n_windows} windows{duration}")
+
+    def enter_threshold_text(self) -> str:
+        scream = f" (Screaming {self.enter_threshold_screaming:g})" if self.split else ""
+        return f"{self.enter_threshold:g}{scream}"
 
     @classmethod
     def of(cls, fusion: FusionConfig) -> Setting:
         total = fusion.weight_yamnet + fusion.weight_wav2vec2
         return cls(round(fusion.weight_yamnet / total, 4), fusion.require_vote, fusion.enter_threshold,
-                   fusion.k_windows, fusion.n_windows, fusion.min_duration_seconds, fusion.smooth_windows)
+                   fusion.k_windows, fusion.n_windows, fusion.min_duration_seconds, fusion.smooth_windows,
+                   fusion.enter_threshold_screaming, fusion.alert_on)
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,16 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class LabelResult:
+    """One alert label's events under a setting, scored: what a setting with a threshold per label combines."""
+
+    false_alarms: int
+    recall_10db_up: float | None
+    recall: float | None
+    latencies_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class SweepPoint:
     setting: Setting
     false_alarms_per_hour: float
@@ -112,6 +146,8 @@ class SweepPoint:
     recall: dict[str, float | None]
     latency_p95_s: float | None
     is_live_config: bool = False
+    by_label: dict[str, LabelResult] = field(default_factory=dict, compare=False, repr=False)
+    background_hours: float = 0.0
 
     @property
     def recall_sum(self) -> float:
@@ -134,7 +170,15 @@ class SweepPoint:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self.setting), "family": self.setting.family,
-                **{k: v for k, v in dataclasses.asdict(self).items() if k != "setting"}}
+                **{k: v for k, v in dataclasses.asdict(self).items() if k not in ("setting", "by_label")},
+                "false_alarms_by_label": {label: r.false_alarms for label, r in self.by_label.items()}}
+
+
+def points_to_json(points: Sequence[SweepPoint]) -> dict:
+    """The replayed (single-threshold) points in full; the threshold pairs, tens of thousands of combinations,
+    only counted (the frontier and the DET curves hold the ones that matter)."""
+    return {"points": [p.to_dict() for p in points if not p.setting.split],
+            "threshold_pairs": sum(p.setting.split for p in points)}
 
 
 def has_wav2vec2(record: dict[str, np.ndarray]) -> bool:
@@ -189,14 +233,14 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
     the tracker's k-of-n); a window whose Wav2Vec2 scores
     are missing (the cascade skipped it, or Wav2Vec2 was off) is fused without them, as it was live. While the
     tracker is idle, windows that are a hit for no label change nothing (``EventTracker.idle``), so the replay
-    jumps from one alerting window to the next: a long quiet stream costs only its alerting windows.
+    jumps from one alerting window to the next: a long quiet stream costs only its alerting windows. The
+    models' own scores only fill the messages' statistics, which scoring does not read, so they are left out.
     """
     from monitor.events import EventTracker
 
     tracker = EventTracker(fusion, device_id, versions, STREAM_EPOCH)
     events = EventLog()
     end_s, level, passed = record["end_s"], record["level_dbfs"], record["passed"]
-    yamnet, wav2vec2 = record["yamnet"], record["wav2vec2"]
     fused = fuse_record(record, fusion) if fused is None else fused
     candidates = np.flatnonzero(passed & (fused.alert_label >= 0))
     i, count = 0, len(passed)
@@ -206,12 +250,8 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
             if following == len(candidates):
                 break
             i = int(candidates[following])
-        window, probs = None, {}
-        if passed[i]:
-            window, probs = fused.window(i), {"yamnet": yamnet[i]}
-            if not np.isnan(wav2vec2[i, 0]):
-                probs["wav2vec2"] = wav2vec2[i]
-        for event in tracker.update(float(end_s[i]), window, float(level[i]), probs):
+        window = fused.window(i) if passed[i] else None
+        for event in tracker.update(float(end_s[i]), window, float(level[i])):
             events.record(float(end_s[i]), event.to_payload())
         i += 1
     for event in tracker.finish(stream_seconds):
@@ -220,11 +260,11 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
 
 
 def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[Setting]:
-    """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages) x vote x smoothing x threshold x
-    k-of-n, plus the live setting."""
+    """The grid: each fusion family (YAMNet alone, Wav2Vec2 alone, averages; alerting by label or by cry + scream)
+    x vote x smoothing x threshold x k-of-n, plus the live setting."""
     weights = (YAMNET_ALONE, *AVERAGE_WEIGHTS, WAV2VEC2_ALONE) if has_wav2vec2(record) else (YAMNET_ALONE,)
-    grid = {Setting(w, v, t, k, n, d, m) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
-            for k, n in K_OF_N for d in MIN_DURATIONS for m in SMOOTH_WINDOWS}
+    grid = {Setting(w, v, t, k, n, d, m, alert_on=a) for w in weights for v in REQUIRE_VOTE for t in ENTER_THRESHOLDS
+            for k, n in K_OF_N for d in MIN_DURATIONS for m in SMOOTH_WINDOWS for a in ALERT_ON}
     return sorted(grid | {Setting.of(live)})
 
 
@@ -234,7 +274,8 @@ _SWEPT: dict = {}
 
 def _fusion_key(setting: Setting) -> tuple:
     """Settings with the same key fuse the same way: only the tracker's k-of-n differs."""
-    return setting.weight_yamnet, setting.require_vote, setting.enter_threshold, setting.smooth_windows
+    return (setting.weight_yamnet, setting.require_vote, setting.enter_threshold, setting.enter_threshold_screaming,
+            setting.smooth_windows, setting.alert_on)
 
 
 def _sweep_group(settings: list[Setting]) -> list[SweepPoint]:
@@ -246,19 +287,65 @@ def _sweep_group(settings: list[Setting]) -> list[SweepPoint]:
         events = replay_tracker(record, setting.fusion(live), versions, device_id, seconds, fused=fused)
         score = score_events(truths, events, seconds, spec)
         summary = score.to_dict()
+        recall_10db_up = {label: score.recall(label, MIN_SNR_DB) for label in ALERT_LABELS}
+        by_label = {label: LabelResult(score.per_label[label].false_alarms, recall_10db_up[label],
+                                       summary["event_recall"][label], tuple(score.per_label[label].latencies_s))
+                    for label in ALERT_LABELS}
         points.append(SweepPoint(
-            setting=setting, false_alarms_per_hour=summary["false_alarms_per_hour"],
-            recall_10db_up={label: score.recall(label, MIN_SNR_DB) for label in ALERT_LABELS},
+            setting=setting, false_alarms_per_hour=summary["false_alarms_per_hour"], recall_10db_up=recall_10db_up,
             recall=summary["event_recall"], latency_p95_s=summary["latency_p95_s"],
-            is_live_config=setting == live_key))
+            is_live_config=setting == live_key, by_label=by_label,
+            background_hours=score.background_seconds / SECONDS_PER_HOUR))
     return points
+
+
+def combined_point(setting: Setting, parts: dict[str, SweepPoint], live_key: Setting | None = None) -> SweepPoint:
+    """A setting's result from each label's result under the settings that share its threshold for that label."""
+    labels = {label: parts[label].by_label[label] for label in ALERT_LABELS}
+    hours = parts[ALERT_LABELS[0]].background_hours
+    false_alarms = sum(r.false_alarms for r in labels.values())
+    latencies = [latency for r in labels.values() for latency in r.latencies_s]
+    return SweepPoint(
+        setting=setting, false_alarms_per_hour=round(false_alarms / hours, 4) if hours > 0 else 0.0,
+        recall_10db_up={label: r.recall_10db_up for label, r in labels.items()},
+        recall={label: r.recall for label, r in labels.items()},
+        latency_p95_s=latency_summary(latencies)["latency_p95_s"], is_live_config=setting == live_key,
+        by_label=labels, background_hours=hours)
+
+
+def threshold_pairs(points: Sequence[SweepPoint], live: FusionConfig) -> list[SweepPoint]:
+    """Every setting with a threshold of its own for screams, combined from the single-threshold results.
+
+    Exact because each label has its own state machine and is scored on its own: a window counts towards a
+    label by that label's threshold only, and misses are judged against ``exit_threshold``, which stays the
+    live one as long as both thresholds are at or above it (pairs below it are left out). With
+    ``one_episode_at_a_time`` the labels share an episode, so nothing is combined.
+    """
+    if live.one_episode_at_a_time:
+        return []
+    shapes: dict[Setting, dict[float, SweepPoint]] = {}
+    for p in points:
+        s = p.setting
+        if not s.split and p.by_label and s.enter_threshold >= live.exit_threshold:
+            shape = dataclasses.replace(s, enter_threshold=0.0, enter_threshold_screaming=0.0)
+            shapes.setdefault(shape, {})[s.enter_threshold] = p
+    present = {p.setting for p in points}
+    live_key = Setting.of(live)
+    combined = []
+    for shape, by_threshold in shapes.items():
+        for cry, scream in itertools.permutations(sorted(by_threshold), 2):
+            setting = dataclasses.replace(shape, enter_threshold=cry, enter_threshold_screaming=scream)
+            if setting not in present:
+                combined.append(combined_point(setting, {ALERT_LABELS[0]: by_threshold[cry],
+                                                         SCREAMING: by_threshold[scream]}, live_key))
+    return combined
 
 
 def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str, str], device_id: str,
           truths: Sequence[TruthEvent], stream_seconds: float, score_spec: ScoreSpec,
           progress: bool = True, settings: Sequence[Setting] | None = None, workers: int = 1) -> list[SweepPoint]:
     """Every setting's events over the record, scored against the truths; settings that fuse alike share one
-    fusion pass, and ``workers`` processes share the groups."""
+    fusion pass, and ``workers`` processes share the groups. Then every pair of thresholds (``threshold_pairs``)."""
     settings = default_settings(record, live) if settings is None else settings
     groups: dict[tuple, list[Setting]] = {}
     for setting in settings:
@@ -275,7 +362,8 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
                 groups.values(), desc="threshold sweep", enabled=progress, mininterval=SWEEP_PROGRESS_S)]
     finally:
         _SWEPT.clear()
-    return [point for group in results for point in group]
+    points = [point for group in results for point in group]
+    return points + threshold_pairs(points, live)
 
 
 def most_recall(points: Sequence[SweepPoint]) -> SweepPoint:
@@ -320,12 +408,14 @@ def recommend(points: Sequence[SweepPoint], targets: Targets,
 def pareto_frontier(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     """Settings no other beats on both false alarms and recall (one per distinct result, plus the live one),
     fewest false alarms first."""
-    def dominated(p: SweepPoint) -> bool:
-        return any(q.false_alarms_per_hour <= p.false_alarms_per_hour and q.recall_sum >= p.recall_sum
-                   and (q.false_alarms_per_hour < p.false_alarms_per_hour or q.recall_sum > p.recall_sum)
-                   for q in points)
-
-    ranked = sorted((p for p in points if p.is_live_config or not dominated(p)),
+    undominated, best_below = [], float("-inf")
+    by_rate = sorted(points, key=lambda p: p.false_alarms_per_hour)
+    for _, same_rate in itertools.groupby(by_rate, key=lambda p: p.false_alarms_per_hour):
+        group = list(same_rate)
+        top = max(p.recall_sum for p in group)
+        undominated += [p for p in group if p.is_live_config or (p.recall_sum == top and top > best_below)]
+        best_below = max(best_below, top)
+    ranked = sorted(undominated,
                     key=lambda p: (p.false_alarms_per_hour, -p.recall_sum, p.latency_or_inf,
                                    -p.setting.enter_threshold))
     frontier, seen = [], set()

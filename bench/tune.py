@@ -35,14 +35,14 @@ from .replay import WorkerPaths, load_window_record, run_worker
 from .run import decode_clips, write_planned_stream
 from .score import ScoreSpec
 from .stream import SourceClip, StreamSpec, read_truth
-from .tradeoff import SweepPoint, concat_records, det_curves, most_recall, sweep, write_plot
+from .tradeoff import SweepPoint, concat_records, det_curves, most_recall, points_to_json, sweep, write_plot
 
 log = logging.getLogger(__name__)
 
 NORMAL_LABEL = "Normal"
 TUNE_SPLITS = ("train", "val")
 """Where the negative stream's clips come from (the positive stream uses val only)."""
-STREAM_VERSION = 1
+STREAM_VERSION = 2
 """Bump when the stream layout changes, so cached streams are rebuilt."""
 
 
@@ -50,7 +50,8 @@ STREAM_VERSION = 1
 class TuneSpec:
     negative_hours: float = 12.0
     negative_parts: int = 2
-    """The negative stream is written and replayed as this many parts, in parallel processes."""
+    """The negative stream is written and replayed as this many parts, in parallel processes (the last one shorter
+    by the positive stream, which its process replays next: ``negative_part_hours``)."""
     positive_hours: float = 2.0
     """Val has ~70 cries and ~10 screams: 2 h re-uses each over other backgrounds and SNRs, so a setting is chosen
     on ~120 insertions, not ~60 (at 1 h the recall of screams moved in steps of 1/14)."""
@@ -95,6 +96,16 @@ class TuneFiles:
     @property
     def plot(self) -> Path:
         return self.root / "det.png"
+
+
+def negative_part_hours(spec: TuneSpec) -> list[float]:
+    """Hours of each negative part, so that every replay process gets the same hours of audio: the last part is
+    shorter by the positive stream, which the process that finishes it replays next (equal parts when the
+    positive stream is longer than a share)."""
+    share = (spec.negative_hours + spec.positive_hours) / spec.negative_parts
+    if spec.negative_parts < 2 or share - spec.positive_hours <= 0:
+        return [spec.negative_hours / spec.negative_parts] * spec.negative_parts
+    return [share] * (spec.negative_parts - 1) + [share - spec.positive_hours]
 
 
 def lowpassed_variants(pool: list[SourceClip], spec: TuneSpec) -> list[SourceClip]:
@@ -151,8 +162,7 @@ def build_streams(split: dict[str, list], cfg: Config, spec: TuneSpec, files: Tu
                 pools[name] = decode_clips(val, cfg, progress)
         return pools[name]
 
-    hours = spec.negative_hours / spec.negative_parts
-    for part in range(spec.negative_parts):
+    for part, hours in enumerate(negative_part_hours(spec)):
         paths = files.negative(part)
         stream_spec = StreamSpec(hours=hours, seed=spec.seed + part, label_weights={},
                                  overlap_probability=spec.overlap_probability, background_dbfs=spec.background_dbfs)
@@ -271,7 +281,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
         "plot": str(files.plot),
         "det_curves": {family: [p.to_dict() for p in curve] for family, curve in det_curves(points).items()},
     }
-    files.result.write_text(json.dumps({**result, "points": [p.to_dict() for p in points]}, indent=1),
+    files.result.write_text(json.dumps({**result, **points_to_json(points)}, indent=1),
                             encoding="utf-8")
     log.info("operating point: %s; %.3g false alarms per hour, recall >= 10 dB %s, p95 latency %s s (%s)",
              chosen.setting.describe(), chosen.false_alarms_per_hour, chosen.recall_10db_up, chosen.latency_p95_s,

@@ -17,6 +17,8 @@ from typing import Any, Union
 
 import yaml
 
+from .constants import ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING
+
 
 class ConfigError(ValueError):
     """A bad configuration value; ``key`` is the dotted path, ``line`` the 1-based YAML line."""
@@ -29,15 +31,19 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple | None = None, fallback: Any = None) -> Any:
+            choices: tuple | None = None, fallback: Any = None, follows: str | None = None) -> Any:
     """Declare a field with its default, description and bounds in one place.
 
     ``fallback`` marks an operating-point setting: its default ``None`` means "the value build-models tuned,
     from the model manifest", and ``fallback`` is used when the manifest has none (an older model set).
+    ``follows`` marks an operating-point setting that refines another one: without a value of its own (in
+    config.yaml or the manifest) it takes that setting's, and it follows a value config.yaml gives that setting.
     """
     meta = {"help": help, "lo": lo, "hi": hi, "choices": choices}
     if fallback is not None:
         meta["fallback"] = fallback
+    if follows is not None:
+        meta["follows"] = follows
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -159,14 +165,26 @@ class FusionConfig:
         fallback=0.3)
     audioset_vote_threshold: float = setting(
         0.2, "YAMNet's AudioSet cry/scream score that makes the third voter vote for that label.", lo=0.0, hi=1.0)
+    alert_on: str | None = setting(
+        None, f"What makes a window alert. '{ALERT_ON_LABEL}': the fused probability of its likeliest label, which "
+        f"must be Crying or Screaming, reaches that label's enter threshold. '{ALERT_ON_SUM}': Crying and Screaming "
+        f"together reach the enter threshold of the likelier of the two (models that disagree on cry or scream "
+        f"still agree it is an alarm), the vote vetoes only when most voters say Normal, and an open event "
+        f"stays alive on both together. {FROM_MANIFEST}", choices=(ALERT_ON_LABEL, ALERT_ON_SUM),
+        fallback=ALERT_ON_LABEL)
     require_vote: bool | None = setting(
         None, f"A window counts as alerting only if the majority vote agrees with the average. {FROM_MANIFEST}",
         fallback=True)
     enter_threshold: float | None = setting(
         None, f"Fused probability that makes a window count towards an event. {FROM_MANIFEST}", lo=0.0, hi=1.0,
         fallback=0.55)
+    enter_threshold_screaming: float | None = setting(
+        None, "Screaming's own enter_threshold: screams are few, brief and easily taken for other loud sounds, so "
+        "their best bar differs from the cries'. null = the manifest's; without one there, or when config.yaml "
+        "sets enter_threshold, it is enter_threshold.", lo=0.0, hi=1.0, follows="enter_threshold")
     exit_threshold: float | None = setting(
-        None, f"Below this a window counts as a miss (hysteresis); never above enter_threshold. {FROM_MANIFEST}",
+        None, f"Below this a window counts as a miss (hysteresis); never above either enter threshold. "
+        f"{FROM_MANIFEST}",
         lo=0.0, hi=1.0, fallback=0.4)
     smooth_windows: int | None = setting(
         None, f"Average each model's probabilities over this many consecutive windows before fusion (1 = off): a "
@@ -197,8 +215,14 @@ class FusionConfig:
         hints = typing.get_type_hints(FusionConfig)
         values = {}
         for f in dataclasses.fields(self):
-            if f.name in OPERATING_POINT_KEYS and getattr(self, f.name) is None:
+            if f.name in OPERATING_POINT_KEYS and getattr(self, f.name) is None and "fallback" in f.metadata:
                 value = chosen.get(f.name, f.metadata["fallback"])
+                values[f.name] = _check_scalar(f"fusion.{f.name}", value, hints[f.name], dict(f.metadata))
+        for f in dataclasses.fields(self):
+            leader = f.metadata.get("follows")
+            if leader is not None and getattr(self, f.name) is None:
+                own = chosen.get(f.name) if getattr(self, leader) is None else None
+                value = own if own is not None else values.get(leader, getattr(self, leader))
                 values[f.name] = _check_scalar(f"fusion.{f.name}", value, hints[f.name], dict(f.metadata))
         resolved = dataclasses.replace(self, **values)
         _fusion_rules(resolved)
@@ -212,8 +236,13 @@ class FusionConfig:
         """The operating-point settings of a resolved config, as the manifest stores them."""
         return {name: getattr(self, name) for name in OPERATING_POINT_KEYS}
 
+    def enter_threshold_of(self, label: str) -> float:
+        """The fused probability at which a window counts towards an event of ``label``."""
+        return self.enter_threshold_screaming if label == SCREAMING else self.enter_threshold
 
-OPERATING_POINT_KEYS = tuple(f.name for f in dataclasses.fields(FusionConfig) if "fallback" in f.metadata)
+
+OPERATING_POINT_KEYS = tuple(f.name for f in dataclasses.fields(FusionConfig)
+                             if "fallback" in f.metadata or "follows" in f.metadata)
 """Fusion settings that `build-models` tunes and writes into the model manifest."""
 
 
@@ -323,9 +352,11 @@ def _fusion_rules(f: FusionConfig) -> None:
     def both(a: str, b: str) -> bool:
         return getattr(f, a) is not None and getattr(f, b) is not None
 
-    if both("exit_threshold", "enter_threshold") and f.exit_threshold > f.enter_threshold:
-        raise ConfigError("fusion.exit_threshold", f"must not exceed fusion.enter_threshold ({f.exit_threshold:g} > "
-                                                   f"{f.enter_threshold:g}; a null one comes from the model manifest)")
+    for enter in ("enter_threshold", "enter_threshold_screaming"):
+        if both("exit_threshold", enter) and f.exit_threshold > getattr(f, enter):
+            raise ConfigError("fusion.exit_threshold", f"must not exceed fusion.{enter} ({f.exit_threshold:g} > "
+                                                       f"{getattr(f, enter):g}; a null one comes from the model "
+                                                       "manifest)")
     if both("k_windows", "n_windows") and f.k_windows > f.n_windows:
         raise ConfigError("fusion.k_windows", f"must not exceed fusion.n_windows ({f.k_windows} > {f.n_windows}; "
                                               "a null one comes from the model manifest)")

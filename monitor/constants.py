@@ -19,6 +19,11 @@ LABELS = ("Crying", "Screaming", "Normal")
 """Output order of every classifier head, the manifest and the fused scores."""
 
 ALERT_LABELS = ("Crying", "Screaming")
+SCREAMING = "Screaming"
+"""The alert label with an enter threshold of its own (``fusion.enter_threshold_screaming``)."""
+ALERT_ON_LABEL = "label"
+ALERT_ON_SUM = "sum"
+"""``fusion.alert_on``: a window alerts by its likeliest label's probability, or by Crying + Screaming together."""
 
 DATASET_LABELS = {"cry": "Crying", "scream": "Screaming", "normal": "Normal"}
 """Manifest label column -> product label."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import FusionConfig, require_resolved
-from .constants import ALERT_LABELS, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
+from .constants import ALERT_LABELS, ALERT_ON_SUM, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
 from .fusion import MODEL_NAMES, FusedWindow, as_probabilities
 from .wallclock import WallClockMap
 
@@ -291,8 +291,9 @@ class EventTracker:
         windows = list(track.recent)[first:]
         track.recent.clear()
         votes = " ".join(f"{voter}={label}" for voter, label in hits[-1].votes.items())
-        reason = (f"{len(hits)}/{self.cfg.n_windows} windows >= {self.cfg.enter_threshold:.2f}; "
-                  f"votes {votes}")
+        summed = " (Crying + Screaming)" if self.cfg.alert_on == ALERT_ON_SUM else ""
+        reason = (f"{len(hits)}/{self.cfg.n_windows} windows >= {self.cfg.enter_threshold_of(track.label):.2f}"
+                  f"{summed}; votes {votes}")
         candidate = _OpenEvent(event_id=self._new_id(), start_s=windows[0].end_s - WINDOW_SECONDS,
                                last_active_s=windows[0].end_s, reason=reason)
         for window in windows:
@@ -356,6 +357,6 @@ class EventTracker:
 def _evidence(label: str, now: float, fused: FusedWindow, level_dbfs: float,
               model_probs: dict[str, np.ndarray]) -> _Evidence:
     index = LABELS.index(label)
-    return _Evidence(end_s=now, score=fused.prob(label), hit=fused.alert_label == label,
+    return _Evidence(end_s=now, score=fused.score_of(label), hit=fused.alert_label == label,
                      level_dbfs=float(level_dbfs), model_scores={n: float(p[index]) for n, p in model_probs.items()},
-                     votes=dict(fused.votes), alert_score=sum(fused.prob(other) for other in ALERT_LABELS))
+                     votes=dict(fused.votes), alert_score=fused.alert_mass)

@@ -2,8 +2,11 @@
 
 Voters: the YAMNet head (argmax), the Wav2Vec2 classifier (argmax) and YAMNet's own AudioSet
 scores (cry / scream rows against a threshold). A window alerts when the average names an alert
-label with enough probability and, with ``require_vote``, the majority agrees: a single model
-that hallucinates a cry is outvoted. Pure functions, no state: smoothing over time is events.py.
+label with enough probability (that label's enter threshold) and, with ``require_vote``, the majority
+agrees: a single model that hallucinates a cry is outvoted. With ``alert_on: sum`` the probability is that of
+Crying and Screaming together and the alarm is named after the likelier of the two, so models that disagree
+on cry or scream but agree on "not Normal" still raise it. Pure functions, no state: smoothing over time is
+monitor/smoothing.py, events are monitor/events.py.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import FusionConfig
-from .constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VOTER_CLASSES
+from .constants import ALERT_LABELS, ALERT_ON_SUM, LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VOTER_CLASSES
 
 VOTER_YAMNET = "yamnet"
 VOTER_WAV2VEC2 = "wav2vec2"
@@ -37,10 +40,19 @@ class FusedWindow:
     alert_label: str | None
     """Crying / Screaming when this window counts towards an event of that label, else None."""
     alert_score: float
-    """Averaged probability of the alert label, or of the likelier alert label when there is none."""
+    """What the window's alert was judged by: the averaged probability of the alert label (of the likelier alert
+    label when there is none), or of Crying + Screaming with ``alert_on: sum``."""
+    alert_mass: float
+    """Averaged probability of Crying + Screaming together."""
+    summed: bool = False
+    """``alert_on: sum``: an open event of either label is kept alive by both labels together."""
 
     def prob(self, label: str) -> float:
         return float(self.probs[LABELS.index(label)])
+
+    def score_of(self, label: str) -> float:
+        """What keeps an open event of ``label`` alive (against ``exit_threshold``)."""
+        return self.alert_mass if self.summed else self.prob(label)
 
 
 def as_probabilities(name: str, values: np.ndarray, size: int = len(LABELS)) -> np.ndarray:
@@ -142,14 +154,18 @@ class FusedBatch:
     alert_label: np.ndarray
     """(N,) index into LABELS of the label the window counts towards, -1 for none."""
     alert_score: np.ndarray
+    average_label: np.ndarray
+    """(N,) index into LABELS of the likeliest averaged label."""
+    alert_mass: np.ndarray
+    summed: bool = False
 
     def window(self, i: int) -> FusedWindow:
         votes = {voter: LABELS[int(labels[i])] for voter, labels in self.votes.items() if labels[i] >= 0}
         alert = int(self.alert_label[i])
-        probs = self.probs[i]
-        return FusedWindow(probs=probs, average_label=LABELS[int(np.argmax(probs))], votes=votes,
+        return FusedWindow(probs=self.probs[i], average_label=LABELS[int(self.average_label[i])], votes=votes,
                            vote_label=LABELS[int(self.vote_label[i])],
-                           alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]))
+                           alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]),
+                           alert_mass=float(self.alert_mass[i]), summed=self.summed)
 
 
 def audioset_best(scores: np.ndarray, rows: tuple[int, ...] | None = None) -> np.ndarray:
@@ -175,13 +191,22 @@ def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audi
              VOTER_WAV2VEC2: np.where(present, np.argmax(np.nan_to_num(wav2vec2, nan=-1.0), axis=1), -1)}
     if audioset is not None:
         votes[VOTER_AUDIOSET] = audioset_votes(np.asarray(audioset, np.float64), cfg.audioset_vote_threshold)
-    vote_label = majority_labels(np.stack(list(votes.values()), axis=1), average)
-    average_prob = probs[np.arange(count), average]
-    alerting = (np.isin(average, ALERT_ROWS) & (average_prob >= cfg.enter_threshold)
-                & ((not cfg.require_vote) | (vote_label == average)))
-    alert_score = np.where(alerting, average_prob, probs[:, ALERT_ROWS].max(axis=1))
-    return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, average, -1),
-                      alert_score=alert_score)
+    voter_labels = np.stack(list(votes.values()), axis=1)
+    vote_label = majority_labels(voter_labels, average)
+    enter = np.array([cfg.enter_threshold_of(label) for label in LABELS])
+    summed = cfg.alert_on == ALERT_ON_SUM
+    alert_mass = alert_probability(probs)
+    if summed:
+        candidate = np.asarray(ALERT_ROWS)[np.argmax(probs[:, ALERT_ROWS], axis=1)]
+        score = alert_mass
+        agrees = majority_labels(voter_labels, candidate) != LABELS.index(NORMAL_LABEL)
+    else:
+        candidate, score = average, probs[np.arange(count), average]
+        agrees = vote_label == average
+    alerting = (np.isin(candidate, ALERT_ROWS) & (score >= enter[candidate]) & ((not cfg.require_vote) | agrees))
+    alert_score = score if summed else np.where(alerting, score, probs[:, ALERT_ROWS].max(axis=1))
+    return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, candidate, -1),
+                      alert_score=alert_score, average_label=average, alert_mass=alert_mass, summed=summed)
 
 
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,

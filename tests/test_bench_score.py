@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.score import (
@@ -140,3 +141,19 @@ def test_false_alarms_are_blamed_on_what_was_sounding_before_they_were_raised():
     events = [raised("Crying", 21.0), raised("Crying", 29.5), raised("Crying", 60.0), raised("Crying", 41.5)]
     assert blame(events, spans, lookback_s=2.0) == ["laughter", "laughter", ROOM_TONE, "door"]
     assert blame(events[:1], [(10.0, 20.5, "speech"), (20.5, 21.0, "laughter")], 2.0) == ["speech"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_truth_windows_find_what_a_scan_finds(seed: int):
+    from bench.score import TruthWindows, truth_window
+
+    rng = np.random.default_rng(seed)
+    onsets = rng.uniform(0, 200, 40)
+    truths = [TruthEvent("Crying", float(a), float(a + rng.uniform(0.5, 15)), None) for a in onsets]
+    spec = ScoreSpec()
+    windows = TruthWindows(truths, spec)
+    for time_s in rng.uniform(-5, 220, 300):
+        expected = sorted((i for i, t in enumerate(truths)
+                           if truth_window(t, spec)[0] <= time_s <= truth_window(t, spec)[1]),
+                          key=lambda i: truths[i].onset_s)
+        assert windows.at(float(time_s)) == expected

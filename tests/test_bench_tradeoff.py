@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from bench.replay import STREAM_EPOCH, VOTER_ROWS, EventLog
 from bench.score import TruthEvent
 from bench.tradeoff import (
     YAMNET_ALONE,
+    LabelResult,
     Setting,
     SweepPoint,
     Targets,
@@ -171,10 +174,12 @@ def test_sweep_replay_gives_the_live_events(seed: int):
     rng = np.random.default_rng(seed)
     record = random_record(rng, 600)
     seconds = float(record["end_s"][-1]) + 1.0
-    for weight, vote, enter, (k, n), smooth in [(1.0, False, 0.5, (1, 1), 1), (0.7, True, 0.6, (2, 3), 1),
-                                                (0.5, False, 0.4, (3, 5), 1), (0.0, True, 0.55, (2, 2), 1),
-                                                (1.0, False, 0.5, (1, 1), 2), (0.7, False, 0.45, (2, 3), 3)]:
-        cfg = Setting(weight, vote, enter, k, n, smooth_windows=smooth).fusion(
+    for weight, vote, enter, (k, n), smooth, alert_on in [
+            (1.0, False, 0.5, (1, 1), 1, "label"), (0.7, True, 0.6, (2, 3), 1, "label"),
+            (0.5, False, 0.4, (3, 5), 1, "label"), (0.0, True, 0.55, (2, 2), 1, "label"),
+            (1.0, False, 0.5, (1, 1), 2, "label"), (0.7, False, 0.45, (2, 3), 3, "label"),
+            (0.7, True, 0.6, (2, 3), 1, "sum"), (0.5, False, 0.5, (1, 1), 2, "sum")]:
+        cfg = Setting(weight, vote, enter, k, n, smooth_windows=smooth, alert_on=alert_on).fusion(
             fusion(hold_seconds=2.0, cooldown_seconds=3.0))
         expected = _replay_every_window(record, cfg, seconds)
         assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
@@ -214,4 +219,76 @@ def test_parallel_sweep_gives_the_serial_points():
     serial = sweep(record, live, {"yamnet": "t"}, "dev", truths, seconds, ScoreSpec(), False, settings, workers=1)
     parallel = sweep(record, live, {"yamnet": "t"}, "dev", truths, seconds, ScoreSpec(), False, settings, workers=2)
     assert sorted(serial, key=lambda p: p.setting) == sorted(parallel, key=lambda p: p.setting)
-    assert len(serial) == len(settings) and any(p.false_alarms_per_hour > 0 for p in serial)
+    replayed = [p for p in serial if not p.setting.split]
+    assert len(replayed) == len(settings) and any(p.false_alarms_per_hour > 0 for p in serial)
+    assert len(serial) - len(replayed) == len(settings), "each setting's other threshold, for screams"
+
+
+def truths_over_bursts(record: dict[str, np.ndarray]) -> list[TruthEvent]:
+    """A cry or a scream (alternately, clean or at 10 dB) over each run of windows where YAMNet leans to an
+    alert label, so hits, misses and false alarms all occur."""
+    leaning = record["yamnet"][:, 2] < 0.5
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], leaning.astype(int), [0]])))
+    truths = []
+    for i, (start, stop) in enumerate(zip(edges[::2], edges[1::2], strict=True)):
+        if i % 3 != 2:  # every third burst stays unlabelled: its events are false alarms
+            truths.append(TruthEvent(("Crying", "Screaming")[i % 2], float(record["end_s"][start]) - 0.975,
+                                     float(record["end_s"][stop - 1]), None if i % 4 < 2 else 10.0))
+    return truths
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_threshold_pairs_equal_replaying_the_pair(seed: int):
+    """A setting with a threshold of its own for screams, combined from the single-threshold runs, is the same
+    result as replaying fusion and the tracker with that pair of thresholds."""
+    from bench.score import ScoreSpec
+    from bench.tradeoff import sweep, threshold_pairs
+
+    record = random_record(np.random.default_rng(seed), 800)
+    seconds = float(record["end_s"][-1]) + 1.0
+    truths = truths_over_bursts(record)
+    live = fusion(hold_seconds=2.0, cooldown_seconds=3.0)
+    single = [Setting(w, v, t, k, n, smooth_windows=m, alert_on=a) for w, v in ((1.0, False), (0.7, True))
+              for t in (0.4, 0.5, 0.65) for k, n in ((1, 1), (2, 3)) for m in (1, 2) for a in ("label", "sum")]
+    pairs = [dataclasses.replace(s, enter_threshold_screaming=t) for s in single for t in (0.4, 0.5, 0.65)
+             if t != s.enter_threshold]
+    replayed = sweep(record, live, {"yamnet": "t"}, "dev", truths, seconds, ScoreSpec(), False, single + pairs)
+    direct = {p.setting: p for p in replayed if p.setting.split}
+    combined = {p.setting: p for p in threshold_pairs([p for p in replayed if not p.setting.split], live)}
+    assert combined.keys() == direct.keys() == set(pairs)
+    fields = ("false_alarms_per_hour", "recall_10db_up", "recall", "latency_p95_s")
+    for setting, point in direct.items():
+        assert [getattr(combined[setting], f) for f in fields] == [getattr(point, f) for f in fields], setting
+    singles = {p.setting: p for p in replayed if not p.setting.split}
+    assert any(point.recall_10db_up != singles[dataclasses.replace(setting, enter_threshold_screaming=None)]
+               .recall_10db_up and point.false_alarms_per_hour > 0 for setting, point in direct.items()), (
+        "the record should make some pairs differ from the single threshold they share with crying")
+
+
+def test_threshold_pairs_leave_out_thresholds_under_the_exit_and_shared_episodes():
+    from bench.tradeoff import threshold_pairs
+
+    def result(t: float) -> SweepPoint:
+        label = LabelResult(1, 0.5, 0.5, (1.0,))
+        return SweepPoint(Setting(1.0, False, t, 2, 3), 2.0, {}, {}, 1.0, by_label={"Crying": label,
+                                                                                  "Screaming": label},
+                          background_hours=1.0)
+
+    points = [result(t) for t in (0.3, 0.5, 0.7)]
+    pairs = threshold_pairs(points, fusion(exit_threshold=0.4))
+    assert sorted((p.setting.enter_threshold, p.setting.enter_threshold_screaming) for p in pairs) == [
+        (0.5, 0.7), (0.7, 0.5)]
+    assert all(p.false_alarms_per_hour == 2.0 and p.latency_p95_s == 1.0 for p in pairs)
+    assert threshold_pairs(points, fusion(one_episode_at_a_time=True)) == []
+
+
+def test_split_setting_fuses_screams_at_their_own_threshold():
+    record = record_with_cry(40, range(5, 15))
+    record["yamnet"][20:30] = np.array([0.1, 0.55, 0.35], np.float32)
+    both = Setting(1.0, False, 0.6, 2, 3).fusion(fusion())
+    own = Setting(1.0, False, 0.6, 2, 3, enter_threshold_screaming=0.5).fusion(fusion())
+    def labels(cfg: FusionConfig) -> list[str]:
+        return [e.label for e in replay_tracker(record, cfg, {"yamnet": "t"}, "dev", 21.0)]
+
+    assert labels(both) == ["Crying"]
+    assert labels(own) == ["Crying", "Screaming"]

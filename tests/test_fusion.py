@@ -109,3 +109,32 @@ def test_batch_rows_are_accepted_and_bad_shapes_refused():
         fuse_window(probs(0.9, 0.0), None, np.ones(3), CFG)
     with pytest.raises(ValueError, match="NaN"):
         fuse_window(np.array([np.nan, 0.5, 0.5]), None, None, CFG)
+
+
+
+SUMMED = dataclasses.replace(CFG, alert_on="sum", weight_yamnet=0.5, weight_wav2vec2=0.5, enter_threshold=0.6,
+                             enter_threshold_screaming=0.6, require_vote=True)
+
+
+def test_models_split_between_cry_and_scream_alert_when_summed():
+    """YAMNet hears a cry, Wav2Vec2 a scream: by label neither reaches 0.6, together they do."""
+    split = (probs(0.75, 0.1), probs(0.05, 0.8), audioset(crying=0.3))
+    by_label = fuse_window(*split, dataclasses.replace(SUMMED, alert_on="label"))
+    summed = fuse_window(*split, SUMMED)
+    assert by_label.alert_label is None
+    assert summed.alert_label == SCREAM, "named after the likelier of the two (0.45 against 0.4)"
+    assert summed.alert_score == pytest.approx(0.85)
+    assert summed.score_of(SCREAM) == summed.score_of(CRY) == pytest.approx(0.85)
+    assert by_label.score_of(CRY) == pytest.approx(0.4)
+
+
+def test_summed_alarm_is_vetoed_only_by_a_normal_majority():
+    two_say_normal = (probs(0.3, 0.3), probs(0.3, 0.3), audioset())
+    assert fuse_window(*two_say_normal, dataclasses.replace(SUMMED, require_vote=False)).alert_label == CRY
+    assert fuse_window(*two_say_normal, SUMMED).alert_label is None
+    no_majority = (probs(0.2, 0.5), probs(0.1, 0.2), audioset(crying=0.5))
+    fused = fuse_window(*no_majority, SUMMED)
+    assert fused.votes == {"yamnet": SCREAM, "wav2vec2": NORMAL, "audioset": CRY}
+    assert fused.alert_label is None, "0.5 together is under 0.6"
+    louder = fuse_window(probs(0.3, 0.55), probs(0.1, 0.3), audioset(crying=0.5), SUMMED)
+    assert louder.alert_label == SCREAM, "no majority says Normal, and 0.625 together reaches the bar"

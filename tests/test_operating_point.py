@@ -24,8 +24,9 @@ from monitor.model_manifest import ModelError, read_manifest
 from monitor.pipeline import Pipeline
 from tests.helpers.fake_models import write_fake_models, write_tone
 
-TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "require_vote": False, "enter_threshold": 0.8,
-         "exit_threshold": 0.5, "k_windows": 3, "n_windows": 4, "min_duration_seconds": 0.5, "smooth_windows": 2}
+TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "alert_on": "sum", "require_vote": False,
+         "enter_threshold": 0.8, "enter_threshold_screaming": 0.7, "exit_threshold": 0.5, "k_windows": 3,
+         "n_windows": 4, "min_duration_seconds": 0.5, "smooth_windows": 2}
 
 
 def with_operating_point(manifest: Path, fusion: dict) -> Path:
@@ -46,14 +47,31 @@ def test_null_keys_come_from_the_manifest_and_set_keys_win(tmp_path: Path):
     cfg = config_for(manifest, "fusion:\n  enter_threshold: 0.9\n  k_windows: 2\n")
     resolved = classifiers.resolve_fusion(cfg.fusion)
     assert (resolved.enter_threshold, resolved.k_windows, resolved.n_windows) == (0.9, 2, 4)
+    assert resolved.enter_threshold_screaming == 0.9, "a threshold set in config.yaml holds for screams too"
     assert Pipeline(cfg, classifiers, sink=None).fusion == resolved
+
+
+def test_screams_threshold_comes_from_the_manifest_else_follows_the_cries():
+    tuned_alike = {k: v for k, v in TUNED.items() if k != "enter_threshold_screaming"}
+    assert FusionConfig().resolve(tuned_alike).enter_threshold_screaming == 0.8
+    assert FusionConfig().resolve(TUNED).enter_threshold_of("Screaming") == 0.7
+    assert FusionConfig().resolve(TUNED).enter_threshold_of("Crying") == 0.8
+    both = parse_config("fusion:\n  enter_threshold: 0.9\n  enter_threshold_screaming: 0.6\n").fusion.resolve(TUNED)
+    assert (both.enter_threshold, both.enter_threshold_screaming) == (0.9, 0.6)
+    with pytest.raises(ConfigError, match="exit_threshold.*must not exceed fusion.enter_threshold_screaming"):
+        parse_config("fusion:\n  enter_threshold_screaming: 0.45\n").fusion.resolve(TUNED)
 
 
 def test_models_without_an_operating_point_use_the_schema_fallbacks(tmp_path: Path):
     manifest = write_fake_models(tmp_path / "models")
     resolved = load_classifiers(config_for(manifest)).resolve_fusion(FusionConfig())
     fields = {f.name: f for f in dataclasses.fields(FusionConfig)}
-    assert resolved.operating_point() == {name: fields[name].metadata["fallback"] for name in OPERATING_POINT_KEYS}
+
+    def fallback(name: str):
+        meta = fields[name].metadata
+        return meta["fallback"] if "fallback" in meta else fallback(meta["follows"])
+
+    assert resolved.operating_point() == {name: fallback(name) for name in OPERATING_POINT_KEYS}
 
 
 def test_an_override_that_breaks_a_rule_with_the_tuned_values_is_refused():
@@ -226,3 +244,13 @@ def test_without_cries_in_val_the_fallbacks_are_kept_and_said(tmp_path: Path):
                                   TuneSpec(negative_hours=0.01), progress=False)
     assert result["fusion"] == {} and "no cry or scream" in result["reason"]
     assert json.loads(TuneFiles(tmp_path / "tune").result.read_text())["fusion"] == {}
+
+
+@pytest.mark.parametrize("negative, positive, parts", [(12.0, 2.0, 2), (12.0, 2.0, 3), (0.2, 0.2, 2), (6.0, 1.0, 1)])
+def test_negative_parts_even_out_the_replay_processes(negative: float, positive: float, parts: int):
+    from bench.tune import negative_part_hours
+
+    hours = negative_part_hours(TuneSpec(negative_hours=negative, positive_hours=positive, negative_parts=parts))
+    assert len(hours) == parts and sum(hours) == pytest.approx(negative) and min(hours) > 0
+    if hours[-1] < hours[0]:
+        assert hours[-1] + positive == pytest.approx(hours[0]), "the last process replays the positive stream too"
