@@ -240,6 +240,19 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
                      f"{p['k_windows']} of {p['n_windows']} | {p['false_alarms_per_hour']:g} | "
                      f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
                      f"{fmt(p['latency_p95_s'])} |")
+    return lines + [""] + _variant_table(tradeoff.get("recall_by_variant"))
+
+
+def _variant_table(variants: dict | None) -> list[str]:
+    """What each way of deciding buys on this stream (``tradeoff.recall_by_variant``)."""
+    if not variants:
+        return []
+    budgets = list(next(iter(variants.values())))
+    lines = [f"Recall at >= {MIN_SNR_DB:g} dB of the worse-detected label, best setting within each false-alarm "
+             "budget, per way of deciding:", "",
+             "| decision | " + " | ".join(f"<= {b} FA/h" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    lines += [f"| {name} | " + " | ".join(fmt(row[b]) for b in budgets) + " |" for name, row in variants.items()]
     return lines + [""]
 
 

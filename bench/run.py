@@ -160,7 +160,16 @@ def _score(truths, run: dict, stream_seconds: float, spec: ScoreSpec):
 def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: dict, full_run: dict,
               baseline: dict | None, truths, stream_seconds: float, spec: ScoreSpec, progress: bool) -> dict:
     """The sweep over the full record (Wav2Vec2 on every gated window, so every fusion can be re-run)."""
-    from .tradeoff import det_curves, pareto_frontier, points_to_json, recommend, replay_tracker, sweep, write_plot
+    from .tradeoff import (
+        det_curves,
+        pareto_frontier,
+        points_to_json,
+        recall_by_variant,
+        recommend,
+        replay_tracker,
+        sweep,
+        write_plot,
+    )
 
     record = load_window_record(files.windows_full)
     versions = ours_run["model_versions"]
@@ -175,6 +184,7 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
                 "recommended": chosen.to_dict() if chosen else None,
                 "recommended_text": chosen.setting.describe() if chosen else None, "reason": reason,
                 "frontier": [p.to_dict() for p in pareto_frontier(points)],
+                "recall_by_variant": recall_by_variant(points),
                 "det_curves": {family: [p.to_dict() for p in curve] for family, curve in det_curves(points).items()}}
     files.tradeoff_json.write_text(json.dumps({**tradeoff, **points_to_json(points)}, indent=1),
                                    encoding="utf-8")

@@ -405,6 +405,32 @@ def recommend(points: Sequence[SweepPoint], targets: Targets,
                   "alarms")
 
 
+def _by_label_one_threshold(setting: Setting) -> bool:
+    return not setting.split and setting.alert_on == ALERT_ON_LABEL
+
+
+DECISION_VARIANTS = {
+    "by label, one threshold": _by_label_one_threshold,
+    "by label, a threshold for screams": lambda s: s.alert_on == ALERT_ON_LABEL,
+    "by label or cry + scream, one threshold": lambda s: not s.split,
+    "all": lambda s: True,
+}
+"""Subsets of the grid: what each way of deciding adds, measured on the same streams."""
+VARIANT_BUDGETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def recall_by_variant(points: Sequence[SweepPoint]) -> dict[str, dict[str, float | None]]:
+    """Per decision variant, the best recall (>= 10 dB) of the worse-detected label within each false-alarm
+    budget: whether a threshold for screams or alerting on cry + scream earns its place in the grid."""
+    table = {}
+    for name, member in DECISION_VARIANTS.items():
+        chosen = [p for p in points if member(p.setting)]
+        table[name] = {f"{budget:g}": max((round(p.recall_worst, 4) for p in chosen
+                                           if p.false_alarms_per_hour <= budget), default=None)
+                       for budget in VARIANT_BUDGETS}
+    return table
+
+
 def pareto_frontier(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     """Settings no other beats on both false alarms and recall (one per distinct result, plus the live one),
     fewest false alarms first."""

@@ -35,7 +35,16 @@ from .replay import WorkerPaths, load_window_record, run_worker
 from .run import decode_clips, write_planned_stream
 from .score import ScoreSpec
 from .stream import SourceClip, StreamSpec, read_truth
-from .tradeoff import SweepPoint, concat_records, det_curves, most_recall, points_to_json, sweep, write_plot
+from .tradeoff import (
+    SweepPoint,
+    concat_records,
+    det_curves,
+    most_recall,
+    points_to_json,
+    recall_by_variant,
+    sweep,
+    write_plot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +282,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
         "fusion": fusion,
         "chosen": chosen.to_dict(), "setting": chosen.setting.describe(), "reason": reason,
         "budget_ladder": budget_ladder(points, spec),
+        "recall_by_variant": recall_by_variant(points),
         "tuned_on": {"negative_hours": round(negative_hours, 3), "positive_hours": round(parts[-1][2] / 3600.0, 3),
                      "splits": {"negative": list(TUNE_SPLITS), "positive": ["val"]},
                      "insertions": {label: sum(t.label == label for t in truths) for label in ALERT_LABELS},

@@ -292,3 +292,18 @@ def test_split_setting_fuses_screams_at_their_own_threshold():
 
     assert labels(both) == ["Crying"]
     assert labels(own) == ["Crying", "Screaming"]
+
+
+def test_recall_by_variant_grows_with_the_grid():
+    from bench.tradeoff import DECISION_VARIANTS, recall_by_variant
+
+    def at(fa: float, worst: float, **setting) -> SweepPoint:
+        return SweepPoint(Setting(1.0, False, 0.6, 2, 3, **setting), fa, {"Crying": worst, "Screaming": 0.9}, {}, 1.0)
+
+    points = [at(0.0, 0.3), at(0.4, 0.5, enter_threshold_screaming=0.7), at(0.8, 0.6, alert_on="sum"),
+              at(3.0, 0.9, alert_on="sum", enter_threshold_screaming=0.5)]
+    table = recall_by_variant(points)
+    assert list(table) == list(DECISION_VARIANTS)
+    assert [row["0.5"] for row in table.values()] == [0.3, 0.5, 0.3, 0.5]
+    assert [row["1"] for row in table.values()] == [0.3, 0.5, 0.6, 0.6]
+    assert table["all"]["5"] == 0.9 and table["by label, one threshold"]["10"] == 0.3
