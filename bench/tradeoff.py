@@ -31,8 +31,9 @@ from .score import SECONDS_PER_HOUR, DetectedEvent, ScoreSpec, TruthEvent, laten
 
 log = logging.getLogger(__name__)
 
-ENTER_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))
-"""0.30 ... 0.95."""
+ENTER_THRESHOLDS = tuple(round(0.40 + 0.05 * i, 2) for i in range(12))
+"""0.40 ... 0.95: lower ones reached the frontier only beyond 10 false alarms per hour, and at or above the
+default ``exit_threshold`` every pair of thresholds can be combined (``threshold_pairs``)."""
 K_OF_N = ((1, 1), (2, 3), (2, 2), (3, 4), (3, 5))
 REQUIRE_VOTE = (True, False)
 YAMNET_ALONE, WAV2VEC2_ALONE = 1.0, 0.0
@@ -216,11 +217,12 @@ def smoothed_record(record: dict[str, np.ndarray], windows: int) -> dict[str, np
     return smoothed
 
 
-def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig):
-    """Every recorded window smoothed and fused at once (``trailing_mean`` and ``fuse_batch``: the live code)."""
+def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig, smoothed: dict[str, np.ndarray] | None = None):
+    """Every recorded window smoothed and fused at once (``trailing_mean`` and ``fuse_batch``: the live code);
+    ``smoothed``: the record already smoothed over ``fusion.smooth_windows``."""
     from monitor.fusion import audioset_best, fuse_batch
 
-    smoothed = smoothed_record(record, fusion.smooth_windows)
+    smoothed = smoothed_record(record, fusion.smooth_windows) if smoothed is None else smoothed
     return fuse_batch(np.nan_to_num(smoothed["yamnet"]), smoothed["wav2vec2"],
                       audioset_best(np.nan_to_num(record["voters"]), VOTER_ROWS), fusion)
 
@@ -278,10 +280,19 @@ def _fusion_key(setting: Setting) -> tuple:
             setting.smooth_windows, setting.alert_on)
 
 
+def _smoothed(windows: int) -> dict[str, np.ndarray]:
+    """The swept record smoothed over ``windows``, once per worker process and length."""
+    cache = _SWEPT.setdefault("smoothed", {})
+    if windows not in cache:
+        cache[windows] = smoothed_record(_SWEPT["record"], windows)
+    return cache[windows]
+
+
 def _sweep_group(settings: list[Setting]) -> list[SweepPoint]:
     record, live, versions, device_id, truths, seconds, spec, live_key = (
         _SWEPT[k] for k in ("record", "live", "versions", "device_id", "truths", "seconds", "spec", "live_key"))
-    fused = fuse_record(record, settings[0].fusion(live))
+    fusion = settings[0].fusion(live)
+    fused = fuse_record(record, fusion, smoothed=_smoothed(fusion.smooth_windows))
     points = []
     for setting in settings:
         events = replay_tracker(record, setting.fusion(live), versions, device_id, seconds, fused=fused)
