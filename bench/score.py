@@ -14,7 +14,6 @@ after the sound to decide, so an event raised just after a short scream still be
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -211,27 +210,33 @@ def union_seconds(intervals: Iterable[tuple[float, float]], stream_seconds: floa
     return total
 
 
-class TruthWindows:
-    """The truths' tolerance windows, searchable by time (the sweep scores tens of thousands of event lists)."""
+class IntervalIndex:
+    """(start, end) intervals searchable by time: starts sorted, and the longest interval bounds how far back
+    one can begin and still reach a given time (the sweep scores tens of thousands of event lists)."""
 
-    def __init__(self, truths: Sequence[TruthEvent], spec: ScoreSpec) -> None:
-        windows = [truth_window(t, spec) for t in truths]
-        self.order = np.argsort([t.onset_s for t in truths], kind="stable")
-        self.starts = np.array([windows[i][0] for i in self.order], dtype=np.float64)
-        self.ends = np.array([windows[i][1] for i in self.order], dtype=np.float64)
-        self.longest = float(np.max(self.ends - self.starts)) if len(windows) else 0.0
+    def __init__(self, intervals: Sequence[tuple[float, float]]) -> None:
+        self.order = np.argsort([start for start, _ in intervals], kind="stable")
+        self.starts = np.array([intervals[i][0] for i in self.order], dtype=np.float64)
+        self.ends = np.array([intervals[i][1] for i in self.order], dtype=np.float64)
+        self.longest = float(np.max(self.ends - self.starts)) if len(intervals) else 0.0
 
-    def at(self, time_s: float) -> list[int]:
-        """Truths whose tolerance window contains ``time_s``, earliest onset first."""
-        first = int(np.searchsorted(self.starts, time_s - self.longest, side="left"))
-        last = int(np.searchsorted(self.starts, time_s, side="right"))
-        return [int(self.order[k]) for k in range(first, last) if self.ends[k] >= time_s]
+    def overlapping(self, lo: float, hi: float) -> list[int]:
+        """Indices of the intervals with start <= ``hi`` and end >= ``lo``, earliest start first."""
+        first = int(np.searchsorted(self.starts, lo - self.longest, side="left"))
+        last = int(np.searchsorted(self.starts, hi, side="right"))
+        return [int(self.order[k]) for k in range(first, last) if self.ends[k] >= lo]
+
+
+def truth_windows(truths: Sequence[TruthEvent], spec: ScoreSpec) -> IntervalIndex:
+    """The truths' tolerance windows; ``overlapping(t, t)`` lists the truths around ``t``, earliest onset first."""
+    return IntervalIndex([truth_window(t, spec) for t in truths])
 
 
 def classify_event(event: DetectedEvent, truths: Sequence[TruthEvent], matched: list[bool],
-                   windows: TruthWindows) -> EventOutcome:
-    """Judge one event against the truths; marks the truth it hits in ``matched``."""
-    candidates = windows.at(event.raised_s)
+                   windows: IntervalIndex) -> EventOutcome:
+    """Judge one event against the truths (``windows``: ``truth_windows``); marks the truth it hits in
+    ``matched``."""
+    candidates = windows.overlapping(event.raised_s, event.raised_s)
     same_label = [i for i in candidates if truths[i].label == event.label]
     for index in same_label:
         if not matched[index]:
@@ -249,7 +254,7 @@ def score_events(truths: Sequence[TruthEvent], events: Sequence[DetectedEvent], 
     """Match ``events`` to ``truths`` in the order they were raised; see the module docstring for the rules."""
     truths = list(truths)
     matched = [False] * len(truths)
-    windows = TruthWindows(truths, spec)
+    windows = truth_windows(truths, spec)
     outcomes = [classify_event(e, truths, matched, windows) for e in sorted(events, key=lambda e: e.raised_s)]
     alerted = list(matched)
     for outcome in outcomes:
@@ -283,14 +288,12 @@ def blame(events: Sequence[DetectedEvent], spans: Sequence[tuple[float, float, s
     """Per event, the name of the span (start_s, end_s, name) overlapping most of the ``lookback_s`` before it was
     raised (what the tracker was hearing when it decided); ROOM_TONE when nothing was sounding."""
     ordered = sorted(spans)
-    starts = [span[0] for span in ordered]
-    longest = max((end - start for start, end, _ in ordered), default=0.0)
+    index = IntervalIndex([(start, end) for start, end, _ in ordered])
     causes = []
     for event in events:
         lo, hi = event.raised_s - lookback_s, event.raised_s
-        first = bisect.bisect_left(starts, lo - longest)
         overlaps = {}
-        for start, end, name in ordered[first:bisect.bisect_right(starts, hi)]:
+        for start, end, name in (ordered[k] for k in index.overlapping(lo, hi)):
             overlap = min(end, hi) - max(start, lo)
             if overlap > 0:
                 overlaps[name] = overlaps.get(name, 0.0) + overlap

@@ -145,15 +145,15 @@ def test_false_alarms_are_blamed_on_what_was_sounding_before_they_were_raised():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_truth_windows_find_what_a_scan_finds(seed: int):
-    from bench.score import TruthWindows, truth_window
+    from bench.score import truth_window, truth_windows
 
     rng = np.random.default_rng(seed)
     onsets = rng.uniform(0, 200, 40)
     truths = [TruthEvent("Crying", float(a), float(a + rng.uniform(0.5, 15)), None) for a in onsets]
     spec = ScoreSpec()
-    windows = TruthWindows(truths, spec)
+    windows = truth_windows(truths, spec)
     for time_s in rng.uniform(-5, 220, 300):
         expected = sorted((i for i, t in enumerate(truths)
                            if truth_window(t, spec)[0] <= time_s <= truth_window(t, spec)[1]),
                           key=lambda i: truths[i].onset_s)
-        assert windows.at(float(time_s)) == expected
+        assert windows.overlapping(float(time_s), float(time_s)) == expected
