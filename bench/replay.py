@@ -25,8 +25,9 @@ import numpy as np
 
 from monitor.command import EXIT_OK, add_config_option, setup_logging
 from monitor.config import Config, load_config
-from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS, YAMNET_VOTER_CLASSES
+from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SECONDS
 from monitor.events import PHASE_END, PHASE_START
+from monitor.fusion import AUDIOSET_ROWS
 from monitor.paths import REPO_ROOT
 from monitor.progress import log as progress_log
 from monitor.progress import progress_bar
@@ -46,8 +47,6 @@ KB_PER_MB = 1024.0
 PROGRESS_INTERVAL_S = 1.0
 MEMORY_POLL_SECONDS = 0.05
 WORKERS = ("ours", "baseline", "profile")
-VOTER_ROWS = tuple(sorted({row for rows in YAMNET_VOTER_CLASSES.values() for row in rows}))
-"""The only AudioSet rows fusion reads; recorded per window for the threshold sweep."""
 
 
 class EventLog:
@@ -100,16 +99,17 @@ class EventLog:
 
 
 class AudiosetCapture:
-    """Stands in for the YAMNet classifier and keeps the AudioSet voter rows of its last call."""
+    """Stands in for the YAMNet classifier and keeps the AudioSet rows fusion reads (``AUDIOSET_ROWS``) of its
+    last call."""
 
     def __init__(self, yamnet) -> None:
         self._yamnet = yamnet
         self.version = yamnet.version
-        self.last_voters: np.ndarray | None = None
+        self.last_audioset: np.ndarray | None = None
 
     def predict(self, prepared: np.ndarray):
         probs, audioset = self._yamnet.predict(prepared)
-        self.last_voters = audioset[0, list(VOTER_ROWS)].copy()
+        self.last_audioset = audioset[0, list(AUDIOSET_ROWS)].copy()
         return probs, audioset
 
 
@@ -126,9 +126,10 @@ class WindowRecord:
     passed: list[bool] = field(default_factory=list)
     yamnet: list[np.ndarray] = field(default_factory=list)
     wav2vec2: list[np.ndarray] = field(default_factory=list)
-    voters: list[np.ndarray] = field(default_factory=list)
+    audioset: list[np.ndarray] = field(default_factory=list)
+    """``AUDIOSET_ROWS`` of YAMNet's AudioSet scores."""
 
-    def add(self, outcome, voters: np.ndarray | None) -> None:
+    def add(self, outcome, audioset: np.ndarray | None) -> None:
         passed = outcome.fused is not None
         self.end_s.append(outcome.window.end_seconds)
         self.level_dbfs.append(outcome.gate.level_dbfs)
@@ -136,12 +137,13 @@ class WindowRecord:
         probs = outcome.model_probs if passed else {}
         self.yamnet.append(probs.get("yamnet", _missing(len(LABELS))))
         self.wav2vec2.append(probs.get("wav2vec2", _missing(len(LABELS))))
-        self.voters.append(voters if passed and voters is not None else _missing(len(VOTER_ROWS)))
+        self.audioset.append(audioset if passed and audioset is not None else _missing(len(AUDIOSET_ROWS)))
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, end_s=np.asarray(self.end_s), level_dbfs=np.asarray(self.level_dbfs, np.float32),
                             passed=np.asarray(self.passed), yamnet=np.asarray(self.yamnet, np.float32),
-                            wav2vec2=np.asarray(self.wav2vec2, np.float32), voters=np.asarray(self.voters, np.float32))
+                            wav2vec2=np.asarray(self.wav2vec2, np.float32),
+                            audioset=np.asarray(self.audioset, np.float32))
 
 
 def load_window_record(path: Path) -> dict[str, np.ndarray]:
@@ -251,7 +253,7 @@ def _wire_replay(cfg: Config, stream: Path, limit_s: float | None = None,
     def on_window(outcome) -> None:
         events.stamp(outcome.window.end_seconds)
         if record is not None:
-            record.add(outcome, capture.last_voters)
+            record.add(outcome, capture.last_audioset)
 
     pipeline = Pipeline(cfg, classifiers, events, stream_start_wall=STREAM_EPOCH, on_window=on_window)
     source = _with_progress(FileReplaySource([stream], cfg.audio, cfg.preprocess), _stream_seconds(stream),
@@ -279,6 +281,7 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path, show_pro
         "windows": stats.windows, "gated_windows": stats.gated_windows,
         "gate_pass_fraction": round(stats.gate_pass_fraction, 4),
         "wav2vec2_skipped_windows": stats.wav2vec2_skipped, "wav2vec2_cascade": cfg.models.wav2vec2_cascade,
+        "vetoed_windows": dict(stats.vetoed),
         "inference_ms_per_window": {k: round(v, 3) for k, v in stats.mean_inference_ms().items()},
         "model_versions": dict(replay.pipeline.classifiers.versions), "threads": cfg.models.threads,
         "use_wav2vec2": cfg.models.use_wav2vec2, "wav2vec2_variant": cfg.models.wav2vec2_variant,

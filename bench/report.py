@@ -138,6 +138,8 @@ ROWS = (
     ("negative-only stream: hours", "negative_stream.hours"),
     ("negative-only stream: false alarms per hour", "negative_stream.false_alarms_per_hour"),
     ("negative-only stream: CPU s per audio hour", "negative_stream.cpu_seconds_per_audio_hour"),
+    ("windows AudioSet's laughter / cat veto kept from alerting", "vetoed_windows"),
+    ("negative-only stream: windows vetoed", "negative_stream.vetoed_windows"),
     ("gate pass fraction", "gate_pass_fraction"),
     ("inference ms per window", "inference_ms_per_window"),
     ("torch / tensorflow imported", "heavy_modules_loaded"),

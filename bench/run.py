@@ -240,7 +240,8 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
     return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "false_alarms": score.false_alarms,
             "false_alarms_per_hour": round(score.false_alarms_per_hour, 4), "false_alarms_by_source": by_source,
             "cpu_seconds_per_audio_hour": run.get("cpu_seconds_per_audio_hour"),
-            "wav2vec2_skipped_windows": run.get("wav2vec2_skipped_windows"), "gated_windows": run.get("gated_windows")}
+            "wav2vec2_skipped_windows": run.get("wav2vec2_skipped_windows"), "gated_windows": run.get("gated_windows"),
+            "vetoed_windows": run.get("vetoed_windows")}
 
 
 def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, stream_summary: dict,
@@ -251,6 +252,7 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
     spec = ScoreSpec()
     ours_score = _score(truths, runs.ours, stream_seconds, spec)
     ours = figures(ours_score, runs.ours)
+    ours["vetoed_windows"] = runs.ours.get("vetoed_windows")
     ours["false_alarms_by_source"], ours_false_alarms = _false_alarms(ours_score, background,
                                                                       decision_span_s(cfg, fusion))
     ours["cascade"] = _cascade_figures(ours_score, _score(truths, runs.full, stream_seconds, spec), runs.ours,

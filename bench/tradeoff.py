@@ -26,7 +26,7 @@ from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING
 from monitor.progress import progress_bar
 
-from .replay import STREAM_EPOCH, VOTER_ROWS, EventLog
+from .replay import STREAM_EPOCH, EventLog
 from .score import SECONDS_PER_HOUR, DetectedEvent, ScoreSpec, TruthEvent, latency_summary, score_events
 
 log = logging.getLogger(__name__)
@@ -220,11 +220,11 @@ def smoothed_record(record: dict[str, np.ndarray], windows: int) -> dict[str, np
 def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig, smoothed: dict[str, np.ndarray] | None = None):
     """Every recorded window smoothed and fused at once (``trailing_mean`` and ``fuse_batch``: the live code);
     ``smoothed``: the record already smoothed over ``fusion.smooth_windows``."""
-    from monitor.fusion import audioset_best, fuse_batch
+    from monitor.fusion import AUDIOSET_ROWS, audioset_evidence, fuse_batch
 
     smoothed = smoothed_record(record, fusion.smooth_windows) if smoothed is None else smoothed
     return fuse_batch(np.nan_to_num(smoothed["yamnet"]), smoothed["wav2vec2"],
-                      audioset_best(np.nan_to_num(record["voters"]), VOTER_ROWS), fusion)
+                      audioset_evidence(np.nan_to_num(record["audioset"]), AUDIOSET_ROWS), fusion)
 
 
 def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions: dict[str, str], device_id: str,

@@ -165,6 +165,17 @@ class FusionConfig:
         fallback=0.3)
     audioset_vote_threshold: float = setting(
         0.2, "YAMNet's AudioSet cry/scream score that makes the third voter vote for that label.", lo=0.0, hi=1.0)
+    veto_laughter: float = setting(
+        0.05, "A window never alerts while YAMNet's own AudioSet scores hear laughter (Laughter, Baby laughter, "
+        "Giggle, ...) at least this strongly and veto_margin times more strongly than any cry or scream: a laughing "
+        "baby is Normal, AudioSet learnt laughter from thousands of recordings where the heads heard two, and those "
+        "heads call an unfamiliar laugh a cry. 1 = off.", lo=0.0, hi=1.0)
+    veto_cat: float = setting(
+        0.3, "The same for cat sounds (Cat, Purr, Meow, Hiss, Caterwaul), which the heads confuse with cries; "
+        "higher than veto_laughter because AudioSet itself hears some cries as a cat. 1 = off.", lo=0.0, hi=1.0)
+    veto_margin: float = setting(
+        2.0, "How many times its best cry or scream score AudioSet's laughter or cat score must reach to veto.",
+        lo=1.0, hi=100.0)
     alert_on: str | None = setting(
         None, f"What makes a window alert. '{ALERT_ON_LABEL}': the fused probability of its likeliest label, which "
         f"must be Crying or Screaming, reaches that label's enter threshold. '{ALERT_ON_SUM}': Crying and Screaming "
@@ -235,6 +246,10 @@ class FusionConfig:
     def operating_point(self) -> dict[str, Any]:
         """The operating-point settings of a resolved config, as the manifest stores them."""
         return {name: getattr(self, name) for name in OPERATING_POINT_KEYS}
+
+    def veto_thresholds(self) -> dict[str, float]:
+        """AudioSet veto category (``YAMNET_VETO_CLASSES``) -> the score that vetoes an alert."""
+        return {"laughter": self.veto_laughter, "cat": self.veto_cat}
 
     def enter_threshold_of(self, label: str) -> float:
         """The fused probability at which a window counts towards an event of ``label``."""

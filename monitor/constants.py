@@ -43,6 +43,12 @@ YAMNET_VOTER_CLASSES = {
     "Screaming": (11,),  # "Screaming"
 }
 """AudioSet rows that make YAMNet's own scores a third voter (and the Frigate-style baseline)."""
+YAMNET_VETO_CLASSES = {
+    "laughter": (13, 14, 15, 16, 17, 18),  # Laughter, Baby laughter, Giggle, Snicker, Belly laugh, Chuckle
+    "cat": (76, 77, 78, 79, 80),  # Cat, Purr, Meow, Hiss, Caterwaul
+}
+"""AudioSet rows whose evidence vetoes an alarm (``fusion.veto_laughter``, ``fusion.veto_cat``): the sounds the
+heads most often take for a cry, which AudioSet knows from thousands of recordings."""
 
 MODEL_MANIFEST_SCHEMA = 1
 EVENT_SCHEMA = 1

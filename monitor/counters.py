@@ -71,6 +71,8 @@ class RunStats:
     gated_windows: int = 0
     wav2vec2_skipped: int = 0
     """Gated windows on which the cascade left Wav2Vec2 out (it could not change the outcome)."""
+    vetoed: dict[str, int] = field(default_factory=dict)
+    """Veto category -> windows that would have alerted but AudioSet heard that over any cry or scream."""
     event_messages: int = 0
     """Every event message published in this run."""
     events: deque[dict] = field(default_factory=lambda: deque(maxlen=RECENT_EVENT_MESSAGES))

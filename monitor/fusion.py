@@ -5,8 +5,9 @@ scores (cry / scream rows against a threshold). A window alerts when the average
 label with enough probability (that label's enter threshold) and, with ``require_vote``, the majority
 agrees: a single model that hallucinates a cry is outvoted. With ``alert_on: sum`` the probability is that of
 Crying and Screaming together and the alarm is named after the likelier of the two, so models that disagree
-on cry or scream but agree on "not Normal" still raise it. Pure functions, no state: smoothing over time is
-monitor/smoothing.py, events are monitor/events.py.
+on cry or scream but agree on "not Normal" still raise it. AudioSet's laughter and cat rows veto an alert
+(``veto_laughter``, ``veto_cat``): the heads have heard two laughing babies, AudioSet thousands. Pure functions,
+no state: smoothing over time is monitor/smoothing.py, events are monitor/events.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import FusionConfig
-from .constants import ALERT_LABELS, ALERT_ON_SUM, LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VOTER_CLASSES
+from .constants import (
+    ALERT_LABELS,
+    ALERT_ON_SUM,
+    LABELS,
+    YAMNET_AUDIOSET_CLASSES,
+    YAMNET_VETO_CLASSES,
+    YAMNET_VOTER_CLASSES,
+)
 
 VOTER_YAMNET = "yamnet"
 VOTER_WAV2VEC2 = "wav2vec2"
@@ -26,6 +34,11 @@ MODEL_NAMES = (VOTER_YAMNET, VOTER_WAV2VEC2)
 
 NORMAL_LABEL = next(label for label in LABELS if label not in ALERT_LABELS)
 ALERT_ROWS = [LABELS.index(label) for label in ALERT_LABELS]
+VETOES = tuple(YAMNET_VETO_CLASSES)
+"""AudioSet veto categories, in the order of their columns in ``audioset_evidence`` (after the alert labels')."""
+AUDIOSET_ROWS = tuple(sorted({row for groups in (YAMNET_VOTER_CLASSES, YAMNET_VETO_CLASSES)
+                              for rows in groups.values() for row in rows}))
+"""The only AudioSet rows fusion reads (the sweep records just these per window)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class FusedWindow:
     """Averaged probability of Crying + Screaming together."""
     summed: bool = False
     """``alert_on: sum``: an open event of either label is kept alive by both labels together."""
+    vetoed_by: str | None = None
+    """The ``VETOES`` category AudioSet heard over any cry or scream, which kept the window from alerting."""
 
     def prob(self, label: str) -> float:
         return float(self.probs[LABELS.index(label)])
@@ -94,9 +109,10 @@ def argmax_label(probs: np.ndarray) -> str:
 
 
 def audioset_votes(best: np.ndarray, threshold: float) -> np.ndarray:
-    """YAMNet's AudioSet rows as a voter, per row of ``audioset_best``: the alert label whose best row reaches
+    """YAMNet's AudioSet rows as a voter, per row of ``audioset_evidence``: the alert label whose best row reaches
     ``threshold`` (the higher score when both do; a tie goes to the label listed first in ALERT_LABELS), else
     Normal. Indices into LABELS."""
+    best = best[:, :len(ALERT_LABELS)]
     reached = best >= threshold
     strongest = np.argmax(np.where(reached, best, -np.inf), axis=1)
     return np.where(reached.any(axis=1), np.asarray(ALERT_ROWS)[strongest], LABELS.index(NORMAL_LABEL))
@@ -104,7 +120,7 @@ def audioset_votes(best: np.ndarray, threshold: float) -> np.ndarray:
 
 def audioset_vote(audioset_scores: np.ndarray, threshold: float) -> str:
     scores = as_probabilities(VOTER_AUDIOSET, audioset_scores, YAMNET_AUDIOSET_CLASSES)
-    return LABELS[int(audioset_votes(audioset_best(scores[None]), threshold)[0])]
+    return LABELS[int(audioset_votes(audioset_evidence(scores[None]), threshold)[0])]
 
 
 def majority_labels(votes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -158,6 +174,9 @@ class FusedBatch:
     """(N,) index into LABELS of the likeliest averaged label."""
     alert_mass: np.ndarray
     summed: bool = False
+    vetoed_by: np.ndarray | None = None
+    """(N,) index into VETOES of the category that kept the window from alerting, -1 for none; None = no AudioSet
+    scores."""
 
     def window(self, i: int) -> FusedWindow:
         votes = {voter: LABELS[int(labels[i])] for voter, labels in self.votes.items() if labels[i] >= 0}
@@ -165,21 +184,36 @@ class FusedBatch:
         return FusedWindow(probs=self.probs[i], average_label=LABELS[int(self.average_label[i])], votes=votes,
                            vote_label=LABELS[int(self.vote_label[i])],
                            alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]),
-                           alert_mass=float(self.alert_mass[i]), summed=self.summed)
+                           alert_mass=float(self.alert_mass[i]), summed=self.summed,
+                           vetoed_by=None if self.vetoed_by is None or self.vetoed_by[i] < 0
+                           else VETOES[int(self.vetoed_by[i])])
 
 
-def audioset_best(scores: np.ndarray, rows: tuple[int, ...] | None = None) -> np.ndarray:
-    """(N, 2): each alert label's best AudioSet row per window (what the third voter reads). ``rows`` names the
-    AudioSet class of each column of ``scores`` when it holds only some of the 521 classes."""
+def audioset_evidence(scores: np.ndarray, rows: tuple[int, ...] | None = None) -> np.ndarray:
+    """(N, 2 + len(VETOES)): per window each alert label's best AudioSet row (what the third voter reads), then each
+    veto category's best row. ``rows`` names the AudioSet class of each column of ``scores`` when it holds only some
+    of the 521 classes."""
     where = {row: column for column, row in enumerate(rows)} if rows is not None else None
-    columns = [[row if where is None else where[row] for row in YAMNET_VOTER_CLASSES[label]] for label in ALERT_LABELS]
+    groups = [*(YAMNET_VOTER_CLASSES[label] for label in ALERT_LABELS), *YAMNET_VETO_CLASSES.values()]
+    columns = [[row if where is None else where[row] for row in group] for group in groups]
     return np.stack([scores[:, cols].max(axis=1) for cols in columns], axis=1)
+
+
+def audioset_vetoes(evidence: np.ndarray, cfg: FusionConfig) -> np.ndarray:
+    """(N,) per row of ``audioset_evidence``: the first ``VETOES`` category AudioSet hears at its threshold or more
+    and ``veto_margin`` times more strongly than any cry or scream (index into VETOES), else -1."""
+    cry = evidence[:, :len(ALERT_LABELS)].max(axis=1)
+    thresholds = cfg.veto_thresholds()
+    heard = np.stack([(evidence[:, len(ALERT_LABELS) + i] >= thresholds[name])
+                      & (evidence[:, len(ALERT_LABELS) + i] > cfg.veto_margin * cry)
+                      for i, name in enumerate(VETOES)], axis=1)
+    return np.where(heard.any(axis=1), np.argmax(heard, axis=1), -1)
 
 
 def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audioset: np.ndarray | None,
                cfg: FusionConfig) -> FusedBatch:
     """``fuse_window`` for every row: (N, 3) YAMNet, (N, 3) Wav2Vec2 or None (a NaN row = absent for that window),
-    ``audioset_best`` (N, 2) or None. The weights renormalise over the models present in each row (equal weights
+    ``audioset_evidence`` or None. The weights renormalise over the models present in each row (equal weights
     when all present ones weigh 0); ties go to the label listed first, as in ``argmax_label``."""
     yamnet = np.asarray(yamnet_probs, dtype=np.float64)
     count = len(yamnet)
@@ -204,9 +238,14 @@ def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audi
         candidate, score = average, probs[np.arange(count), average]
         agrees = vote_label == average
     alerting = (np.isin(candidate, ALERT_ROWS) & (score >= enter[candidate]) & ((not cfg.require_vote) | agrees))
+    vetoed_by = None
+    if audioset is not None:
+        vetoed_by = np.where(alerting, audioset_vetoes(np.asarray(audioset, np.float64), cfg), -1)
+        alerting &= vetoed_by < 0
     alert_score = score if summed else np.where(alerting, score, probs[:, ALERT_ROWS].max(axis=1))
     return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, candidate, -1),
-                      alert_score=alert_score, average_label=average, alert_mass=alert_mass, summed=summed)
+                      alert_score=alert_score, average_label=average, alert_mass=alert_mass, summed=summed,
+                      vetoed_by=vetoed_by)
 
 
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
@@ -214,6 +253,6 @@ def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
     """One window: the live path (``fuse_batch`` on one row, after checking each model's scores)."""
     yamnet = as_probabilities(VOTER_YAMNET, yamnet_probs)[None]
     wav2vec2 = None if wav2vec2_probs is None else as_probabilities(VOTER_WAV2VEC2, wav2vec2_probs)[None]
-    audioset = None if audioset_scores is None else audioset_best(
+    audioset = None if audioset_scores is None else audioset_evidence(
         as_probabilities(VOTER_AUDIOSET, audioset_scores, YAMNET_AUDIOSET_CLASSES)[None])
     return fuse_batch(yamnet, wav2vec2, audioset, cfg).window(0)

@@ -132,6 +132,8 @@ class Pipeline:
             model_probs, audioset = self.classify(window)
             smoothed = self.smoother.push(model_probs)
             fused = fuse_window(smoothed["yamnet"], smoothed.get("wav2vec2"), audioset, self.fusion)
+            if fused.vetoed_by is not None:
+                self.stats.vetoed[fused.vetoed_by] = self.stats.vetoed.get(fused.vetoed_by, 0) + 1
         else:
             self.smoother.push(None)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)

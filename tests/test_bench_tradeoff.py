@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.replay import STREAM_EPOCH, VOTER_ROWS, EventLog
+from bench.replay import STREAM_EPOCH, EventLog
 from bench.score import TruthEvent
 from bench.tradeoff import (
     YAMNET_ALONE,
@@ -17,12 +17,14 @@ from bench.tradeoff import (
     Targets,
     concat_records,
     det_curves,
+    fuse_record,
     pareto_frontier,
     recommend,
     replay_tracker,
 )
 from monitor.config import FusionConfig
-from monitor.constants import LABELS
+from monitor.constants import LABELS, YAMNET_VETO_CLASSES
+from monitor.fusion import AUDIOSET_ROWS
 
 HOP_S = 0.5
 TARGETS = Targets(false_alarms_per_hour=0.05, recall_10db_up={"Crying": 0.98, "Screaming": 0.95}, latency_p95_s=1.5)
@@ -36,7 +38,7 @@ def record_with_cry(windows: int, cry_windows: range, cry_prob: float = 0.9) -> 
     return {"end_s": 0.975 + HOP_S * np.arange(windows), "level_dbfs": np.full(windows, -30.0, np.float32),
             "passed": np.ones(windows, bool), "yamnet": yamnet,
             "wav2vec2": np.full((windows, len(LABELS)), np.nan, np.float32),
-            "voters": np.zeros((windows, len(VOTER_ROWS)), np.float32)}
+            "audioset": np.zeros((windows, len(AUDIOSET_ROWS)), np.float32)}
 
 
 def fusion(**changes) -> FusionConfig:
@@ -135,7 +137,7 @@ def _replay_every_window(record: dict[str, np.ndarray], cfg: FusionConfig, secon
     for i, end in enumerate(record["end_s"].tolist()):
         fused, probs = None, {}
         if record["passed"][i]:
-            audioset[list(VOTER_ROWS)] = record["voters"][i]
+            audioset[list(AUDIOSET_ROWS)] = record["audioset"][i]
             probs = {"yamnet": record["yamnet"][i]}
             if not np.isnan(record["wav2vec2"][i, 0]):
                 probs["wav2vec2"] = record["wav2vec2"][i]
@@ -162,9 +164,11 @@ def random_record(rng: np.random.Generator, windows: int) -> dict[str, np.ndarra
 
     wav2vec2 = probs()
     wav2vec2[rng.random(windows) < 0.3] = np.nan
+    audioset = rng.random((windows, len(AUDIOSET_ROWS))).astype(np.float32) * 0.4
+    vetoing = [AUDIOSET_ROWS.index(row) for rows in YAMNET_VETO_CLASSES.values() for row in rows]
+    audioset[:, vetoing] *= 0.5 + rng.random((windows, 1))
     return {"end_s": 0.975 + HOP_S * np.arange(windows), "level_dbfs": np.full(windows, -30.0, np.float32),
-            "passed": rng.random(windows) < 0.8, "yamnet": probs(), "wav2vec2": wav2vec2,
-            "voters": rng.random((windows, len(VOTER_ROWS))).astype(np.float32) * 0.4}
+            "passed": rng.random(windows) < 0.8, "yamnet": probs(), "wav2vec2": wav2vec2, "audioset": audioset}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -184,6 +188,7 @@ def test_sweep_replay_gives_the_live_events(seed: int):
         expected = _replay_every_window(record, cfg, seconds)
         assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
         assert expected, "the random record should raise events under every setting"
+        assert (fuse_record(record, cfg).vetoed_by >= 0).any(), "and AudioSet should veto some alerts"
 
 
 def test_concatenated_records_keep_their_events_apart():
