@@ -292,6 +292,7 @@ def build_status(stats: RuntimeStats, run: RunStats, since: Mark, uptime_seconds
         "inference_ms": run.inference_since(since),
         "windows_processed": run.windows,
         "events_raised": run.event_messages,
+        "alerts_vetoed": dict(run.vetoed),
         "mqtt_connected": stats.mqtt_connected,
         "mqtt": stats.mqtt,
     }

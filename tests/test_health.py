@@ -179,6 +179,7 @@ def test_status_reports_levels_gate_rate_and_inference_times():
     reporter.run.record_inference("wav2vec2", 40.0)
     for phase in ("start", "end"):
         reporter.run.record_event({"phase": phase})
+    reporter.run.vetoed["laughter"] = 3
     reporter.update_mic(MicStats(MIC_ERROR, overflows=3, dropped_blocks=1, clipped_samples=7, peak_dbfs=-6.0,
                                  last_error="device gone", reopened=1, capture_rate=48000))
     reporter.set_mqtt_connected(True)
@@ -200,6 +201,7 @@ def test_status_reports_levels_gate_rate_and_inference_times():
     assert status["inference_ms"]["yamnet"]["p95"] == pytest.approx(np.percentile(np.arange(1, 101), 95))
     assert status["inference_ms"]["wav2vec2"] == {"count": 1, "mean": 40.0, "p95": 40.0}
     assert status["windows_processed"] == 4 and status["events_raised"] == 2
+    assert status["alerts_vetoed"] == {"laughter": 3}
     assert status["audio_seconds"] == 0.2 and status["interval_seconds"] == 60.0
     assert status["mqtt_connected"] is True
     assert "mic mic_error" in status_line(status) and "mqtt up" in status_line(status)

@@ -3,6 +3,8 @@ window joins audio that was never contiguous, and the gate's noise floor starts 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -24,8 +26,9 @@ ROOM_SECONDS = 20.0
 CRY_SECONDS = 3.0
 
 
-def _pipeline(fake_models) -> tuple[Pipeline, list[WindowOutcome]]:
+def _pipeline(fake_models, **fusion) -> tuple[Pipeline, list[WindowOutcome]]:
     cfg = Config()
+    cfg.fusion = dataclasses.replace(cfg.fusion, **fusion)
     cfg.models.manifest = str(fake_models)
     cfg.mqtt.enabled = False
     outcomes: list[WindowOutcome] = []
@@ -90,3 +93,35 @@ def test_the_status_message_counts_what_the_run_counts(fake_models):
     assert status["gate"]["passed"] == stats.gated_windows == sum(o.gate.passed for o in outcomes) > 0
     assert status["inference_ms"]["yamnet"]["count"] == stats.inference["yamnet"].count == stats.gated_windows
     assert status["audio_seconds"] == round(stats.audio_seconds, 1) == 4.0 + CRY_SECONDS
+
+
+def test_audioset_laughter_keeps_a_cry_tone_from_alerting_and_is_counted(fake_models):
+    """The heads hear the cry tone and alert; were AudioSet to hear laughter over it, no window alerts, no event is
+    raised, and the run (and so the health message) counts every vetoed window."""
+    from monitor.constants import YAMNET_VETO_CLASSES
+
+    def run(laughter: float):
+        pipeline, outcomes = _pipeline(fake_models, require_vote=False, weight_wav2vec2=0.0)  # fake Wav2Vec2: Normal
+        classify = pipeline.classify
+
+        def with_laughter(window):
+            model_probs, audioset = classify(window)
+            audioset = np.array(audioset, copy=True)
+            audioset[..., list(YAMNET_VETO_CLASSES["laughter"])] = laughter
+            return model_probs, audioset
+
+        pipeline.classify = with_laughter
+        pipeline.process_block(AudioBlock(_cry(CRY_SECONDS) * 30, 0.0))
+        pipeline.finish()
+        return pipeline, [o.fused for o in outcomes if o.fused is not None]
+
+    control, heard = run(laughter=0.0)
+    assert heard and all(f.votes["yamnet"] == "Crying" for f in heard)
+    alerting = sum(f.alert_label == "Crying" for f in heard)
+    assert alerting > 0 and control.stats.event_messages > 0 and control.stats.vetoed == {}
+
+    vetoed_run, heard = run(laughter=0.9)
+    assert all(f.alert_label is None for f in heard) and vetoed_run.stats.event_messages == 0
+    assert sum(f.vetoed_by == "laughter" for f in heard) == alerting
+    assert vetoed_run.stats.vetoed == {"laughter": alerting}
+    assert vetoed_run.reporter.snapshot()["alerts_vetoed"] == {"laughter": alerting}
