@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING
+from .constants import ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING, YAMNET_VETO_CLASSES
 
 
 class ConfigError(ValueError):
@@ -248,8 +248,8 @@ class FusionConfig:
         return {name: getattr(self, name) for name in OPERATING_POINT_KEYS}
 
     def veto_thresholds(self) -> dict[str, float]:
-        """AudioSet veto category (``YAMNET_VETO_CLASSES``) -> the score that vetoes an alert."""
-        return {"laughter": self.veto_laughter, "cat": self.veto_cat}
+        """AudioSet veto category (``YAMNET_VETO_CLASSES``) -> the score that vetoes an alert (``veto_<category>``)."""
+        return {name: getattr(self, f"veto_{name}") for name in YAMNET_VETO_CLASSES}
 
     def enter_threshold_of(self, label: str) -> float:
         """The fused probability at which a window counts towards an event of ``label``."""

@@ -202,11 +202,9 @@ def audioset_evidence(scores: np.ndarray, rows: tuple[int, ...] | None = None) -
 def audioset_vetoes(evidence: np.ndarray, cfg: FusionConfig) -> np.ndarray:
     """(N,) per row of ``audioset_evidence``: the first ``VETOES`` category AudioSet hears at its threshold or more
     and ``veto_margin`` times more strongly than any cry or scream (index into VETOES), else -1."""
-    cry = evidence[:, :len(ALERT_LABELS)].max(axis=1)
-    thresholds = cfg.veto_thresholds()
-    heard = np.stack([(evidence[:, len(ALERT_LABELS) + i] >= thresholds[name])
-                      & (evidence[:, len(ALERT_LABELS) + i] > cfg.veto_margin * cry)
-                      for i, name in enumerate(VETOES)], axis=1)
+    cry, vetoes = evidence[:, :len(ALERT_LABELS)].max(axis=1), evidence[:, len(ALERT_LABELS):]
+    thresholds = np.array([cfg.veto_thresholds()[name] for name in VETOES])
+    heard = (vetoes >= thresholds) & (vetoes > cfg.veto_margin * cry[:, None])
     return np.where(heard.any(axis=1), np.argmax(heard, axis=1), -1)
 
 
