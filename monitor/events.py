@@ -41,6 +41,8 @@ EVENT_SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "event.schema.j
 PHASE_START = "start"
 PHASE_UPDATE = "update"
 PHASE_END = "end"
+STREAM_FINISHED = "stream finished"
+"""Why events still open at shutdown or at the end of a replay end."""
 
 SCORE_DECIMALS = 4
 SECONDS_DECIMALS = 3
@@ -246,13 +248,14 @@ class EventTracker:
         return self.cfg.one_episode_at_a_time and any(
             other.open is not None and other.open.published for other in self._tracks if other is not track)
 
-    def finish(self, now_seconds: float) -> list[Event]:
-        """End every published event (shutdown / end of replay); unpublished candidates are dropped."""
+    def finish(self, now_seconds: float, why: str = STREAM_FINISHED) -> list[Event]:
+        """End every published event (shutdown, end of replay, a microphone gone); unpublished candidates are
+        dropped, and no k-of-n count survives."""
         now = self._advance_clock(now_seconds)
         events = []
         for track in self._tracks:
             if track.open is not None and track.open.published:
-                events.append(self._end(track, now, "stream finished"))
+                events.append(self._end(track, now, why))
             track.open = None
             track.recent.clear()
         return events

@@ -34,6 +34,8 @@ from .windows import SlidingWindower, Window, hop_samples_from_seconds
 
 log = logging.getLogger(__name__)
 
+NO_AUDIO_REASON = "no audio from the microphone"
+
 
 @dataclass
 class WindowOutcome:
@@ -56,7 +58,7 @@ class Pipeline:
                  reporter: StatusReporter | None = None,
                  notifier: SystemdNotifier | None = None,
                  refresh_status: Callable[[StatusReporter], None] | None = None,
-                 clips: ClipKeeper | None = None):
+                 clips: ClipKeeper | None = None, clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.classifiers = classifiers
         self.sink = sink
@@ -76,6 +78,9 @@ class Pipeline:
                                     stream_start_wall or datetime.now(timezone.utc))
         self.stats: RunStats = self.reporter.run
         """The one counter of this run, shared with the status reporter."""
+        self._clock = clock
+        self._last_audio_at: float | None = None
+        """``clock()`` when the last block arrived: how long the microphone has been silent."""
 
     # --- the flow ------------------------------------------------------------------------------
 
@@ -94,6 +99,7 @@ class Pipeline:
     def process_block(self, block: AudioBlock) -> list[WindowOutcome]:
         if block.discontinuity:
             self.restart_stream(block.start_seconds)
+        self._last_audio_at = self._clock()
         if block.heard_at is not None:
             self.tracker.heard_at(block.start_seconds, as_utc(block.heard_at))
         self.stats.audio_seconds += block.samples.size / SAMPLE_RATE
@@ -121,8 +127,21 @@ class Pipeline:
         keeps being fed only while this loop runs, and a mic outage still gets its status message."""
         if self.heartbeat is not None:
             self.heartbeat()
+        self.end_events_without_audio()
         if self.reporter.due():
             self.publish_status()
+
+    def end_events_without_audio(self) -> None:
+        """A microphone gone mid-cry must not leave its alarm on forever (the audio clock, which ends events,
+        stops with it): once no audio has come for ``hold_seconds``, as long as an event outlives its last
+        alerting window, open events end, at the audio last heard, saying why. The health message
+        meanwhile says the microphone is in error; a cry heard after it returns is a new event."""
+        if self._last_audio_at is None or not self.tracker.open_labels:
+            return
+        silent = self._clock() - self._last_audio_at
+        if silent >= self.fusion.hold_seconds:
+            self.publish(self.tracker.finish(self.stats.audio_seconds,
+                                             f"{NO_AUDIO_REASON} for {silent:.0f} s"))
 
     def process_window(self, window: Window) -> WindowOutcome:
         decision = self.gate.assess(window)

@@ -77,8 +77,10 @@ class Conditioner:
         ]
 
     def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        """Feed one block (any channel layout); returns the 16 kHz samples ready so far."""
-        out = sanitize(to_mono(block))
+        """Feed one block (any channel layout); returns the 16 kHz samples ready so far. Each channel is
+        sanitised before the mix, so one broken channel does not silence the others, and huge float values
+        cannot overflow the mean."""
+        out = to_mono(sanitize(block))
         for stage in self._stages:
             out = stage.resample_chunk(out, last=last)
         return sanitize(out)

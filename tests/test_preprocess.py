@@ -72,6 +72,20 @@ def test_multichannel_is_downmixed_and_nan_becomes_silence():
     assert np.array_equal(sanitize(np.array([np.inf, -np.inf, 2.0], np.float32)), np.array([0, 0, 1], np.float32))
 
 
+def test_a_broken_channel_does_not_silence_the_others_nor_overflow_the_mix():
+    """A stereo float file with a NaN / huge-valued right channel: the left channel's tone survives the mix,
+    at half its level (the broken channel counts as silence), without overflow in the mean."""
+    left = tone(440, 1, 16000)
+    for broken in (np.full(16000, np.nan, np.float32), np.full(16000, np.finfo(np.float32).max, np.float32)):
+        with np.errstate(all="raise"):
+            out = condition_clip(np.stack([left, broken], axis=1), 16000, PreprocessConfig(bandwidth_hz=None))
+        assert np.all(np.isfinite(out))
+        if np.isnan(broken[0]):
+            np.testing.assert_allclose(out, left / 2, atol=1e-3)
+        else:
+            np.testing.assert_allclose(out, (left + 1.0) / 2, atol=1e-3)
+
+
 def test_loudness_normalisation_hits_target_and_caps_gain():
     loud = normalise_loudness(tone(440, 1, 16000, 0.5), -20.0, 30.0)
     assert abs(rms_dbfs(loud) - -20.0) < 0.1

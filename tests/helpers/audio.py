@@ -53,10 +53,13 @@ class FakeStatus:
 class FakeDevice:
     """A microphone that can be unplugged and re-plugged; its streams call back from their own thread."""
 
-    def __init__(self, rate: int = 48000, channels: int = 2, amplitude: float = 0.5, period: float = 0.002):
+    def __init__(self, rate: int = 48000, channels: int = 2, amplitude: float = 0.5, period: float = 0.002,
+                 hz: float = 440.0):
         self.rate = rate
         self.channels = channels
         self.amplitude = amplitude
+        self.hz = hz
+        """Tone frequency: a whole number of cycles per block keeps it continuous across blocks."""
         self.period = period
         self.present = True
         self.calling_back = True
@@ -105,7 +108,7 @@ class FakeStream:
                 return
             if not device.calling_back or (device.max_blocks is not None and device.blocks_sent >= device.max_blocks):
                 continue
-            block = tone(self._frames, device.rate, device.channels, device.amplitude)
+            block = tone(self._frames, device.rate, device.channels, device.amplitude, device.hz)
             overflow = device.overflow_every is not None and device.blocks_sent % device.overflow_every == 0
             device.blocks_sent += 1
             device.frames_sent += self._frames
