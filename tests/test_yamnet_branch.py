@@ -84,6 +84,26 @@ def test_hard_negatives_are_the_most_alarming_normal_rows_only():
     assert hard_negative_weights(labels, alert, fraction=0.25, weight=1.0).tolist() == [1.0] * 10
 
 
+def test_embedding_dropout_adds_copies_that_keep_only_the_audioset_scores():
+    from training.train_yamnet import FeatureSet, with_embedding_dropout
+
+    rng = np.random.default_rng(0)
+    rows = 400
+    train = FeatureSet(embeddings=rng.standard_normal((rows, YAMNET_EMBEDDING_SIZE)).astype(np.float32),
+                       scores=rng.random((rows, YAMNET_AUDIOSET_CLASSES)).astype(np.float32),
+                       labels=rng.integers(0, len(LABELS), rows), clip_index=np.arange(rows),
+                       active=np.ones(rows, bool), part=np.full(rows, "train"))
+    out = with_embedding_dropout(train, 0.5, seed=3)
+    extra = out.select(np.arange(len(out.labels)) >= rows)
+    assert np.array_equal(out.embeddings[:rows], train.embeddings), "the original rows come first, unchanged"
+    assert 150 < len(extra.labels) < 250
+    copied = extra.clip_index
+    assert np.array_equal(extra.labels, train.labels[copied]) and np.array_equal(extra.scores, train.scores[copied])
+    assert np.allclose(extra.embeddings, train.embeddings.mean(axis=0), atol=1e-6), "no embedding: its mean"
+    assert np.array_equal(with_embedding_dropout(train, 0.5, seed=3).clip_index, out.clip_index), "seeded"
+    assert with_embedding_dropout(train, 0.0, seed=3) is train
+
+
 def test_head_with_audioset_inputs_reads_log_scores_after_the_embedding():
     from training.train_yamnet import AUDIOSET_LOG_FLOOR, HeadWeights
 

@@ -69,6 +69,12 @@ class HeadConfig:
     audioset_inputs: bool = True
     """Feed the head YAMNet's own 521 AudioSet scores beside the embedding, so what AudioSet knows about pets,
     music and machines still counts (measured on val: see the README)."""
+    embedding_dropout: float = 0.5
+    """With AudioSet inputs: this share of the training rows also appears with its embedding replaced by the
+    training mean (0 once standardised) and its AudioSet scores kept (``with_embedding_dropout``), so the head
+    learns to decide from AudioSet's scores alone as well: they know laughter, pets and music from far more
+    recordings than ours. On the tuning streams of three seeds each, it raised the recall reached within 0.1
+    false alarms per hour (the README has the figures); 0 = off."""
     hard_negative_fraction: float = 0.05
     """After a first pass, this share of the Normal training windows that score highest for Crying/Screaming..."""
     hard_negative_weight: float = 1.0
@@ -297,9 +303,23 @@ def hard_negative_weights(labels: np.ndarray, alert_probability: np.ndarray, fra
     return out
 
 
+def with_embedding_dropout(train: FeatureSet, share: float, seed: int) -> FeatureSet:
+    """``train`` and, after it, a copy of a random ``share`` of its rows whose embedding is the rows' mean
+    embedding (what standardisation turns into zeros): the same labels and AudioSet scores, no embedding."""
+    if share <= 0 or not len(train.labels):
+        return train
+    picked = train.select(np.random.default_rng(seed).random(len(train.labels)) < share)
+    mean = train.embeddings.mean(axis=0, dtype=np.float64).astype(train.embeddings.dtype)
+    blanked = dataclasses.replace(picked, embeddings=np.broadcast_to(mean, picked.embeddings.shape).copy())
+    return FeatureSet(*(np.concatenate([getattr(train, f.name), getattr(blanked, f.name)])
+                        for f in dataclasses.fields(FeatureSet)))
+
+
 def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: int) -> TrainedHead:
-    """Fit on the training rows; with mining, fit again with the hardest Normal rows weighted up; temperature on
-    val."""
+    """Fit on the training rows (with AudioSet inputs, plus their embedding-dropout copies); with mining, fit again
+    with the hardest Normal rows weighted up; temperature on val."""
+    if head_cfg.audioset_inputs:
+        train = with_embedding_dropout(train, head_cfg.embedding_dropout, seed)
     x = head_inputs(train.embeddings, train.scores, head_cfg.audioset_inputs)
     x_val = head_inputs(val.embeddings, val.scores, head_cfg.audioset_inputs)
     weights, best_epoch, history = _fit(x, train.labels, np.ones(len(x)), x_val, val.labels, head_cfg, seed)
