@@ -203,7 +203,8 @@ def audioset_vetoes(evidence: np.ndarray, cfg: FusionConfig) -> np.ndarray:
     """(N,) per row of ``audioset_evidence``: the first ``VETOES`` category AudioSet hears at its threshold or more
     and ``veto_margin`` times more strongly than any cry or scream (index into VETOES), else -1."""
     cry, vetoes = evidence[:, :len(ALERT_LABELS)].max(axis=1), evidence[:, len(ALERT_LABELS):]
-    thresholds = np.array([cfg.veto_thresholds()[name] for name in VETOES])
+    by_name = cfg.veto_thresholds()
+    thresholds = np.array([by_name[name] for name in VETOES])
     heard = (vetoes >= thresholds) & (vetoes > cfg.veto_margin * cry[:, None])
     return np.where(heard.any(axis=1), np.argmax(heard, axis=1), -1)
 

@@ -36,7 +36,7 @@ from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SPLIT_SEED, dataset_split, split_summary
-from .windows import WindowSet, build_window_set, gate_settings_used
+from .windows import WindowSet, build_window_set, concat_rows, gate_settings_used
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
 
 log = logging.getLogger(__name__)
@@ -224,8 +224,7 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
     n_windows = len(windows) + len(augmented)
     timing = {"windows_embedded": n_windows, "embedding_seconds": round(elapsed, 1),
               "ms_per_window": round(1000 * elapsed / max(n_windows, 1), 3)}
-    features = FeatureSet(*(np.concatenate([getattr(clean, f.name), getattr(extra, f.name)])
-                            for f in dataclasses.fields(FeatureSet)))
+    features = concat_rows([clean, extra])
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_npz_atomic(cache, timing=json.dumps(timing), **{f.name: getattr(features, f.name)
                                                          for f in dataclasses.fields(FeatureSet)})
@@ -311,8 +310,7 @@ def with_embedding_dropout(train: FeatureSet, share: float, seed: int) -> Featur
     picked = train.select(np.random.default_rng(seed).random(len(train.labels)) < share)
     mean = train.embeddings.mean(axis=0, dtype=np.float64).astype(train.embeddings.dtype)
     blanked = dataclasses.replace(picked, embeddings=np.broadcast_to(mean, picked.embeddings.shape).copy())
-    return FeatureSet(*(np.concatenate([getattr(train, f.name), getattr(blanked, f.name)])
-                        for f in dataclasses.fields(FeatureSet)))
+    return concat_rows([train, blanked])
 
 
 def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: int) -> TrainedHead:

@@ -12,8 +12,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import webrtcvad
@@ -31,6 +33,8 @@ from .data import Clip, clips_signature
 from .options import apply_options
 
 log = logging.getLogger(__name__)
+
+Rows = TypeVar("Rows")
 
 ACTIVE_MARGIN_DB = 10.0
 """An alert-clip window is active when its RMS is within this many dB of the clip's loudest window."""
@@ -80,6 +84,12 @@ def training_windows(samples16k: np.ndarray, label: str, hop_samples: int, gate_
     windows = clip_windows(samples16k, hop_samples)
     mask = active_window_mask(samples16k, label, hop_samples, gate_cfg)
     return list(windows[mask])
+
+
+def concat_rows(parts: Sequence[Rows]) -> Rows:
+    """Dataclasses of per-row arrays (``WindowSet``, ``FeatureSet``) -> one of the same type, rows in order."""
+    kind = type(parts[0])
+    return kind(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(kind)))
 
 
 @dataclass
@@ -151,7 +161,7 @@ def _compute_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop
                                np.full(n, index), np.full(n, clip.group), active))
     if not parts:
         return _empty_set()
-    return WindowSet(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(WindowSet)))
+    return concat_rows(parts)
 
 
 def build_window_set(clips: list[Clip], preprocess_cfg: PreprocessConfig, hop_samples: int,
