@@ -27,6 +27,7 @@ from monitor.health import (
     status_line,
     watchdog_interval,
 )
+from tests.helpers.audio import ManualClock
 from tests.helpers.systemd import NotifySocket
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "nursery-monitor.service"
@@ -94,14 +95,6 @@ def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
     assert watchdog_interval(env) == expected
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class RecordingNotifier(SystemdNotifier):
     def __init__(self) -> None:
         super().__init__(address="/unused")
@@ -113,7 +106,7 @@ class RecordingNotifier(SystemdNotifier):
 
 
 def test_watchdog_tick_pings_only_while_heartbeats_are_fresh():
-    clock = FakeClock()
+    clock = ManualClock(50.0)
     notifier = RecordingNotifier()
     watchdog = Watchdog(notifier, stall_seconds=10.0, clock=clock, interval_seconds=5.0)
 
@@ -131,7 +124,7 @@ def test_watchdog_tick_pings_only_while_heartbeats_are_fresh():
 def test_watchdog_thread_stops_pinging_when_the_audio_loop_stalls(notify_socket, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # systemd would expect a ping every 40 ms
-    clock = FakeClock()
+    clock = ManualClock(50.0)
     notifier = SystemdNotifier()
     notifier.ready()
     assert notify_socket.receive() == "READY=1"
@@ -165,7 +158,7 @@ def test_watchdog_without_systemd_starts_no_thread():
 
 
 def test_status_reports_levels_gate_rate_and_inference_times():
-    clock = FakeClock()
+    clock = ManualClock(50.0)
     reporter = StatusReporter(HealthConfig(status_interval_seconds=60.0), clock=clock)
     quiet = np.full(1600, 0.01, np.float32)
     loud = np.full(1600, -0.5, np.float32)
@@ -208,7 +201,7 @@ def test_status_reports_levels_gate_rate_and_inference_times():
 
 
 def test_snapshot_starts_a_new_interval_but_keeps_totals():
-    clock = FakeClock()
+    clock = ManualClock(50.0)
     reporter = StatusReporter(HealthConfig(status_interval_seconds=10.0), clock=clock)
     reporter.record_block(np.full(100, 0.5, np.float32))
     reporter.run.record_window(True)
@@ -231,7 +224,7 @@ def test_snapshot_starts_a_new_interval_but_keeps_totals():
 def test_status_is_json_ready():
     import json
 
-    reporter = StatusReporter(HealthConfig(), clock=FakeClock())
+    reporter = StatusReporter(HealthConfig(), clock=ManualClock(50.0))
     reporter.run.record_inference("yamnet", 3.0)
     text = json.dumps(build_status(reporter.stats, reporter.run, Mark(), uptime_seconds=1.0, interval_seconds=1.0))
     assert json.loads(text)["inference_ms"]["yamnet"]["count"] == 1

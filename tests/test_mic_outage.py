@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 
-from monitor.capture import AudioBlock, AudioClock, MicSource
+from monitor.capture import AudioClock, MicSource
 from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.pipeline import NO_AUDIO_REASON, Pipeline
 from monitor.sinks import FanoutSink
-from tests.helpers.audio import FakeDevice, RecordingSleep, mic_config, wait_for
-from tests.helpers.fake_models import TONE_HZ, fake_runtime
+from tests.helpers.audio import FakeDevice, ManualClock, RecordingSleep, mic_config, wait_for
+from tests.helpers.fake_models import TONE_HZ, fake_runtime, tone_blocks
 
 BLOCK_SECONDS = 0.1
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def cry_blocks(seconds: float, clock: AudioClock) -> list[AudioBlock]:
-    n = int(BLOCK_SECONDS * SAMPLE_RATE)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    samples = (0.3 * np.sin(2 * np.pi * TONE_HZ["Crying"] * t)).astype(np.float32)
-    return [clock.stamp(samples[i:i + n], discontinuity=i == 0) for i in range(0, samples.size, n)]
 
 
 def phases(events: list[dict]) -> list[tuple[str, str]]:
@@ -43,7 +27,7 @@ def test_an_alarm_ends_once_no_audio_came_for_hold_seconds(fake_models):
     clock, audio_clock = ManualClock(), AudioClock()
     pipeline = Pipeline(cfg, classifiers, FanoutSink([]), clock=clock)
     hold = pipeline.fusion.hold_seconds
-    for block in cry_blocks(4.0, audio_clock):
+    for block in tone_blocks("Crying", 4.0, audio_clock):
         pipeline.process_block(block)
         clock.now += BLOCK_SECONDS
     assert phases(pipeline.stats.events) == [("start", "Crying")]
@@ -60,7 +44,7 @@ def test_an_alarm_ends_once_no_audio_came_for_hold_seconds(fake_models):
     pipeline.idle()
     assert [e["phase"] for e in pipeline.stats.events].count("end") == 1, "ended once"
 
-    for block in cry_blocks(8.0, audio_clock):  # the microphone is back and the baby still cries
+    for block in tone_blocks("Crying", 8.0, audio_clock):  # the microphone is back and the baby still cries
         pipeline.process_block(block)
         clock.now += BLOCK_SECONDS
     pipeline.finish()
@@ -74,7 +58,7 @@ def test_idle_ticks_during_a_cry_do_not_end_it(fake_models):
     cfg, classifiers = fake_runtime(fake_models)
     clock, audio_clock = ManualClock(), AudioClock()
     pipeline = Pipeline(cfg, classifiers, FanoutSink([]), clock=clock)
-    for block in cry_blocks(12.0, audio_clock):
+    for block in tone_blocks("Crying", 12.0, audio_clock):
         pipeline.process_block(block)
         clock.now += BLOCK_SECONDS
         pipeline.idle()

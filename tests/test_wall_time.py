@@ -4,20 +4,18 @@ stops while the microphone is away (issue 13: a cry after a 16 s outage was repo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import pytest
 
-from monitor.capture import AudioBlock, AudioClock, MicSource, capture_latency
+from monitor.capture import AudioClock, MicSource, capture_latency
 from monitor.config import PreprocessConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.pipeline import Pipeline
 from monitor.sinks import FanoutSink
 from monitor.wallclock import REANCHOR_SECONDS, WallClockMap, as_utc
 from tests.helpers.audio import FakeDevice, RecordingSleep, mic_config, wait_for
-from tests.helpers.fake_models import TONE_HZ, fake_runtime
+from tests.helpers.fake_models import fake_runtime, tone_blocks
 
 WALL_TOLERANCE_SECONDS = 0.5
 """The bar of issue 13: event times within 0.5 s of the wall time the audio was heard at."""
@@ -50,19 +48,6 @@ def test_capture_latency_uses_portaudio_times_when_plausible():
     TimeInfo.inputBufferAdcTime = 0.0  # ALSA devices that do not know report 0
     assert capture_latency(TimeInfo(), 0.1) == 0.1
     assert capture_latency(None, 0.1) == 0.1
-
-
-def tone_blocks(label: str | None, seconds: float, clock: AudioClock, heard_from: float) -> Iterator[AudioBlock]:
-    """``seconds`` of a fake-model tone (or quiet noise) in blocks stamped as a microphone stamps them."""
-    rng = np.random.default_rng(0)
-    n = int(BLOCK_SECONDS * SAMPLE_RATE)
-    for index in range(round(seconds / BLOCK_SECONDS)):
-        t = (np.arange(n) + index * n) / SAMPLE_RATE
-        samples = 1e-4 * rng.standard_normal(n)
-        if label is not None:
-            samples = samples + 0.3 * np.sin(2 * np.pi * TONE_HZ[label] * t)
-        yield clock.stamp(samples.astype(np.float32), discontinuity=index == 0,
-                          heard_at=heard_from + index * BLOCK_SECONDS)
 
 
 def heard_at(audio_seconds: float, heard: list[tuple[float, float]]) -> float:

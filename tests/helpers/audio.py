@@ -131,6 +131,16 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
+class ManualClock:
+    """A clock (``time.monotonic`` stand-in) that moves only when the test sets ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class RecordingSleep:
     """Records backoff waits and returns almost at once."""
 

@@ -7,6 +7,7 @@ Both are a few hundred kB and build in milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import soundfile as sf
 from onnx import TensorProto, helper, numpy_helper
 
 from export.manifest import WAV2VEC2_CONTRACT, YAMNET_CONTRACT, manifest_document, model_entry
+from monitor.capture import AudioBlock, AudioClock
 from monitor.constants import LABELS, SAMPLE_RATE, WINDOW_SAMPLES, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import write_manifest
 
@@ -129,3 +131,18 @@ def fake_runtime(manifest: Path):
     cfg.models.use_wav2vec2 = False
     return cfg, load_classifiers(cfg)
 
+
+
+def tone_blocks(label: str | None, seconds: float, clock: AudioClock, heard_from: float | None = None,
+                block_seconds: float = 0.1) -> Iterator[AudioBlock]:
+    """``seconds`` of a fake-model tone (or quiet noise) in blocks stamped as a microphone stamps them (heard from
+    ``heard_from`` on, a wall time; None: no stamp), the first one a discontinuity."""
+    rng = np.random.default_rng(0)
+    n = int(block_seconds * SAMPLE_RATE)
+    for index in range(round(seconds / block_seconds)):
+        t = (np.arange(n) + index * n) / SAMPLE_RATE
+        samples = 1e-4 * rng.standard_normal(n)
+        if label is not None:
+            samples = samples + 0.3 * np.sin(2 * np.pi * TONE_HZ[label] * t)
+        heard_at = None if heard_from is None else heard_from + index * block_seconds
+        yield clock.stamp(samples.astype(np.float32), discontinuity=index == 0, heard_at=heard_at)
