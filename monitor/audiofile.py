@@ -44,13 +44,21 @@ def file_info(path: str | os.PathLike) -> tuple[int, int, int]:
         return handle.samplerate, handle.channels, handle.frames
 
 
+READ_SECONDS = 2.0
+"""Audio decoded per read: libsndfile's per-call cost (a position query and a seek on every read) made decoding
+in 0.1 s reads four times dearer than in 2 s reads, which a replay then cuts into its blocks."""
+
+
 def iter_file_blocks(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
-    """Native-rate float32 blocks (frames, channels) in constant memory, for multi-hour files."""
+    """Native-rate float32 blocks (frames, channels) of ``block_seconds`` in constant memory, for multi-hour
+    files; decoded ``READ_SECONDS`` at a time."""
     with _open(path) as handle:
         block_frames = max(1, int(round(block_seconds * handle.samplerate)))
+        read_frames = block_frames * max(1, int(READ_SECONDS // block_seconds))
         try:
-            for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                yield block, handle.samplerate
+            for chunk in handle.blocks(blocksize=read_frames, dtype="float32", always_2d=True):
+                for start in range(0, len(chunk), block_frames):
+                    yield chunk[start:start + block_frames], handle.samplerate
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioFileError(path, f"decoding failed mid-file ({exc})") from None
 

@@ -180,6 +180,22 @@ def test_opposite_channels_downmix_to_silence_not_noise(tmp_path):
     assert np.max(np.abs(samples)) < 1e-6
 
 
+def test_file_blocks_are_the_requested_size_and_the_whole_file(tmp_path):
+    from monitor.audiofile import READ_SECONDS, iter_file_blocks
+
+    rate, channels = 22050, 2
+    path = tmp_path / "odd.flac"
+    frames = write_audio(path, 2.5 * READ_SECONDS + 0.037, rate, channels)
+    whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+
+    blocks = [block for block, block_rate in iter_file_blocks(path, 0.1) if block_rate == rate]
+
+    sizes = {len(block) for block in blocks[:-1]}
+    assert sizes == {round(0.1 * rate)} and 0 < len(blocks[-1]) <= round(0.1 * rate)
+    assert sum(map(len, blocks)) == frames
+    assert np.array_equal(np.concatenate(blocks), whole)
+
+
 # --- a multi-hour file in constant memory --------------------------------------------------------
 
 LONG_FILE_MINUTES = 30

@@ -18,6 +18,7 @@ from monitor.gate import (
     Gate,
     HighPassFilter,
     NoiseFloorTracker,
+    fast_fft_length,
     frame_levels_dbfs,
 )
 from monitor.preprocess import condition_clip
@@ -81,6 +82,19 @@ def test_frame_levels_of_a_sine():
     levels = frame_levels_dbfs(tone(1.0, 1000.0, 0.5))
     assert levels.size == SAMPLE_RATE // VAD_FRAME_SAMPLES
     np.testing.assert_allclose(levels, 20 * np.log10(0.5 / np.sqrt(2)), atol=0.1)
+
+
+def test_fft_length_is_the_smallest_with_no_prime_factor_above_five():
+    def smooth(n: int) -> bool:
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    for minimum in [1, 2, 7, 97, 1000, 8510, *range(8600, 8700)]:
+        length = fast_fft_length(minimum)
+        assert length >= minimum and smooth(length)
+        assert not any(smooth(n) for n in range(minimum, length)), minimum
 
 
 def test_highpass_removes_rumble_keeps_the_cry_band_and_streams_exactly():

@@ -122,6 +122,54 @@ def test_head_with_audioset_inputs_reads_log_scores_after_the_embedding():
     assert not np.allclose(weights.logits(embedding, cat_louder), expected)
 
 
+def random_features(rows: int, seed: int = 0):
+    from training.train_yamnet import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(LABELS), rows)
+    embeddings = rng.standard_normal((rows, YAMNET_EMBEDDING_SIZE)).astype(np.float32)
+    embeddings[:, :len(LABELS)] += 2.0 * np.eye(len(LABELS), dtype=np.float32)[labels]  # learnable
+    return FeatureSet(embeddings=embeddings, scores=rng.random((rows, YAMNET_AUDIOSET_CLASSES)).astype(np.float32),
+                      labels=labels, clip_index=np.arange(rows), active=np.ones(rows, bool),
+                      part=np.full(rows, "train"))
+
+
+def test_merged_head_logits_are_the_mean_of_its_members():
+    from training.train_yamnet import HeadWeights, merge_heads
+
+    rng = np.random.default_rng(1)
+    size = YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES
+    members = [HeadWeights(*(rng.standard_normal(shape).astype(np.float32)
+                             for shape in ((size, hidden), (hidden,), (hidden, 3), (3,))))
+               for hidden in (4, 6, 5)]
+    merged = merge_heads(members)
+    features = random_features(8)
+    mean = np.mean([m.logits(features.embeddings, features.scores) for m in members], axis=0)
+    assert merged.w1.shape == (size, 15) and merged.audioset_inputs
+    assert np.allclose(merged.logits(features.embeddings, features.scores), mean, atol=1e-4)
+    one = merge_heads(members[:1])
+    assert all(np.array_equal(getattr(one, name), getattr(members[0], name)) for name in ("w1", "b1", "w2", "b2"))
+
+
+@pytest.mark.train
+@pytest.mark.skipif(not HAVE_TRAIN_DEPS, reason="needs torch")
+def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
+    from training.train_yamnet import HeadConfig, fit_member, merge_heads, train_head
+
+    train, val = random_features(600, seed=2), random_features(150, seed=3)
+    small = HeadConfig(hidden=8, max_epochs=4, patience=2, batch_size=64, members=2)
+    parallel = train_head(train, val, small, seed=7)
+    alone = train_head(train, val, HeadConfig(**{**small.__dict__, "member_processes": 1}), seed=7)
+    by_hand = merge_heads([fit_member(train, val, small, seed)[0] for seed in (7, 8)])
+    assert parallel.weights.w1.shape[1] == 16 and {h["member"] for h in parallel.history} == {0, 1}
+    for head in (parallel.weights, alone.weights):
+        for name in ("w1", "b1", "w2", "b2"):
+            assert np.array_equal(getattr(head, name), getattr(by_hand, name)), name
+    single = train_head(train, val, HeadConfig(**{**small.__dict__, "members": 1}), seed=7)
+    assert np.array_equal(single.weights.w1, fit_member(train, val, small, 7)[0].w1)
+    assert not np.array_equal(by_hand.w1[:, :8], by_hand.w1[:, 8:]), "members differ by seed"
+
+
 @pytest.fixture(scope="module")
 def build_env(tmp_path_factory):
     """A private build/models folder for this module, with YAMNet converted once."""
@@ -195,8 +243,9 @@ def test_tiny_training_and_export_end_to_end(build_env, tmp_path):
     for part in metadata["metrics"].values():
         assert 0.0 <= part["window"]["accuracy"] <= 1.0 and part["window"]["n"] > 0
     weights, saved = load_head(head_dir)
-    assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES, 16) and weights.audioset_inputs
-    assert weights.w2.shape == (16, len(LABELS))
+    hidden = 16 * head_cfg.members  # the members' hidden units side by side
+    assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES, hidden) and weights.audioset_inputs
+    assert weights.w2.shape == (hidden, len(LABELS))
     assert saved["temperature"] > 0 and saved["labels"] == list(LABELS)
     assert json.loads((head_dir / "metadata.json").read_text())["seed"] == 5
 
