@@ -3,6 +3,7 @@ band-limit robustness of the built model."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -84,15 +85,23 @@ def test_hard_negatives_are_the_most_alarming_normal_rows_only():
     assert hard_negative_weights(labels, alert, fraction=0.25, weight=1.0).tolist() == [1.0] * 10
 
 
-def test_embedding_dropout_adds_copies_that_keep_only_the_audioset_scores():
-    from training.train_yamnet import FeatureSet, with_embedding_dropout
+def random_features(rows: int, seed: int = 0):
+    from training.train_yamnet import FeatureSet
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(LABELS), rows)
+    embeddings = rng.standard_normal((rows, YAMNET_EMBEDDING_SIZE)).astype(np.float32)
+    embeddings[:, :len(LABELS)] += 2.0 * np.eye(len(LABELS), dtype=np.float32)[labels]  # learnable
+    return FeatureSet(embeddings=embeddings, scores=rng.random((rows, YAMNET_AUDIOSET_CLASSES)).astype(np.float32),
+                      labels=labels, clip_index=np.arange(rows), active=np.ones(rows, bool),
+                      part=np.full(rows, "train"))
+
+
+def test_embedding_dropout_adds_copies_that_keep_only_the_audioset_scores():
+    from training.train_yamnet import with_embedding_dropout
+
     rows = 400
-    train = FeatureSet(embeddings=rng.standard_normal((rows, YAMNET_EMBEDDING_SIZE)).astype(np.float32),
-                       scores=rng.random((rows, YAMNET_AUDIOSET_CLASSES)).astype(np.float32),
-                       labels=rng.integers(0, len(LABELS), rows), clip_index=np.arange(rows),
-                       active=np.ones(rows, bool), part=np.full(rows, "train"))
+    train = random_features(rows)
     out = with_embedding_dropout(train, 0.5, seed=3)
     extra = out.select(np.arange(len(out.labels)) >= rows)
     assert np.array_equal(out.embeddings[:rows], train.embeddings), "the original rows come first, unchanged"
@@ -122,18 +131,6 @@ def test_head_with_audioset_inputs_reads_log_scores_after_the_embedding():
     assert not np.allclose(weights.logits(embedding, cat_louder), expected)
 
 
-def random_features(rows: int, seed: int = 0):
-    from training.train_yamnet import FeatureSet
-
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(LABELS), rows)
-    embeddings = rng.standard_normal((rows, YAMNET_EMBEDDING_SIZE)).astype(np.float32)
-    embeddings[:, :len(LABELS)] += 2.0 * np.eye(len(LABELS), dtype=np.float32)[labels]  # learnable
-    return FeatureSet(embeddings=embeddings, scores=rng.random((rows, YAMNET_AUDIOSET_CLASSES)).astype(np.float32),
-                      labels=labels, clip_index=np.arange(rows), active=np.ones(rows, bool),
-                      part=np.full(rows, "train"))
-
-
 def test_merged_head_logits_are_the_mean_of_its_members():
     from training.train_yamnet import HeadWeights, merge_heads
 
@@ -159,13 +156,13 @@ def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
     train, val = random_features(600, seed=2), random_features(150, seed=3)
     small = HeadConfig(hidden=8, max_epochs=4, patience=2, batch_size=64, members=2)
     parallel = train_head(train, val, small, seed=7)
-    alone = train_head(train, val, HeadConfig(**{**small.__dict__, "member_processes": 1}), seed=7)
+    alone = train_head(train, val, dataclasses.replace(small, member_processes=1), seed=7)
     by_hand = merge_heads([fit_member(train, val, small, seed)[0] for seed in (7, 8)])
     assert parallel.weights.w1.shape[1] == 16 and {h["member"] for h in parallel.history} == {0, 1}
     for head in (parallel.weights, alone.weights):
         for name in ("w1", "b1", "w2", "b2"):
             assert np.array_equal(getattr(head, name), getattr(by_hand, name)), name
-    single = train_head(train, val, HeadConfig(**{**small.__dict__, "members": 1}), seed=7)
+    single = train_head(train, val, dataclasses.replace(small, members=1), seed=7)
     assert np.array_equal(single.weights.w1, fit_member(train, val, small, 7)[0].w1)
     assert not np.array_equal(by_hand.w1[:, :8], by_hand.w1[:, 8:]), "members differ by seed"
 
