@@ -49,12 +49,17 @@ READ_SECONDS = 2.0
 in 0.1 s reads four times dearer than in 2 s reads, which a replay then cuts into its blocks."""
 
 
+def frames_per_read(block_frames: int, sample_rate: int) -> int:
+    """The whole blocks that fit in ``READ_SECONDS`` (at least one), in integer frames: ``2.0 // 0.1`` is 19."""
+    return block_frames * max(1, int(READ_SECONDS * sample_rate) // block_frames)
+
+
 def iter_file_blocks(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
     """Native-rate float32 blocks (frames, channels) of ``block_seconds`` in constant memory, for multi-hour
     files; decoded ``READ_SECONDS`` at a time."""
     with _open(path) as handle:
         block_frames = max(1, int(round(block_seconds * handle.samplerate)))
-        read_frames = block_frames * max(1, int(READ_SECONDS // block_seconds))
+        read_frames = frames_per_read(block_frames, handle.samplerate)
         try:
             for chunk in handle.blocks(blocksize=read_frames, dtype="float32", always_2d=True):
                 for start in range(0, len(chunk), block_frames):

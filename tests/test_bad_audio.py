@@ -196,6 +196,15 @@ def test_file_blocks_are_the_requested_size_and_the_whole_file(tmp_path):
     assert np.array_equal(np.concatenate(blocks), whole)
 
 
+def test_reads_hold_every_whole_block_that_fits_in_the_read_size():
+    from monitor.audiofile import READ_SECONDS, frames_per_read
+
+    assert frames_per_read(1600, 16000) == int(READ_SECONDS * 16000)  # 0.1 s blocks: 20 per read, not 19
+    assert frames_per_read(2205, 22050) == int(READ_SECONDS * 22050)
+    assert frames_per_read(700, 1000) == 1400  # whole blocks only
+    assert frames_per_read(5000, 1000) == 5000  # a block longer than a read is still read whole
+
+
 # --- a multi-hour file in constant memory --------------------------------------------------------
 
 LONG_FILE_MINUTES = 30

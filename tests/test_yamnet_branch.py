@@ -159,6 +159,7 @@ def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
     alone = train_head(train, val, dataclasses.replace(small, member_processes=1), seed=7)
     by_hand = merge_heads([fit_member(train, val, small, seed)[0] for seed in (7, 8)])
     assert parallel.weights.w1.shape[1] == 16 and {h["member"] for h in parallel.history} == {0, 1}
+    assert parallel.best_epochs == [fit_member(train, val, small, seed)[1] for seed in (7, 8)]
     for head in (parallel.weights, alone.weights):
         for name in ("w1", "b1", "w2", "b2"):
             assert np.array_equal(getattr(head, name), getattr(by_hand, name)), name
@@ -244,7 +245,8 @@ def test_tiny_training_and_export_end_to_end(build_env, tmp_path):
     assert weights.w1.shape == (YAMNET_EMBEDDING_SIZE + YAMNET_AUDIOSET_CLASSES, hidden) and weights.audioset_inputs
     assert weights.w2.shape == (hidden, len(LABELS))
     assert saved["temperature"] > 0 and saved["labels"] == list(LABELS)
-    assert json.loads((head_dir / "metadata.json").read_text())["seed"] == 5
+    saved_json = json.loads((head_dir / "metadata.json").read_text())
+    assert saved_json["seed"] == 5 and len(saved_json["best_epoch"]) == head_cfg.members
 
     out = tmp_path / "yamnet_classifier.onnx"
     figures = export_yamnet(head_dir=head_dir, out_path=out)

@@ -163,7 +163,8 @@ class HeadWeights:
 class TrainedHead:
     weights: HeadWeights
     temperature: float
-    epochs: int
+    best_epochs: list[int]
+    """Each member's best epoch, in seed order."""
     history: list[dict]
 
 
@@ -380,7 +381,7 @@ def train_head(train: FeatureSet, val: FeatureSet, head_cfg: HeadConfig, seed: i
                                                   for h in hist]
     temperature = fit_temperature(weights.logits(val.embeddings, val.scores), val.labels)
     log.info("head: %d member(s), temperature %.3f", len(fits), temperature)
-    return TrainedHead(weights, temperature, fits[0][1], history)
+    return TrainedHead(weights, temperature, [best_epoch for _, best_epoch, _ in fits], history)
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def save_head(head: TrainedHead, out_dir: Path, metadata: dict) -> None:
     head.weights.save(out_dir / WEIGHTS_FILE)
     inputs = "yamnet embedding + log audioset scores" if head.weights.audioset_inputs else "yamnet embedding"
     doc = {"labels": list(LABELS), "input": inputs, "embedding_size": YAMNET_EMBEDDING_SIZE,
-           "hidden": int(head.weights.w1.shape[1]), "temperature": head.temperature, "best_epoch": head.epochs,
+           "hidden": int(head.weights.w1.shape[1]), "temperature": head.temperature, "best_epoch": head.best_epochs,
            **metadata}
     (out_dir / METADATA_FILE).write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
