@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitor.constants import ALERT_LABELS
+from monitor.model_manifest import LADDER_BUDGET
 
 from .score import Score
 from .tradeoff import MIN_SNR_DB, Targets
@@ -258,6 +259,19 @@ def _variant_table(variants: dict | None) -> list[str]:
     return lines + [""]
 
 
+def _sensitivity_section(sensitivity: dict) -> list[str]:
+    """What each ``fusion.false_alarm_budget`` gives on this bench's streams, beside what tuning promised."""
+    lines = [f"## Sensitivity (`fusion.false_alarm_budget`), on {sensitivity['hours']:g} h of this bench's streams",
+             "", "| budget /h | setting | tuning FA/h | FA/h here | Crying >= 10 dB | Screaming >= 10 dB | "
+             "latency p95 s |", "|---|---|---|---|---|---|---|"]
+    for row in sensitivity["rows"]:
+        recall = row["recall_10db_up"]
+        lines.append(f"| {row[LADDER_BUDGET]:g} | {row['setting']} | {fmt(row['tuning']['false_alarms_per_hour'])} | "
+                     f"{row['false_alarms_per_hour']:.3g} | {fmt(recall.get('Crying'))} | "
+                     f"{fmt(recall.get('Screaming'))} | {fmt(row['latency_p95_s'])} |")
+    return lines + [""]
+
+
 def _profile_section(profile: dict) -> list[str]:
     lines = [f"## Profile ({profile['seconds_profiled']:g} s of the stream, pyinstrument, `{profile['file']}`)", "",
              "| stage, including what it calls | s | share |", "|---|---|---|"]
@@ -273,6 +287,8 @@ def render_markdown(doc: dict) -> str:
     lines = _header(doc) + _main_table(doc) + _snr_table(doc) + _false_alarm_table(doc)
     if doc.get("tradeoff"):
         lines += _tradeoff_section(doc["tradeoff"])
+    if doc.get("sensitivity"):
+        lines += _sensitivity_section(doc["sensitivity"])
     if doc.get("profile"):
         lines += _profile_section(doc["profile"])
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from monitor.audiofile import AudioFileError, load_clip
 from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config, ConfigError, FusionConfig
 from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
-from monitor.model_manifest import ModelError, read_manifest
+from monitor.model_manifest import ModelError, ModelManifest, read_manifest
 from monitor.paths import build_dir, default_manifest_csv, models_dir
 from monitor.progress import progress_bar
 
@@ -191,6 +191,24 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
     return tradeoff
 
 
+def _sensitivity(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, truths, stream_seconds: float,
+                 spec: ScoreSpec) -> dict | None:
+    """Every tuned false-alarm budget (``fusion.false_alarm_budget``) on this bench's streams: the full record and,
+    when replayed, the negative-only one (recorded with the cascade)."""
+    from .tradeoff import concat_records, ladder_on_stream
+
+    ladder = _manifest(cfg).budget_ladder
+    if not ladder:
+        return None
+    parts = [(load_window_record(files.windows_full), truths, stream_seconds)]
+    if runs.negative:
+        parts.append((load_window_record(files.negative_windows), *read_truth(files.negative_truth)))
+    record, all_truths, seconds = concat_records(parts)
+    rows = ladder_on_stream(record, fusion, ladder, runs.ours["model_versions"], cfg.device_id, all_truths, seconds,
+                            spec)
+    return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "streams": len(parts), "rows": rows}
+
+
 def _false_alarms(score: Score, background: list, lookback_s: float) -> tuple[dict[str, dict], list[dict]]:
     """False alarms by the source of what was sounding when they were raised (with how many distinct clips: the
     background pool is small and reused, so a few clips can make many alarms), and the list with the clip."""
@@ -278,6 +296,7 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
     if files.windows_full.is_file():
         doc["tradeoff"] = _tradeoff(files, cfg, fusion, runs.ours, runs.full, baseline, truths, stream_seconds, spec,
                                     progress)
+        doc["sensitivity"] = _sensitivity(files, cfg, fusion, runs, truths, stream_seconds, spec)
     files.bench_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     files.bench_md.write_text(render_markdown(doc), encoding="utf-8")
     return doc
@@ -310,11 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _manifest(cfg: Config) -> ModelManifest:
+    return read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
+
+
 def _resolved_fusion(cfg: Config) -> FusionConfig:
     """The fusion settings the monitor will use: the config's, null ones from the models' operating point. Also
     fails before minutes are spent on the stream when the models are not built."""
-    manifest = read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
-    return cfg.fusion.resolve(manifest.operating_point)
+    return cfg.fusion.resolve(_manifest(cfg).operating_point_for(cfg.fusion.false_alarm_budget))
 
 
 def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:

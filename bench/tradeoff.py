@@ -24,6 +24,7 @@ import numpy as np
 
 from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, ALERT_ON_LABEL, ALERT_ON_SUM, SCREAMING
+from monitor.model_manifest import LADDER_BUDGET
 from monitor.progress import progress_bar
 
 from .replay import STREAM_EPOCH, EventLog
@@ -379,6 +380,24 @@ def sweep(record: dict[str, np.ndarray], live: FusionConfig, versions: dict[str,
         _SWEPT.clear()
     points = [point for group in results for point in group]
     return points + threshold_pairs(points, live)
+
+
+def ladder_on_stream(record: dict[str, np.ndarray], live: FusionConfig, ladder: Sequence[dict],
+                     versions: dict[str, str], device_id: str, truths: Sequence[TruthEvent], stream_seconds: float,
+                     score_spec: ScoreSpec) -> list[dict]:
+    """Each sensitivity a parent can pick (the manifest's budget ladder, ``fusion.false_alarm_budget``) measured on
+    this stream: what the budget promised on the tuning streams against what it gives on audio they never held."""
+    rows = []
+    for row in ladder:
+        setting = Setting.of(dataclasses.replace(live, **row["fusion"]))
+        point = next(p for p in sweep(record, live, versions, device_id, truths, stream_seconds, score_spec, False,
+                                      settings=[setting]) if p.setting == setting)
+        rows.append({LADDER_BUDGET: row[LADDER_BUDGET], "setting": setting.describe(),
+                     "tuning": {key: row.get(key) for key in ("false_alarms_per_hour", "recall_10db_up")},
+                     "false_alarms": sum(r.false_alarms for r in point.by_label.values()),
+                     **{key: value for key, value in point.to_dict().items()
+                        if key in ("false_alarms_per_hour", "recall_10db_up", "recall", "latency_p95_s")}})
+    return rows
 
 
 def most_recall(points: Sequence[SweepPoint]) -> SweepPoint:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.config import Config, default_yaml
+from monitor.config import Config, FusionConfig, default_yaml
 from monitor.constants import ALERT_LABELS
+from monitor.model_manifest import LADDER_BUDGET
 
 from .replay import WorkerPaths, load_window_record, run_worker
 from .run import decode_clips, write_planned_stream
@@ -211,14 +212,15 @@ def _best_within(points: list[SweepPoint], budget: float, spec: TuneSpec) -> tup
     return best, best.latency_or_inf <= spec.max_latency_p95_s
 
 
-def budget_ladder(points: list[SweepPoint], spec: TuneSpec) -> list[dict]:
-    """What each false-alarm budget buys: its best setting's recall and latency (for the report)."""
+def budget_ladder(points: list[SweepPoint], spec: TuneSpec, live: FusionConfig) -> list[dict]:
+    """What each false-alarm budget buys: its best setting's recall and latency, and the fusion settings that
+    ``fusion.false_alarm_budget`` selects from the manifest."""
     rows = []
     for budget in (spec.max_false_alarms_per_hour, *spec.budget_steps):
         best, fast = _best_within(points, budget, spec)
         if best is not None:
-            rows.append({"budget_false_alarms_per_hour": budget, "setting": best.setting.describe(),
-                         "meets_latency_bar": fast, **best.to_dict()})
+            rows.append({LADDER_BUDGET: budget, "setting": best.setting.describe(), "meets_latency_bar": fast,
+                         "fusion": best.setting.fusion(live).operating_point(), **best.to_dict()})
     return rows
 
 
@@ -254,7 +256,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
     files = TuneFiles(out_dir)
     if not any(c.label in ALERT_LABELS for c in split["val"]):
         log.warning("the val split holds no cry or scream to tune on: the schema's fallback operating point is used")
-        result = {"fusion": {}, "chosen": None, "setting": "schema fallbacks", "tuned_on": None,
+        result = {"fusion": {}, "chosen": None, "setting": "schema fallbacks", "tuned_on": None, "budget_ladder": [],
                   "reason": "the val split holds no cry or scream to tune the operating point on"}
         files.root.mkdir(parents=True, exist_ok=True)
         files.result.write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -281,7 +283,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
     result = {
         "fusion": fusion,
         "chosen": chosen.to_dict(), "setting": chosen.setting.describe(), "reason": reason,
-        "budget_ladder": budget_ladder(points, spec),
+        "budget_ladder": budget_ladder(points, spec, live),
         "recall_by_variant": recall_by_variant(points),
         "tuned_on": {"negative_hours": round(negative_hours, 3), "positive_hours": round(parts[-1][2] / 3600.0, 3),
                      "splits": {"negative": list(TUNE_SPLITS), "positive": ["val"]},

@@ -60,7 +60,7 @@ TUNE_CODE = ("bench.tune",)
 QUICK_TUNE_HOURS = 1.0
 """``--quick``: length of the negative tuning stream for CI and smoke runs."""
 TUNE_DIR = "tune"
-MANIFEST_OPERATING_POINT_FIELDS = ("fusion", "setting", "reason", "chosen", "tuned_on")
+MANIFEST_OPERATING_POINT_FIELDS = ("fusion", "setting", "reason", "chosen", "tuned_on", "budget_ladder")
 """What the tuning step puts into the manifest's ``operating_point``."""
 EVAL_CODE = ("training.evaluate", "monitor.classify")
 

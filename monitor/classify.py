@@ -137,7 +137,7 @@ def load_classifiers(cfg: Config) -> Classifiers:
     log.info("models loaded: %s", ", ".join(f"{k}={v}" for k, v in Classifiers(yamnet, wav2vec2,
                                                                                  manifest_path).versions.items()))
     return Classifiers(yamnet=yamnet, wav2vec2=wav2vec2, manifest_path=manifest_path,
-                       operating_point=manifest.operating_point)
+                       operating_point=manifest.operating_point_for(cfg.fusion.false_alarm_budget))
 
 
 @dataclass

@@ -150,14 +150,21 @@ class ModelsConfig:
                                     choices=("default", "float", "int8"))
 
 
-FROM_MANIFEST = ("null = the operating point `build-models` tuned for these models (most recall at <= 0.1 false "
-                 "alarms per hour on a long household stream; models/manifest.json); a value overrides it.")
+FROM_MANIFEST = ("null = the operating point `build-models` tuned for these models on a long household stream "
+                 "(models/manifest.json; fusion.false_alarm_budget picks another of its tuned points); a value "
+                 "overrides it.")
 
 
 @dataclass
 class FusionConfig:
     """Per-window fusion of the classifiers, then smoothing over time."""
 
+    false_alarm_budget: float | None = setting(
+        None, "Sensitivity in one number: the false alarms per hour you will accept on build-models' long household "
+        "stream. It takes the operating point tuned for the largest budget up to this (the manifest's "
+        "budget_ladder: 0.1, 0.2, 0.5, 1, 2, 5, 10, 20) instead of the default one; lower = fewer false alarms and "
+        "more missed cries. null = the default (most recall within 0.1 per hour, stepping up until both labels "
+        "reach 75% recall). Keys set below still win.", lo=0.0, hi=1000.0)
     weight_yamnet: float | None = setting(
         None, f"Weight of the YAMNet head in probability averaging. {FROM_MANIFEST}", lo=0.0, hi=1.0, fallback=0.7)
     weight_wav2vec2: float | None = setting(

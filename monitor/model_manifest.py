@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,11 @@ from typing import Any
 
 from .constants import LABELS, MODEL_MANIFEST_SCHEMA, SAMPLE_RATE, WINDOW_SAMPLES
 
+log = logging.getLogger(__name__)
+
 REBUILD_HINT = "rebuild the models with `nursery-monitor build-models`"
+LADDER_BUDGET = "budget_false_alarms_per_hour"
+"""The key of a budget-ladder row's false-alarm budget (``bench.tune.budget_ladder``)."""
 MODEL_KINDS = ("yamnet", "wav2vec2")
 
 
@@ -62,6 +67,32 @@ class ModelManifest:
     def operating_point(self) -> dict[str, Any]:
         """The fusion settings build-models tuned for these models (empty for a model set built before tuning)."""
         return dict(self.raw.get("operating_point", {}).get("fusion", {}))
+
+    @property
+    def budget_ladder(self) -> list[dict[str, Any]]:
+        """The best setting build-models found within each false-alarm budget, smallest budget first."""
+        rows = self.raw.get("operating_point", {}).get("budget_ladder") or []
+        return sorted(rows, key=lambda row: row[LADDER_BUDGET])
+
+    def operating_point_for(self, budget: float | None) -> dict[str, Any]:
+        """The fusion settings for a false-alarm budget (``fusion.false_alarm_budget``): the ladder's row with the
+        largest budget up to ``budget``, or its quietest row when ``budget`` is below them all; None = the default
+        ``operating_point``."""
+        if budget is None:
+            return self.operating_point
+        ladder = self.budget_ladder
+        if not ladder:
+            raise ModelError(f"model manifest {self.path}: fusion.false_alarm_budget needs the budget ladder that "
+                             f"build-models tunes; these models have none; {REBUILD_HINT}")
+        within = [row for row in ladder if row[LADDER_BUDGET] <= budget]
+        if not within:
+            log.warning("fusion.false_alarm_budget %g is below the quietest tuned budget (%g per hour): using that",
+                        budget, ladder[0][LADDER_BUDGET])
+        row = within[-1] if within else ladder[0]
+        log.info("operating point for %g false alarms per hour: %s (tuning streams: %.3g per hour, recall >= 10 dB "
+                 "%s)", row[LADDER_BUDGET], row.get("setting"), row.get("false_alarms_per_hour", float("nan")),
+                 row.get("recall_10db_up"))
+        return dict(row["fusion"])
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -131,7 +162,9 @@ def _check_operating_point(manifest: ModelManifest) -> None:
 
     try:
         FusionConfig().resolve(manifest.operating_point)
-    except (ConfigError, AttributeError) as exc:
+        for row in manifest.budget_ladder:
+            FusionConfig().resolve(row["fusion"])
+    except (ConfigError, AttributeError, KeyError, TypeError) as exc:
         raise ModelError(f"model manifest {manifest.path}: bad operating_point ({exc}); {REBUILD_HINT}") from None
 
 

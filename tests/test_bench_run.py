@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from bench.run import main
+from monitor.config import FusionConfig
+from monitor.model_manifest import LADDER_BUDGET
 from tests.helpers.fake_models import write_fake_models, write_tone
 
 LABELS_USED = ["Normal"] * 5 + ["Crying"] * 2 + ["Screaming"]
@@ -19,6 +21,12 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     manifest_csv = tmp_path / "tones.csv"
     manifest_csv.write_text("\n".join(rows) + "\n")
     models = write_fake_models(tmp_path / "models")
+    live = FusionConfig(require_vote=False).resolve().operating_point()
+    deaf = {**live, "enter_threshold": 1.0, "enter_threshold_screaming": 1.0, "exit_threshold": 0.4}
+    doc = json.loads(models.read_text())
+    doc["operating_point"] = {"fusion": {}, "budget_ladder": [
+        {LADDER_BUDGET: 0.1, "fusion": deaf, "false_alarms_per_hour": 0.0}, {LADDER_BUDGET: 5.0, "fusion": live}]}
+    models.write_text(json.dumps(doc))
     config = tmp_path / "config.yaml"
     # the fake Wav2Vec2 always says Normal: without the vote the fake YAMNet's tones raise events
     config.write_text(f"models:\n  manifest: {models}\nfusion:\n  require_vote: false\nmqtt:\n  enabled: false\n")
@@ -38,3 +46,11 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     assert doc["tradeoff"]["reproduces_live"] is True
     assert {"YAMNet alone", "Wav2Vec2 alone"} <= set(doc["tradeoff"]["det_curves"])
     assert (out / "bench.md").read_text().startswith("# Event-level benchmark")
+
+    # each tuned sensitivity re-measured on both streams; the row tuned like the live config scores like it
+    quiet, as_live = doc["sensitivity"]["rows"]
+    assert (quiet[LADDER_BUDGET], as_live[LADDER_BUDGET]) == (0.1, 5.0) and doc["sensitivity"]["streams"] == 2
+    assert as_live["recall_10db_up"] == ours["recall_10db_up"]
+    assert as_live["false_alarms"] == ours["false_alarms"] + negative["false_alarms"] > 0
+    assert quiet["false_alarms_per_hour"] == 0 and not any(quiet["recall_10db_up"].values())
+    assert "## Sensitivity (`fusion.false_alarm_budget`)" in (out / "bench.md").read_text()

@@ -20,7 +20,7 @@ from monitor.classify import load_classifiers
 from monitor.config import OPERATING_POINT_KEYS, ConfigError, FusionConfig, parse_config
 from monitor.constants import ALERT_LABELS
 from monitor.fusion import alert_probability, fuse_window, wav2vec2_decisive_from
-from monitor.model_manifest import ModelError, read_manifest
+from monitor.model_manifest import LADDER_BUDGET, ModelError, read_manifest
 from monitor.pipeline import Pipeline
 from tests.helpers.fake_models import write_fake_models, write_tone
 
@@ -29,11 +29,20 @@ TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "alert_on": "sum", "req
          "n_windows": 4, "min_duration_seconds": 0.5, "smooth_windows": 2}
 
 
-def with_operating_point(manifest: Path, fusion: dict) -> Path:
+def with_operating_point(manifest: Path, fusion: dict, ladder: list[dict] | None = None) -> Path:
     doc = json.loads(manifest.read_text())
-    doc["operating_point"] = {"fusion": fusion, "setting": "test"}
+    doc["operating_point"] = {"fusion": fusion, "setting": "test", "budget_ladder": ladder or []}
     manifest.write_text(json.dumps(doc))
     return manifest
+
+
+def ladder_row(budget: float, enter_threshold: float) -> dict:
+    return {LADDER_BUDGET: budget, "setting": f"enter {enter_threshold}", "false_alarms_per_hour": budget / 2,
+            "fusion": {**TUNED, "enter_threshold": enter_threshold, "enter_threshold_screaming": enter_threshold}}
+
+
+LADDER = [ladder_row(2.0, 0.6), ladder_row(0.1, 0.95), ladder_row(0.5, 0.9)]
+"""Out of order on purpose: the manifest sorts it by budget."""
 
 
 def config_for(manifest: Path, yaml: str = ""):
@@ -49,6 +58,38 @@ def test_null_keys_come_from_the_manifest_and_set_keys_win(tmp_path: Path):
     assert (resolved.enter_threshold, resolved.k_windows, resolved.n_windows) == (0.9, 2, 4)
     assert resolved.enter_threshold_screaming == 0.9, "a threshold set in config.yaml holds for screams too"
     assert Pipeline(cfg, classifiers, sink=None).fusion == resolved
+
+
+@pytest.mark.parametrize("budget, thresholds", [(None, (0.8, 0.7)), (0.1, (0.95, 0.95)), (0.3, (0.95, 0.95)),
+                                                (0.5, (0.9, 0.9)), (1.0, (0.9, 0.9)), (50.0, (0.6, 0.6)),
+                                                (0.01, (0.95, 0.95))])
+def test_a_false_alarm_budget_takes_the_ladders_row_within_it(tmp_path: Path, budget, thresholds):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), TUNED, LADDER)
+    yaml = "" if budget is None else f"fusion:\n  false_alarm_budget: {budget}\n"
+    resolved = load_classifiers(config_for(manifest, yaml)).resolve_fusion(parse_config(yaml).fusion)
+    assert (resolved.enter_threshold, resolved.enter_threshold_screaming) == thresholds
+    assert (resolved.k_windows, resolved.smooth_windows) == (TUNED["k_windows"], TUNED["smooth_windows"])
+
+
+def test_keys_set_in_the_config_win_over_the_budgets_row(tmp_path: Path):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), TUNED, LADDER)
+    yaml = "fusion:\n  false_alarm_budget: 0.5\n  k_windows: 2\n"
+    resolved = load_classifiers(config_for(manifest, yaml)).resolve_fusion(parse_config(yaml).fusion)
+    assert (resolved.enter_threshold, resolved.k_windows) == (0.9, 2)
+
+
+def test_a_false_alarm_budget_without_a_tuned_ladder_is_a_clear_error(tmp_path: Path):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), TUNED)
+    with pytest.raises(ModelError, match="false_alarm_budget.*budget ladder.*build-models"):
+        load_classifiers(config_for(manifest, "fusion:\n  false_alarm_budget: 1\n"))
+    with pytest.raises(ConfigError, match="false_alarm_budget"):
+        parse_config("fusion:\n  false_alarm_budget: -1\n")
+
+
+def test_a_ladder_row_with_bad_settings_is_refused(tmp_path: Path):
+    bad = [ladder_row(0.1, 0.95), {**ladder_row(1.0, 0.9), "fusion": {**TUNED, "k_windows": 9}}]
+    with pytest.raises(ModelError, match="operating_point"):
+        read_manifest(with_operating_point(write_fake_models(tmp_path / "models"), TUNED, bad))
 
 
 def test_screams_threshold_comes_from_the_manifest_else_follows_the_cries():
@@ -223,6 +264,11 @@ def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: 
 
     assert set(result["fusion"]) == set(OPERATING_POINT_KEYS)
     FusionConfig().resolve(result["fusion"])  # valid for the runtime
+    budgets = [row[LADDER_BUDGET] for row in result["budget_ladder"]]
+    assert budgets == sorted(budgets) and budgets
+    for row in result["budget_ladder"]:
+        assert row["false_alarms_per_hour"] <= row[LADDER_BUDGET]
+        assert FusionConfig().resolve(row["fusion"]).operating_point() == row["fusion"]
     files = TuneFiles(tmp_path / "tune")
     sounded = []
     for audio, truth in [files.negative(0), files.negative(1), files.positive]:
