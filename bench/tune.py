@@ -30,7 +30,7 @@ import numpy as np
 
 from monitor.config import Config, FusionConfig, default_yaml
 from monitor.constants import ALERT_LABELS
-from monitor.model_manifest import LADDER_BUDGET
+from monitor.model_manifest import LADDER_BUDGET, describe_recall
 
 from .replay import WorkerPaths, load_window_record, run_worker
 from .run import decode_clips, write_planned_stream
@@ -296,6 +296,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
     files.result.write_text(json.dumps({**result, **points_to_json(points)}, indent=1),
                             encoding="utf-8")
     log.info("operating point: %s; %.3g false alarms per hour, recall >= 10 dB %s, p95 latency %s s (%s)",
-             chosen.setting.describe(), chosen.false_alarms_per_hour, chosen.recall_10db_up, chosen.latency_p95_s,
+             chosen.setting.describe(), chosen.false_alarms_per_hour, describe_recall(chosen.recall_10db_up),
+             chosen.latency_p95_s,
              reason)
     return result

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,15 @@ class ModelManifest:
         row = within[-1] if within else ladder[0]
         log.info("operating point for %g false alarms per hour: %s (tuning streams: %.3g per hour, recall >= 10 dB "
                  "%s)", row[LADDER_BUDGET], row.get("setting"), row.get("false_alarms_per_hour", float("nan")),
-                 row.get("recall_10db_up"))
+                 describe_recall(row.get("recall_10db_up") or {}))
         return dict(row["fusion"])
+
+
+def describe_recall(recall_by_label: Mapping[str, float | None]) -> str:
+    """Recall per label for a log line a person reads ("Crying 0.68, Screaming 0.77"), not a repr of floats;
+    a label the stream never inserted has no recall."""
+    return ", ".join(f"{label} {'n/a' if value is None else f'{value:.2f}'}"
+                     for label, value in recall_by_label.items()) or "none"
 
 
 def sha256_file(path: str | os.PathLike) -> str:

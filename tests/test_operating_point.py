@@ -20,7 +20,7 @@ from monitor.classify import load_classifiers
 from monitor.config import OPERATING_POINT_KEYS, ConfigError, FusionConfig, parse_config
 from monitor.constants import ALERT_LABELS
 from monitor.fusion import alert_probability, fuse_window, wav2vec2_decisive_from
-from monitor.model_manifest import LADDER_BUDGET, ModelError, read_manifest
+from monitor.model_manifest import LADDER_BUDGET, ModelError, describe_recall, read_manifest
 from monitor.pipeline import Pipeline
 from tests.helpers.fake_models import write_fake_models, write_tone
 
@@ -38,6 +38,7 @@ def with_operating_point(manifest: Path, fusion: dict, ladder: list[dict] | None
 
 def ladder_row(budget: float, enter_threshold: float) -> dict:
     return {LADDER_BUDGET: budget, "setting": f"enter {enter_threshold}", "false_alarms_per_hour": budget / 2,
+            "recall_10db_up": {"Crying": enter_threshold / 3, "Screaming": 2 / 3},
             "fusion": {**TUNED, "enter_threshold": enter_threshold, "enter_threshold_screaming": enter_threshold}}
 
 
@@ -69,6 +70,15 @@ def test_a_false_alarm_budget_takes_the_ladders_row_within_it(tmp_path: Path, bu
     resolved = load_classifiers(config_for(manifest, yaml)).resolve_fusion(parse_config(yaml).fusion)
     assert (resolved.enter_threshold, resolved.enter_threshold_screaming) == thresholds
     assert (resolved.k_windows, resolved.smooth_windows) == (TUNED["k_windows"], TUNED["smooth_windows"])
+
+
+def test_the_log_says_which_budgets_row_is_used_in_plain_figures(tmp_path: Path, caplog):
+    manifest = read_manifest(with_operating_point(write_fake_models(tmp_path / "models"), TUNED, LADDER))
+    with caplog.at_level("INFO", logger="monitor.model_manifest"):
+        manifest.operating_point_for(0.7)
+    assert "for 0.5 false alarms per hour: enter 0.9" in caplog.text
+    assert "recall >= 10 dB Crying 0.30, Screaming 0.67)" in caplog.text
+    assert describe_recall({"Crying": 0.5, "Screaming": None}) == "Crying 0.50, Screaming n/a"
 
 
 def test_keys_set_in_the_config_win_over_the_budgets_row(tmp_path: Path):
