@@ -26,8 +26,8 @@ from monitor.audiofile import AudioFileError, load_clip
 from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config, ConfigError, FusionConfig
 from monitor.constants import ALERT_LABELS, SAMPLE_RATE, WINDOW_SECONDS
-from monitor.model_manifest import ModelError, ModelManifest, read_manifest
-from monitor.paths import build_dir, default_manifest_csv, models_dir
+from monitor.model_manifest import ModelError, ModelManifest, configured_manifest_path, read_manifest
+from monitor.paths import build_dir, default_manifest_csv
 from monitor.progress import progress_bar
 
 from .baseline import BaselineSpec
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _manifest(cfg: Config) -> ModelManifest:
-    return read_manifest(cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json")
+    return read_manifest(configured_manifest_path(cfg))
 
 
 def _resolved_fusion(cfg: Config) -> FusionConfig:

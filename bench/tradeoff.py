@@ -387,11 +387,13 @@ def ladder_on_stream(record: dict[str, np.ndarray], live: FusionConfig, ladder: 
                      score_spec: ScoreSpec) -> list[dict]:
     """Each sensitivity a parent can pick (the manifest's budget ladder, ``fusion.false_alarm_budget``) measured on
     this stream: what the budget promised on the tuning streams against what it gives on audio they never held."""
+    settings = [Setting.of(dataclasses.replace(live, **row["fusion"])) for row in ladder]
+    # One sweep: settings that fuse alike share a pass; the threshold pairs it adds never repeat a replayed setting.
+    by_setting = {point.setting: point for point in sweep(record, live, versions, device_id, truths, stream_seconds,
+                                                          score_spec, False, settings=settings)}
     rows = []
-    for row in ladder:
-        setting = Setting.of(dataclasses.replace(live, **row["fusion"]))
-        point = next(p for p in sweep(record, live, versions, device_id, truths, stream_seconds, score_spec, False,
-                                      settings=[setting]) if p.setting == setting)
+    for row, setting in zip(ladder, settings):
+        point = by_setting[setting]
         rows.append({LADDER_BUDGET: row[LADDER_BUDGET], "setting": setting.describe(),
                      "tuning": {key: row.get(key) for key in ("false_alarms_per_hour", "recall_10db_up")},
                      "false_alarms": sum(r.false_alarms for r in point.by_label.values()),

@@ -297,6 +297,5 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
                             encoding="utf-8")
     log.info("operating point: %s; %.3g false alarms per hour, recall >= 10 dB %s, p95 latency %s s (%s)",
              chosen.setting.describe(), chosen.false_alarms_per_hour, describe_recall(chosen.recall_10db_up),
-             chosen.latency_p95_s,
-             reason)
+             chosen.latency_p95_s, reason)
     return result

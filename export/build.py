@@ -31,7 +31,7 @@ from typing import Any
 
 from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config
-from monitor.model_manifest import ModelError, read_manifest, sha256_file, write_manifest
+from monitor.model_manifest import MANIFEST_NAME, ModelError, read_manifest, sha256_file, write_manifest
 from monitor.paths import REPO_ROOT, build_dir, default_manifest_csv, default_yamnet_tflite, models_dir
 
 from .module_graph import import_closure, module_file
@@ -42,7 +42,6 @@ STAMP_SCHEMA = 1
 """Bump to invalidate every stamp (e.g. when the stamp format changes)."""
 QUICK_W2V_MINUTES = 3.0
 """``--quick``: Wav2Vec2 budget for CI and smoke runs."""
-MANIFEST_NAME = "manifest.json"
 YAMNET_FILE = "yamnet_classifier.onnx"
 STAGING_DIR_NAME = "export"
 STAMP_DIR_NAME = "stamps"

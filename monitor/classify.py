@@ -22,8 +22,7 @@ from .config import Config, FusionConfig
 from .constants import LABELS, WINDOW_SAMPLES
 from .fusion import FusedWindow, alert_probability, fuse_window
 from .gate import Gate
-from .model_manifest import ModelEntry, ModelError, read_manifest, verify_variant
-from .paths import models_dir
+from .model_manifest import ModelEntry, ModelError, configured_manifest_path, read_manifest, verify_variant
 from .preprocess import prepare_batch
 from .signal_helpers import pad_to_window, softmax
 from .windows import SlidingWindower, hop_samples_from_seconds
@@ -124,7 +123,7 @@ class Classifiers:
 
 def load_classifiers(cfg: Config) -> Classifiers:
     """Both sessions from the manifest, checked against their hashes and contract."""
-    manifest_path = cfg.resolve_path(cfg.models.manifest) or models_dir() / "manifest.json"
+    manifest_path = configured_manifest_path(cfg)
     manifest = read_manifest(manifest_path)
     if "yamnet" not in manifest.models:
         raise ModelError(f"{manifest_path}: no 'yamnet' model listed")

@@ -13,13 +13,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import LABELS, MODEL_MANIFEST_SCHEMA, SAMPLE_RATE, WINDOW_SAMPLES
+from .paths import models_dir
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
 REBUILD_HINT = "rebuild the models with `nursery-monitor build-models`"
+MANIFEST_NAME = "manifest.json"
+"""What build-models writes into the models folder beside the model files."""
 LADDER_BUDGET = "budget_false_alarms_per_hour"
 """The key of a budget-ladder row's false-alarm budget (``bench.tune.budget_ladder``)."""
 MODEL_KINDS = ("yamnet", "wav2vec2")
@@ -101,6 +107,11 @@ def describe_recall(recall_by_label: Mapping[str, float | None]) -> str:
     a label the stream never inserted has no recall."""
     return ", ".join(f"{label} {'n/a' if value is None else f'{value:.2f}'}"
                      for label, value in recall_by_label.items()) or "none"
+
+
+def configured_manifest_path(cfg: Config) -> Path:
+    """The manifest ``models.manifest`` names, else the one build-models installed."""
+    return cfg.resolve_path(cfg.models.manifest) or models_dir() / MANIFEST_NAME
 
 
 def sha256_file(path: str | os.PathLike) -> str:

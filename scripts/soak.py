@@ -39,7 +39,7 @@ from monitor.config import Config, ConfigError, MqttConfig, load_config
 from monitor.constants import SAMPLE_RATE, WINDOW_SAMPLES
 from monitor.counters import RECENT_EVENT_MESSAGES, RECENT_TIMES_KEPT
 from monitor.events import PHASE_START
-from monitor.model_manifest import ModelError
+from monitor.model_manifest import MANIFEST_NAME, ModelError
 from monitor.mqtt import MqttPublisher
 from monitor.outbox import Outbox
 from monitor.paths import REPO_ROOT, models_dir
@@ -239,7 +239,7 @@ def write_fake_models(folder: Path) -> Path:
 def configure(args: argparse.Namespace, workdir: Path) -> tuple[Config, str]:
     """The config (found as every command finds it) and which models it uses."""
     cfg = load_config(args.config)
-    use_real = args.models == "real" or (args.models == "auto" and (models_dir() / "manifest.json").is_file())
+    use_real = args.models == "real" or (args.models == "auto" and (models_dir() / MANIFEST_NAME).is_file())
     if not use_real:
         cfg.models.manifest = str(write_fake_models(workdir / "models"))
         cfg.models.use_wav2vec2 = False  # the fake Wav2Vec2 always says Normal and would veto every event
