@@ -41,7 +41,7 @@ log = logging.getLogger("export.build")
 STAMP_SCHEMA = 1
 """Bump to invalidate every stamp (e.g. when the stamp format changes)."""
 QUICK_W2V_MINUTES = 3.0
-"""``--quick``: Wav2Vec2 budget for CI and smoke runs."""
+"""``--quick``: Wav2Vec2 wall-clock cap for smoke runs (it cuts the run short: a quick model is not repeatable)."""
 YAMNET_FILE = "yamnet_classifier.onnx"
 STAGING_DIR_NAME = "export"
 STAMP_DIR_NAME = "stamps"
@@ -204,7 +204,7 @@ class BuildOptions:
     yamnet_tflite: Path
     init: str | None
     w2v_minutes: float | None
-    """None = the trainer's default budget."""
+    """Wall-clock cap of the Wav2Vec2 run; None = the trainer's default cap."""
     tune_hours: float | None
     """Negative tuning stream length; None = ``TuneSpec``'s default."""
     out: Path
@@ -267,7 +267,7 @@ def _wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
     return {**{key: metadata.get(key) for key in ("init", "checkpoint", "config", "temperature", "epochs",
                                                   "best_epoch", "stopped_by", "minutes", "val_metrics",
                                                   "test_metrics", "ece_before", "ece_after")},
-            "pretraining": {key: pretraining[key] for key in ("teacher", "windows", "steps", "seconds")
+            "pretraining": {key: pretraining[key] for key in ("teacher", "windows", "steps", "stopped_by", "seconds")
                             if key in pretraining} or None}
 
 
@@ -413,7 +413,7 @@ def run_build(opts: BuildOptions) -> dict:
                       {**data_inputs, "tflite_sha256": sha256_file(opts.yamnet_tflite)}, YAMNET_CODE, [head_dir],
                       lambda: _yamnet_head(opts, head_dir))
     w2v_dir = build_dir() / "wav2vec2"
-    budget = "default budget" if opts.w2v_minutes is None else f"{opts.w2v_minutes:g} min budget"
+    budget = "default cap" if opts.w2v_minutes is None else f"{opts.w2v_minutes:g} min cap"
     start = f"from {opts.init}" if opts.init else "distilled from YAMNet, then fine-tuned"
     w2v = runner.run("wav2vec2", f"train Wav2Vec2 ({start}, {budget})",
                      {**data_inputs, "init": folder_identity(Path(opts.init)) if opts.init else None,
@@ -509,9 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pretrained Wav2Vec2 checkpoint to fine-tune (default: a compact Wav2Vec2 distilled from "
                              "YAMNet, then fine-tuned)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--w2v-minutes", type=float, metavar="M", help="Wav2Vec2 training budget in minutes")
+    budget.add_argument("--w2v-minutes", type=float, metavar="M",
+                        help="wall-clock cap of the Wav2Vec2 training in minutes (its steps set its length; the cap "
+                             "cuts a slow run short)")
     budget.add_argument("--quick", action="store_true",
-                        help=f"short Wav2Vec2 budget ({QUICK_W2V_MINUTES:g} min) and tuning stream "
+                        help=f"short Wav2Vec2 cap ({QUICK_W2V_MINUTES:g} min) and tuning stream "
                              f"({QUICK_TUNE_HOURS:g} h) for smoke runs")
     parser.add_argument("--tune-hours", type=float, metavar="H",
                         help="negative stream the operating point is tuned on (default: 12 h of train/val sound)")

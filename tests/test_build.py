@@ -10,7 +10,7 @@ import pytest
 
 from export.build import EVAL_CODE, WAV2VEC2_EXPORT_CODE, BuildError, StepRunner, code_version, install
 from export.module_graph import PROJECT_PACKAGES
-from monitor.model_manifest import read_manifest
+from monitor.model_manifest import MANIFEST_NAME, read_manifest
 from monitor.paths import REPO_ROOT
 from tests.helpers.fake_models import write_fake_models
 
@@ -92,14 +92,14 @@ def test_install_copies_files_and_is_idempotent(tmp_path: Path):
     document = json.loads(staged.read_text())
     out = tmp_path / "models"
     assert install(document, staged.parent, out) is True
-    manifest = read_manifest(out / "manifest.json")
+    manifest = read_manifest(out / MANIFEST_NAME)
     assert {e.version for e in manifest.models.values()} == {e["version"] for e in document["models"].values()}
-    before = (out / "manifest.json").stat().st_mtime_ns
+    before = (out / MANIFEST_NAME).stat().st_mtime_ns
     assert install({**document, "created": "later"}, staged.parent, out) is False
-    assert (out / "manifest.json").stat().st_mtime_ns == before
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == before
     (out / "yamnet_classifier.onnx").write_bytes(b"corrupt")
     assert install(document, staged.parent, out) is True
-    read_manifest(out / "manifest.json")
+    read_manifest(out / MANIFEST_NAME)
     assert (out / "yamnet_classifier.onnx").read_bytes() == (staged.parent / "yamnet_classifier.onnx").read_bytes()
 
 

@@ -23,6 +23,7 @@ from monitor.clips import ClipFile, ClipKeeper, apply_retention, clip_files, exp
 from monitor.config import ClipsConfig
 from monitor.constants import SAMPLE_RATE
 from monitor.events import EVENT_SCHEMA_PATH
+from monitor.model_manifest import MANIFEST_NAME
 from monitor.mqtt import Topics
 from monitor.paths import build_dir, models_dir
 from monitor.pipeline import Pipeline
@@ -200,7 +201,7 @@ def test_unusable_clip_folder_is_one_clear_line(fake_models, tmp_path):
 
 
 @pytest.mark.models
-@pytest.mark.skipif(not (models_dir() / "manifest.json").is_file(), reason="models not built: run `make models`")
+@pytest.mark.skipif(not (models_dir() / MANIFEST_NAME).is_file(), reason="models not built: run `make models`")
 def test_replay_save_clips_on_the_demo_recording_writes_one_clip_per_event(tmp_path):
     demo = build_dir() / "demo" / "demo.flac"
     if not demo.is_file():  # as scripts/demo.sh makes it

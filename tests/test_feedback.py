@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from monitor.constants import FEEDBACK_CSV, LABELS
+from monitor.model_manifest import MANIFEST_NAME
 from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite
 from tests.helpers.daemon import REPO, cli, events_of, tone_scene, write_config
 from tests.helpers.training_data import synthetic_clips, write_tone
@@ -163,7 +164,7 @@ def test_a_false_alarm_filed_as_normal_is_trained_on_and_scored(tmp_path, fake_m
     assert result.returncode == 0, result.stderr[-3000:]
 
     filed = (tmp_path / "user" / "normal" / end["clip"]).resolve()
-    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "models" / MANIFEST_NAME).read_text())
     union = Path(manifest["training_data"]["source"])
     [clip] = [c for c in load_dataset(union) if c.path == filed]
     assert (clip.label, clip.fixed_split, clip.source) == ("Normal", "train", FEEDBACK_SOURCE)

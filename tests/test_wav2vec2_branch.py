@@ -2,7 +2,7 @@
 metadata, ONNX export parity and int8.
 
 Runs offline on synthetic clips (harmonic "cries", shrill "screams", quiet noise), a tiny model and a cheap
-spectral stand-in for the YAMNet teacher, so the whole file takes seconds, not the budgeted minutes of a
+spectral stand-in for the YAMNet teacher, so the whole file takes seconds, not the minutes of a
 real run; one test checks the real YAMNet teacher when the train extra and the shared model are there.
 """
 
@@ -44,9 +44,10 @@ from training.windows import WindowSet  # noqa: E402
 pytestmark = pytest.mark.train
 
 CLIP_SECONDS = 2.0
-QUICK = tw.TrainSettings(batch_size=8, max_epochs=4, patience_epochs=10, threads=1, scratch_lr=3e-3)
-QUICK_DISTILL = tw.DistillSettings(minutes=1.0, batch_size=8, lr=3e-3, max_passes=4, windows_per_minute=10_000)
-"""Passes, not time, end the tiny pretraining: 4 passes over ~90 windows take seconds."""
+QUICK = tw.TrainSettings(batch_size=8, epochs=4, threads=1, scratch_lr=3e-3)
+QUICK_DISTILL = tw.DistillSettings(steps=32, batch_size=8, lr=3e-3)
+"""Steps, not time, end the tiny pretraining: 32 steps of 8 windows take seconds."""
+TINY_WINDOWS = 64
 SPECTRAL_BANDS_WIDTH = 7
 """Stand-in teacher: 1024 bands of 7 FFT bins each (7168 of the window's 7801 bins)."""
 
@@ -210,19 +211,32 @@ def test_pretraining_windows_never_take_test_audio_and_respect_the_cap():
 
 
 def test_pretraining_on_a_tiny_model_lowers_its_loss_and_changes_only_the_encoder():
-    windows = _windows(64, seed=5)
+    windows = _windows(TINY_WINDOWS, seed=5)
     cfg = PreprocessConfig()
     targets = tt.compute_targets(windows, cfg, SpectralTeacher())
     torch.manual_seed(0)
     model = tw.build_model(None, tw.TINY_DIMS)
     classifier_before = model.classifier.weight.detach().clone()
     encoder_before = [p.detach().clone() for p in model.wav2vec2.parameters()]
-    history = tw.pretrain(model, windows, targets, cfg, QUICK_DISTILL, QUICK, seconds=60.0,
-                          rng=np.random.default_rng(0))
-    assert [h["pass"] for h in history] == list(range(1, QUICK_DISTILL.max_passes + 1))
+    history, stopped_by = tw.pretrain(model, windows, targets, cfg, QUICK_DISTILL, QUICK, cap_seconds=60.0,
+                                      rng=np.random.default_rng(0))
+    passes = QUICK_DISTILL.steps * QUICK_DISTILL.batch_size // TINY_WINDOWS
+    assert [h["pass"] for h in history] == list(range(1, passes + 1)) and stopped_by == "steps"
+    assert sum(h["steps"] for h in history) == QUICK_DISTILL.steps
     assert history[-1]["loss"] < history[0]["loss"]
     assert torch.equal(model.classifier.weight, classifier_before)  # fine-tuning trains the 3-label layer
     assert any(not torch.equal(a, b) for a, b in zip(encoder_before, model.wav2vec2.parameters(), strict=True))
+
+
+def test_pretraining_stops_at_its_wall_clock_cap_and_says_so():
+    windows = _windows(TINY_WINDOWS, seed=5)
+    targets = tt.compute_targets(windows, PreprocessConfig(), SpectralTeacher())
+    model = tw.build_model(None, tw.TINY_DIMS)
+    before = [p.detach().clone() for p in model.parameters()]
+    history, stopped_by = tw.pretrain(model, windows, targets, PreprocessConfig(), QUICK_DISTILL, QUICK,
+                                      cap_seconds=0.0, rng=np.random.default_rng(0))
+    assert (history, stopped_by) == ([], "time")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -231,7 +245,7 @@ def test_pretraining_on_a_tiny_model_lowers_its_loss_and_changes_only_the_encode
 def test_scratch_training_learns_and_saves_a_loadable_model(trained):
     out, metadata = trained
     losses = [epoch["train_loss"] for epoch in metadata["history"]]
-    assert len(losses) == QUICK.max_epochs
+    assert len(losses) == QUICK.epochs and metadata["stopped_by"] == "epochs"
     assert losses[-1] < losses[0]
     saved = json.loads((out / tw.METADATA_FILE).read_text())
     assert saved["init"] == tw.INIT_SCRATCH and saved["checkpoint"] is None and saved["pretraining"] is None
@@ -258,6 +272,24 @@ def test_default_training_distils_the_encoder_from_the_teacher_first(distilled, 
     assert json.loads((out / tw.METADATA_FILE).read_text())["init"] == tw.INIT_DISTILLED
 
 
+def test_the_same_seed_trains_the_same_model(trained, split, tmp_path):
+    """Steps, not the clock, set a run's length, so a rerun repeats it to the bit."""
+    first_dir, first = trained
+    metadata = tw.train_wav2vec2(split, tmp_path / "again", max_minutes=3, seed=7, tiny=True, settings=QUICK,
+                                 window_cache_dir=tmp_path / "cache", progress=False, distill=None)
+    assert [e["train_loss"] for e in metadata["history"]] == [e["train_loss"] for e in first["history"]]
+    again = Wav2Vec2ForSequenceClassification.from_pretrained(tmp_path / "again").state_dict()
+    for name, tensor in Wav2Vec2ForSequenceClassification.from_pretrained(first_dir).state_dict().items():
+        assert torch.equal(tensor, again[name]), name
+
+
+def test_a_run_cut_by_its_wall_clock_cap_says_it_is_not_repeatable(split, tmp_path, caplog):
+    metadata = tw.train_wav2vec2(split, tmp_path / "cut", max_minutes=1e-4, seed=7, tiny=True, settings=QUICK,
+                                 window_cache_dir=tmp_path / "cache", progress=False, distill=None)
+    assert metadata["stopped_by"] == "time" and metadata["steps"] == 0
+    assert "not repeatable" in caplog.text
+
+
 def test_validation_metrics_are_reported_at_the_fitted_temperature(trained):
     _, metadata = trained
     assert metadata["val_metrics"]["ece"] == pytest.approx(metadata["ece_after"])
@@ -279,7 +311,7 @@ def test_init_fine_tunes_a_local_checkpoint_with_a_frozen_feature_encoder(split,
 
     out = tmp_path / "finetuned"
     metadata = tw.train_wav2vec2(split, out, init=str(checkpoint), max_minutes=2, seed=1,
-                                 settings=tw.TrainSettings(batch_size=8, max_epochs=1, threads=1),
+                                 settings=tw.TrainSettings(batch_size=8, epochs=1, threads=1),
                                  window_cache_dir=tmp_path / "cache", progress=False)
     assert metadata["init"] == tw.INIT_PRETRAINED and metadata["checkpoint"] == str(checkpoint)
     assert metadata["pretraining"] is None  # a real checkpoint is not distilled again
@@ -310,8 +342,8 @@ def test_cli_takes_either_a_checkpoint_or_scratch_and_no_negative_pretraining(tm
         tw.main(["--scratch", "--init", str(tmp_path / "checkpoint")])
     assert "not allowed with" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        tw.main(["--pretrain-minutes", "-1", "--out", str(tmp_path / "out")])
-    assert "--pretrain-minutes" in capsys.readouterr().err
+        tw.main(["--pretrain-steps", "-1", "--out", str(tmp_path / "out")])
+    assert "--pretrain-steps" in capsys.readouterr().err
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -325,6 +357,12 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))
     assert values[-1] == pytest.approx(0.02)
     assert values[0] == pytest.approx(0.02)
+
+
+def test_schedule_follows_steps_unless_the_cap_would_cut_the_run_first():
+    assert tw.schedule_progress(50, 100, elapsed=10.0, cap_seconds=100.0) == 0.5  # on time: by steps alone
+    assert tw.schedule_progress(50, 100, elapsed=80.0, cap_seconds=100.0) == 0.8  # slow: the curve ends in the cap
+    assert tw.schedule_progress(0, 0, elapsed=0.0, cap_seconds=0.0) == 0.0
 
 
 def test_class_weights_are_inverse_frequency_and_zero_for_absent_classes():

@@ -5,17 +5,23 @@ are online) with its convolutional feature encoder frozen. Without it (the defau
 first taught by YAMNet: its pooled output learns to predict YAMNet's embedding and AudioSet scores for
 unlabelled windows of every train and val clip and for mixtures of two of them (``training.teacher_targets``;
 test clips never), then it is fine-tuned on the three labels. ``--scratch`` skips that pretraining (the
-earlier recipe). The compact shape was measured on 2 CPU cores within a 10-minute budget:
+earlier recipe). The compact shape was measured on 2 CPU cores within a 10-minute run:
 - the conv stack opens with a stride-10 layer, tapers its width (24 -> 128 channels) and ends at 40 ms
   frames: the first layers over the long sequence dominate the cost, and a training step of this model
   measured 3-5x cheaper than with the textbook 7 x 128 stack at 20 ms frames, so more epochs fit the
-  budget (the input is band-limited to 4 kHz anyway);
+  run (the input is band-limited to 4 kHz anyway);
 - pre-LayerNorm transformer blocks (``do_stable_layer_norm``): with post-LN at this learning rate, val
   macro-F1 swung between epochs and one run collapsed to a single class (0.05); the pre-LN runs improved
   steadily.
 
 Every input is ``prepare_window`` output standardised to zero mean and unit variance per window, the
 same steps the runtime applies before the exported ONNX model (``normalisation: zero_mean_unit_var``).
+
+A run's length is a count of steps (``DistillSettings.steps``, ``TrainSettings.epochs``), so the same code,
+data and seed build the same model on any machine. The wall clock only caps a run that would overrun the
+build (``--max-minutes``): the learning-rate curve is then squeezed into the cap and the metadata says
+``stopped_by: time``. Builds used to train for a fixed time instead, and three builds of the same code gave
+test macro-F1 0.63, 0.70 and 0.74, as the clock let a different number of steps in.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import Tens
 import numpy as np
 import torch
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification, set_seed
 
 from monitor.classify import standardise
 from monitor.command import EXIT_FAILURE, add_config_option, setup_logging
@@ -66,10 +72,10 @@ TRAIN_THREADS = 2
 """The target machine has 2 cores; more threads than cores only adds contention."""
 THREAD_PROBE_STEPS = 3
 """Steps timed per thread count at the start of each epoch (the first of each is discarded as warm-up)."""
-DEFAULT_MAX_MINUTES = 9.5
-"""The whole run: YAMNet pretraining (``PRETRAIN_MINUTES``) + fine-tuning; the build's Wav2Vec2 step (12 minutes
-measured no better on val, and the build also fits three YAMNet heads and tunes the operating point within its 25
-minutes: with 10 minutes here two clean-clone builds took 24.4 and 25.4 minutes)."""
+DEFAULT_MAX_MINUTES = 13.0
+"""Wall-clock cap of the whole run, loading included. The step counts take about 9 minutes on 2 free cores (the
+build's 25 minutes hold three YAMNet heads and the operating-point tuning too); the cap leaves a third more for
+a slower machine before it cuts the run short."""
 DEFAULT_TRAINING_SEED = 0
 """Seed of the Wav2Vec2 initialisation and batch order (the split has its own, ``DEFAULT_SPLIT_SEED``)."""
 INITIAL_RESERVE_SECONDS = 60.0
@@ -77,15 +83,17 @@ INITIAL_RESERVE_SECONDS = 60.0
 SAVE_MARGIN_SECONDS = 15.0
 RESERVE_EVALUATIONS = 3
 """The final phase predicts val once and test (about the size of val) once; one more pass is slack."""
-PRETRAIN_MINUTES = 4.0
-"""Wall-clock budget of the teacher-student pretraining (teacher targets included) inside the whole run's.
-On val (12 CPU minutes on one core), 4 minutes gave the best clip macro-F1 and Screaming recall and 8 minutes
-the best window macro-F1; all runs, from scratch too, were within 0.03 of each other."""
+PRETRAIN_STEPS = 1500
+"""Teacher-student steps: a little over one pass of the ~22,800 windows of the shared train + val audio
+and their mixtures, about 2.5 minutes on 2 free cores. On val (12 CPU minutes on one core), 4 minutes of
+pretraining gave the best clip macro-F1 and Screaming recall and 8 minutes the best window macro-F1; all runs,
+from scratch too, were within 0.03 of each other."""
 PRETRAIN_MAX_SHARE = 0.4
-"""The pretraining never takes more than this share of a short run's budget (``--quick``): fine-tuning needs
-the rest."""
+"""The pretraining never takes more than this share of the run's cap (it binds on short smoke runs,
+``--quick``): fine-tuning needs the rest."""
 PRETRAIN_WINDOWS_PER_MINUTE = 6000
-"""Measured: a step of the compact model on a batch of 16 takes ~0.15 s on one free core (~6,400 windows/min)."""
+"""Windows given to the teacher per minute of the pretraining's cap: when the cap is short, no teacher time goes
+to windows the student would never reach (a step on a batch of 16 takes ~0.15 s on one free core)."""
 EMBEDDING_STD_FLOOR = 1e-2
 """Embedding dimensions are standardised by their spread over the targets, never by less than this (dead units)."""
 INIT_SCRATCH, INIT_DISTILLED, INIT_PRETRAINED = "scratch", "distilled-yamnet", "pretrained"
@@ -123,7 +131,7 @@ TINY_DIMS = ModelDims(hidden_size=16, num_hidden_layers=1, num_attention_heads=2
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings; the learning rate follows a warm-up + cosine curve over the time budget."""
+    """Optimisation settings; the learning rate follows a warm-up + cosine curve over ``epochs``."""
 
     batch_size: int = 16
     scratch_lr: float = 1e-3
@@ -137,9 +145,9 @@ class TrainSettings:
     final_lr_fraction: float = 0.02
     grad_clip_norm: float = 1.0
     label_smoothing: float = 0.05
-    max_epochs: int = 40
-    patience_epochs: int = 8
-    """Stop when val macro-F1 has not improved for this many epochs."""
+    epochs: int = 3
+    """Fine-tuning length; the val-best epoch is kept. Three epochs (~110 s each on 2 free cores) are what the
+    earlier 9.5-minute clock let in on most builds."""
     noise_bank_size: int = 1024
     """Normal training windows kept as backgrounds for mixing."""
     eval_batch_size: int = 64
@@ -153,7 +161,7 @@ class DistillSettings:
     """Teacher-student pretraining: the pooled output learns YAMNet's embedding (MSE on standardised
     dimensions) and its AudioSet scores (binary cross-entropy on the teacher's probabilities)."""
 
-    minutes: float = PRETRAIN_MINUTES
+    steps: int = PRETRAIN_STEPS
     splits: tuple[str, ...] = ("train", "val")
     """Clips whose audio (labels unused) the student learns from; the test split never."""
     mixtures_per_window: float = 0.5
@@ -167,9 +175,10 @@ class DistillSettings:
     finetune_lr: float = 5e-4
     """Peak learning rate of the fine-tuning that follows (lower than from scratch: the encoder is not random)."""
     windows_per_minute: int = PRETRAIN_WINDOWS_PER_MINUTE
-    """Windows (clean + mixtures) given to the teacher per minute of the pretraining budget: about what the
-    student gets through in that time, so no teacher time goes to windows it would never see."""
-    max_passes: int = 50
+
+    def window_count(self, cap_seconds: float) -> int:
+        """Windows (clean + mixtures) the teacher labels: one per step's batch slot, fewer when the cap is short."""
+        return int(min(self.steps * self.batch_size, self.windows_per_minute * cap_seconds / 60.0))
 
 
 @dataclass
@@ -271,8 +280,14 @@ class ThreadChooser:
         self.times.setdefault(threads, []).append(seconds)
 
 
+def schedule_progress(step: int, total_steps: int, elapsed: float, cap_seconds: float) -> float:
+    """Position on the learning-rate curve: by steps, or by time when the wall-clock cap would end the run first
+    (the curve then still ends inside the cap; the step term keeps runs within it repeatable)."""
+    return max(step / max(total_steps, 1), elapsed / max(cap_seconds, 1e-9))
+
+
 class Budget:
-    """Wall-clock budget of the whole run; training stops early enough to evaluate and save within it."""
+    """Wall-clock cap of the whole run; training stops early enough to evaluate and save within it."""
 
     def __init__(self, max_minutes: float, start: float | None = None):
         self.start = time.monotonic() if start is None else start
@@ -386,19 +401,19 @@ class _Outcome:
 def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs: np.ndarray,
          val_labels: np.ndarray, peak_lr: float, weights: np.ndarray, settings: TrainSettings,
          budget: Budget, progress: bool) -> _Outcome:
-    """Train until the epochs, the patience or the time budget run out; keep the best val macro-F1 state."""
+    """Train for ``settings.epochs`` (or until the cap); keep the best val macro-F1 state."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, peak_lr, settings)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
                                   label_smoothing=settings.label_smoothing)
-    planned_steps = settings.max_epochs * batches.steps_per_epoch()
+    planned_steps = settings.epochs * batches.steps_per_epoch()
     train_seconds = max(budget.training_left(), 1.0)
     train_start = time.monotonic()
     history: list[EpochRecord] = []
     best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
-    step, stopped_by = 0, "max_epochs"
+    step, stopped_by = 0, "epochs"
     threads = ThreadChooser(settings.threads)
-    for epoch in range(1, settings.max_epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         model.train()
         threads.start_epoch()
         epoch_start, losses, lr = time.monotonic(), [], peak_lr
@@ -411,8 +426,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
             if budget.training_left() <= 0:
                 stopped_by = "time"
                 break
-            # Schedule by steps or by time, whichever is further: the cosine ends inside the budget on any machine.
-            fraction = max(step / planned_steps, (time.monotonic() - train_start) / train_seconds)
+            fraction = schedule_progress(step, planned_steps, time.monotonic() - train_start, train_seconds)
             lr = peak_lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
             loss = loss_fn(model(inputs).logits, labels)
             optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
@@ -435,9 +449,10 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
             best_f1, best_epoch, best_state = report["macro_f1"], epoch, copy.deepcopy(model.state_dict())
         if stopped_by == "time":
             break
-        if epoch - best_epoch >= settings.patience_epochs:
-            stopped_by = "patience"
-            break
+    if stopped_by == "time":
+        log.warning("Wav2Vec2 fine-tuning cut by the %.1f-minute cap after %d of %d steps: this model is not "
+                    "repeatable (raise --max-minutes / --w2v-minutes, or free a core)", budget.total / 60.0, step,
+                    planned_steps)
     return _Outcome(best_state, best_epoch, step, stopped_by, history)
 
 
@@ -497,58 +512,63 @@ def pretraining_windows(sets: dict[str, WindowSet], distill: DistillSettings, ma
 
 
 def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targets: TeacherTargets,
-             preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings, seconds: float,
-             rng: np.random.Generator, progress: bool = False) -> list[dict]:
-    """Fit the pooled output to the teacher's targets for ``seconds`` (warm-up + cosine over that time) or
-    ``distill.max_passes`` passes; returns the mean loss of each pass."""
+             preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings, cap_seconds: float,
+             rng: np.random.Generator, progress: bool = False) -> tuple[list[dict], str]:
+    """Fit the pooled output to the teacher's targets for ``distill.steps`` steps (warm-up + cosine over them),
+    passing over ``windows`` in a new order each time, unless ``cap_seconds`` runs out first; returns the mean loss
+    of each pass and what stopped it ("steps" or "time")."""
     heads = DistillHeads(model.config.classifier_proj_size, targets)
     params = [p for p in (*model.parameters(), *heads.parameters()) if p.requires_grad]
     optimizer = make_optimizer(params, distill.lr, settings)
     threads = ThreadChooser(settings.threads)
     steps_per_pass = max(1, len(windows) // distill.batch_size)
-    start, history = time.monotonic(), []
+    start, history, step, stopped_by = time.monotonic(), [], 0, "steps"
     model.train()
-    for number in range(1, distill.max_passes + 1):
+    while step < distill.steps and stopped_by == "steps":
         threads.start_epoch()
         order, losses = rng.permutation(len(windows)), []
-        for step in progress_bar(range(steps_per_pass), desc=f"pretrain {number}", unit="batch", enabled=progress,
-                                 leave=False):
-            progress_fraction = (time.monotonic() - start) / seconds
-            if progress_fraction >= 1.0:
+        pass_steps = min(steps_per_pass, distill.steps - step)
+        for step_in_pass in progress_bar(range(pass_steps), desc=f"pretrain {len(history) + 1}", unit="batch",
+                                         enabled=progress, leave=False):
+            fraction = schedule_progress(step, distill.steps, time.monotonic() - start, cap_seconds)
+            if time.monotonic() - start >= cap_seconds:
+                stopped_by = "time"
                 break
-            step_start, n_threads = time.monotonic(), threads.threads_for(step)
+            step_start, n_threads = time.monotonic(), threads.threads_for(step_in_pass)
             torch.set_num_threads(n_threads)
-            rows = np.sort(order[step * distill.batch_size:(step + 1) * distill.batch_size])
-            lr = distill.lr * lr_factor(progress_fraction, settings.warmup_fraction, settings.final_lr_fraction)
+            rows = np.sort(order[step_in_pass * distill.batch_size:(step_in_pass + 1) * distill.batch_size])
+            lr = distill.lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
             pooled = pooled_output(model, torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)))
             loss = heads.loss(pooled, targets.select(rows), distill)
             optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
             threads.record(n_threads, time.monotonic() - step_start)
             losses.append(float(loss.detach()))
+            step += 1
         if not losses:
             break
-        history.append({"pass": number, "steps": len(losses), "loss": float(np.mean(losses)),
+        history.append({"pass": len(history) + 1, "steps": len(losses), "loss": float(np.mean(losses)),
                         "seconds": round(time.monotonic() - start, 1)})
-        log.info("pretraining pass %d: %d steps, loss %.4f", number, len(losses), history[-1]["loss"])
-        if len(losses) < steps_per_pass:
-            break
-    return history
+        log.info("pretraining pass %d: %d steps, loss %.4f", len(history), len(losses), history[-1]["loss"])
+    if stopped_by == "time":
+        log.warning("Wav2Vec2 pretraining cut by its %.1f-minute cap after %d of %d steps: this model is not "
+                    "repeatable", cap_seconds / 60.0, step, distill.steps)
+    return history, stopped_by
 
 
 def _distill_encoder(model: Wav2Vec2ForSequenceClassification, sets: dict[str, WindowSet],
                      preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings,
-                     teacher: Teacher, seconds: float, teacher_cache_dir: Path | None, rng: np.random.Generator,
+                     teacher: Teacher, cap_seconds: float, teacher_cache_dir: Path | None, rng: np.random.Generator,
                      progress: bool) -> dict:
-    """Teacher targets then pretraining, both inside ``seconds``; returns what the metadata records."""
+    """Teacher targets then pretraining, both inside the ``cap_seconds``; returns what the metadata records."""
     start = time.monotonic()
-    windows = pretraining_windows(sets, distill, int(distill.windows_per_minute * seconds / 60.0), rng)
+    windows = pretraining_windows(sets, distill, distill.window_count(cap_seconds), rng)
     targets = teacher_targets(windows, preprocess_cfg, teacher, teacher_cache_dir, progress)
     teacher_seconds = time.monotonic() - start
-    history = pretrain(model, windows, targets, preprocess_cfg, distill, settings, seconds - teacher_seconds, rng,
-                       progress)
+    history, stopped_by = pretrain(model, windows, targets, preprocess_cfg, distill, settings,
+                                   cap_seconds - teacher_seconds, rng, progress)
     return {"teacher": teacher.identity, "windows": int(len(windows)), "teacher_seconds": round(teacher_seconds, 1),
-            "steps": int(sum(h["steps"] for h in history)), "seconds": round(time.monotonic() - start, 1),
-            "history": history, "settings": dataclasses.asdict(distill)}
+            "steps": int(sum(h["steps"] for h in history)), "stopped_by": stopped_by,
+            "seconds": round(time.monotonic() - start, 1), "history": history, "settings": dataclasses.asdict(distill)}
 
 
 def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
@@ -566,7 +586,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     budget = Budget(max_minutes)
     cfg = cfg or Config()
     torch.set_num_threads(settings.threads or TRAIN_THREADS)
-    torch.manual_seed(seed)
+    set_seed(seed)  # torch and numpy's global generator too: transformers draws SpecAugment's masks from the latter
     rng = np.random.default_rng(seed)
     if not clips_split.get("train") or not clips_split.get("val"):
         raise ValueError("training needs clips in both the train and the val split")
@@ -581,8 +601,8 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     pretraining = None
     if init is None and distill is not None:
         teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads or TRAIN_THREADS)
-        seconds = 60.0 * min(distill.minutes, PRETRAIN_MAX_SHARE * max_minutes)
-        pretraining = _distill_encoder(model, sets, cfg.preprocess, distill, settings, teacher, seconds,
+        pretraining = _distill_encoder(model, sets, cfg.preprocess, distill, settings, teacher,
+                                       60.0 * PRETRAIN_MAX_SHARE * max_minutes,
                                        teacher_cache_dir, rng, progress)
     init_kind = INIT_PRETRAINED if init else INIT_DISTILLED if pretraining and pretraining["steps"] else INIT_SCRATCH
     train = sets["train"].training_view()
@@ -671,18 +691,20 @@ def main(argv: list[str] | None = None) -> dict:
     start.add_argument("--init", default=None,
                        help="pretrained checkpoint folder or hub name; default: a compact model distilled from YAMNet")
     start.add_argument("--scratch", action="store_true", help="no YAMNet pretraining: train from random weights")
-    parser.add_argument("--pretrain-minutes", type=float, default=PRETRAIN_MINUTES,
-                        help="budget of the YAMNet pretraining (teacher targets included), inside --max-minutes")
+    parser.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
+                        help="steps of the YAMNet pretraining (0: none, as --scratch)")
     parser.add_argument("--yamnet-tflite", type=Path, default=None, help="the teacher (default: the shared YAMNet)")
+    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs, help="fine-tuning epochs")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
-                        help="wall-clock budget of the whole run, loading included")
+                        help="wall-clock cap of the whole run, loading included: it cuts a slow run short "
+                             "(the steps set the run's length)")
     parser.add_argument("--seed", type=int, default=DEFAULT_TRAINING_SEED, help="training seed (the split has its own)")
     add_config_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/wav2vec2)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
-    if args.max_minutes <= 0 or args.pretrain_minutes < 0:
-        parser.error("--max-minutes must be positive and --pretrain-minutes not negative")
+    if args.max_minutes <= 0 or args.epochs <= 0 or args.pretrain_steps < 0:
+        parser.error("--max-minutes and --epochs must be positive and --pretrain-steps not negative")
     cfg = load_config(args.config)
     try:
         data = dataset_split(args.manifest or default_manifest_csv())
@@ -691,7 +713,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         metadata = train_wav2vec2(data.split, args.out or default_model_dir(), init=args.init,
                                   max_minutes=args.max_minutes, seed=args.seed, cfg=cfg,
-                                  distill=None if args.scratch else DistillSettings(minutes=args.pretrain_minutes),
+                                  settings=TrainSettings(epochs=args.epochs),
+                                  distill=(None if args.scratch or args.pretrain_steps == 0
+                                           else DistillSettings(steps=args.pretrain_steps)),
                                   yamnet_tflite=args.yamnet_tflite,
                                   extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
                                                                     "clips": len(data.clips),
