@@ -395,19 +395,6 @@ def test_model_inputs_are_standardised_per_window():
     np.testing.assert_allclose(inputs.std(axis=1), 1, atol=1e-3)
 
 
-def test_thread_chooser_keeps_the_faster_thread_count():
-    chooser = tw.ThreadChooser(None)
-    chooser.start_epoch()
-    seconds = {2: 1.0, 1: 0.2}
-    step = 0
-    while step < tw.THREAD_PROBE_STEPS * len(chooser.candidates):
-        n = chooser.threads_for(step)
-        chooser.record(n, seconds[n])
-        step += 1
-    assert chooser.threads_for(step) == 1
-    assert tw.ThreadChooser(2).threads_for(0) == 2
-
-
 # --- export -------------------------------------------------------------------------------------
 
 

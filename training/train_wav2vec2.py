@@ -70,8 +70,6 @@ METADATA_FILE = "metadata.json"
 NORMALISATION = "zero_mean_unit_var"
 TRAIN_THREADS = 2
 """The target machine has 2 cores; more threads than cores only adds contention."""
-THREAD_PROBE_STEPS = 3
-"""Steps timed per thread count at the start of each epoch (the first of each is discarded as warm-up)."""
 DEFAULT_MAX_MINUTES = 13.0
 """Wall-clock cap of the whole run, loading included. The step counts take about 9 minutes on 2 free cores (the
 build's 25 minutes hold three YAMNet heads and the operating-point tuning too); the cap leaves a third more for
@@ -151,9 +149,9 @@ class TrainSettings:
     noise_bank_size: int = 1024
     """Normal training windows kept as backgrounds for mixing."""
     eval_batch_size: int = 64
-    threads: int | None = None
-    """Torch threads; None = re-chosen each epoch between 1 and ``TRAIN_THREADS`` by timing a few steps: when
-    another job holds a core, 2 threads can be five times slower than 1 (they wait on each other)."""
+    threads: int = TRAIN_THREADS
+    """Torch threads, fixed: the thread count changes the order of the sums and so the model. Choosing it by
+    timing a few steps (faster on a busy machine) made two runs of one seed diverge in their first epoch."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,6 @@ class EpochRecord:
     val_macro_f1: float
     lr: float
     seconds: float
-    threads: int
 
 
 @dataclass
@@ -252,32 +249,6 @@ def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) ->
         return max(progress / warmup_fraction, final_fraction)
     cosine = 0.5 * (1.0 + np.cos(np.pi * (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-9)))
     return float(final_fraction + (1.0 - final_fraction) * cosine)
-
-
-class ThreadChooser:
-    """Times the first steps of an epoch with each candidate thread count, then keeps the fastest."""
-
-    def __init__(self, fixed: int | None):
-        self.candidates = [fixed] if fixed else list(range(TRAIN_THREADS, 0, -1))
-        self.times: dict[int, list[float]] = {}
-        self.chosen = self.candidates[0]
-        self.decided = False
-
-    def start_epoch(self) -> None:
-        self.times = {n: [] for n in self.candidates}
-        self.decided = False
-
-    def threads_for(self, step_in_epoch: int) -> int:
-        probe = step_in_epoch // THREAD_PROBE_STEPS
-        if probe < len(self.candidates):
-            return self.candidates[probe]
-        if not self.decided:
-            self.chosen = min(self.candidates, key=lambda n: float(np.median(self.times[n][1:] or [np.inf])))
-            self.decided = True
-        return self.chosen
-
-    def record(self, threads: int, seconds: float) -> None:
-        self.times.setdefault(threads, []).append(seconds)
 
 
 def schedule_progress(step: int, total_steps: int, elapsed: float, cap_seconds: float) -> float:
@@ -412,17 +383,12 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
     history: list[EpochRecord] = []
     best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     step, stopped_by = 0, "epochs"
-    threads = ThreadChooser(settings.threads)
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        threads.start_epoch()
         epoch_start, losses, lr = time.monotonic(), [], peak_lr
         bar = progress_bar(batches.epoch(), total=batches.steps_per_epoch(), desc=f"epoch {epoch}", unit="batch",
                            enabled=progress, leave=False)
-        for step_in_epoch, (inputs, labels) in enumerate(bar):
-            step_start = time.monotonic()
-            n_threads = threads.threads_for(step_in_epoch)
-            torch.set_num_threads(n_threads)
+        for inputs, labels in bar:
             if budget.training_left() <= 0:
                 stopped_by = "time"
                 break
@@ -430,10 +396,9 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
             lr = peak_lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
             loss = loss_fn(model(inputs).logits, labels)
             optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
-            threads.record(n_threads, time.monotonic() - step_start)
             step += 1
             losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}", threads=n_threads)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}")
         bar.close()
         if not losses:
             break
@@ -442,7 +407,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
         budget.note_evaluation(time.monotonic() - eval_start)
         report = _report(val_labels, val_pred)
         history.append(EpochRecord(epoch, step, float(np.mean(losses)), report["accuracy"], report["macro_f1"], lr,
-                                   time.monotonic() - epoch_start, threads.chosen))
+                                   time.monotonic() - epoch_start))
         log.info("epoch %d: loss %.4f, val accuracy %.3f, macro-F1 %.3f (%.0f s)", epoch, np.mean(losses),
                  report["accuracy"], report["macro_f1"], time.monotonic() - epoch_start)
         if report["macro_f1"] > best_f1:
@@ -520,12 +485,10 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
     heads = DistillHeads(model.config.classifier_proj_size, targets)
     params = [p for p in (*model.parameters(), *heads.parameters()) if p.requires_grad]
     optimizer = make_optimizer(params, distill.lr, settings)
-    threads = ThreadChooser(settings.threads)
     steps_per_pass = max(1, len(windows) // distill.batch_size)
     start, history, step, stopped_by = time.monotonic(), [], 0, "steps"
     model.train()
     while step < distill.steps and stopped_by == "steps":
-        threads.start_epoch()
         order, losses = rng.permutation(len(windows)), []
         pass_steps = min(steps_per_pass, distill.steps - step)
         for step_in_pass in progress_bar(range(pass_steps), desc=f"pretrain {len(history) + 1}", unit="batch",
@@ -534,14 +497,11 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
             if time.monotonic() - start >= cap_seconds:
                 stopped_by = "time"
                 break
-            step_start, n_threads = time.monotonic(), threads.threads_for(step_in_pass)
-            torch.set_num_threads(n_threads)
             rows = np.sort(order[step_in_pass * distill.batch_size:(step_in_pass + 1) * distill.batch_size])
             lr = distill.lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
             pooled = pooled_output(model, torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)))
             loss = heads.loss(pooled, targets.select(rows), distill)
             optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
-            threads.record(n_threads, time.monotonic() - step_start)
             losses.append(float(loss.detach()))
             step += 1
         if not losses:
@@ -585,7 +545,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     """
     budget = Budget(max_minutes)
     cfg = cfg or Config()
-    torch.set_num_threads(settings.threads or TRAIN_THREADS)
+    torch.set_num_threads(settings.threads)
     set_seed(seed)  # torch and numpy's global generator too: transformers draws SpecAugment's masks from the latter
     rng = np.random.default_rng(seed)
     if not clips_split.get("train") or not clips_split.get("val"):
@@ -600,7 +560,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
     pretraining = None
     if init is None and distill is not None:
-        teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads or TRAIN_THREADS)
+        teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads)
         pretraining = _distill_encoder(model, sets, cfg.preprocess, distill, settings, teacher,
                                        60.0 * PRETRAIN_MAX_SHARE * max_minutes,
                                        teacher_cache_dir, rng, progress)
