@@ -71,7 +71,7 @@ NORMALISATION = "zero_mean_unit_var"
 TRAIN_THREADS = 2
 """The target machine has 2 cores; more threads than cores only adds contention."""
 DEFAULT_MAX_MINUTES = 13.0
-"""Wall-clock cap of the whole run, loading included. The step counts take about 9 minutes on 2 free cores (the
+"""Wall-clock cap of the whole run, loading included. The step counts take 8.5-9.5 minutes on 2 cores (the
 build's 25 minutes hold three YAMNet heads and the operating-point tuning too); the cap leaves a third more for
 a slower machine before it cuts the run short."""
 DEFAULT_TRAINING_SEED = 0
@@ -81,11 +81,14 @@ INITIAL_RESERVE_SECONDS = 60.0
 SAVE_MARGIN_SECONDS = 15.0
 RESERVE_EVALUATIONS = 3
 """The final phase predicts val once and test (about the size of val) once; one more pass is slack."""
-PRETRAIN_STEPS = 1500
-"""Teacher-student steps: a little over one pass of the ~22,800 windows of the shared train + val audio
-and their mixtures, about 2.5 minutes on 2 free cores. On val (12 CPU minutes on one core), 4 minutes of
-pretraining gave the best clip macro-F1 and Screaming recall and 8 minutes the best window macro-F1; all runs,
-from scratch too, were within 0.03 of each other."""
+PRETRAIN_STEPS = 1000
+"""Teacher-student steps, about 2 minutes on 2 free cores: two thirds of a pass over ``PRETRAIN_WINDOWS``. 1,500
+steps put a clean-clone build at 25.8 minutes on a slow run of the machine, over its 25. On val (12 CPU minutes
+on one core), 4 minutes of pretraining gave the best clip macro-F1 and Screaming recall and 8 minutes the best
+window macro-F1; all runs, from scratch too, were within 0.03 of each other."""
+PRETRAIN_WINDOWS = 24_000
+"""Windows (clean + mixtures) the teacher labels: all ~15,200 clean ones of the shared train + val audio and half
+as many mixtures. The teacher takes ~1.5 ms a window, a student step ~7 ms, so variety costs little."""
 PRETRAIN_MAX_SHARE = 0.4
 """The pretraining never takes more than this share of the run's cap (it binds on short smoke runs,
 ``--quick``): fine-tuning needs the rest."""
@@ -160,6 +163,7 @@ class DistillSettings:
     dimensions) and its AudioSet scores (binary cross-entropy on the teacher's probabilities)."""
 
     steps: int = PRETRAIN_STEPS
+    windows: int = PRETRAIN_WINDOWS
     splits: tuple[str, ...] = ("train", "val")
     """Clips whose audio (labels unused) the student learns from; the test split never."""
     mixtures_per_window: float = 0.5
@@ -175,8 +179,8 @@ class DistillSettings:
     windows_per_minute: int = PRETRAIN_WINDOWS_PER_MINUTE
 
     def window_count(self, cap_seconds: float) -> int:
-        """Windows (clean + mixtures) the teacher labels: one per step's batch slot, fewer when the cap is short."""
-        return int(min(self.steps * self.batch_size, self.windows_per_minute * cap_seconds / 60.0))
+        """Windows (clean + mixtures) the teacher labels: fewer when the cap is short."""
+        return int(min(self.windows, self.windows_per_minute * cap_seconds / 60.0))
 
 
 @dataclass
