@@ -360,9 +360,11 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_schedule_follows_steps_unless_the_cap_would_cut_the_run_first():
-    assert tw.schedule_progress(50, 100, elapsed=10.0, cap_seconds=100.0) == 0.5  # on time: by steps alone
-    assert tw.schedule_progress(50, 100, elapsed=80.0, cap_seconds=100.0) == 0.8  # slow: the curve ends in the cap
-    assert tw.schedule_progress(0, 0, elapsed=0.0, cap_seconds=0.0) == 0.0
+    assert tw.schedule_progress(0, 100, elapsed=2.0, cap_seconds=100.0) == 0.0  # the clock never sets step 0
+    assert tw.schedule_progress(50, 100, elapsed=40.0, cap_seconds=100.0) == 0.5  # on pace: by steps alone
+    slow = tw.schedule_progress(50, 100, elapsed=82.0, cap_seconds=100.0)
+    assert slow == pytest.approx(0.8)  # behind: the curve moves on with the clock
+    assert tw.schedule_progress(60, 100, elapsed=100.0, cap_seconds=100.0) == pytest.approx(1.0)  # ends at the cap
 
 
 def test_class_weights_are_inverse_frequency_and_zero_for_absent_classes():

@@ -95,6 +95,8 @@ PRETRAIN_MAX_SHARE = 0.4
 PRETRAIN_WINDOWS_PER_MINUTE = 6000
 """Windows given to the teacher per minute of the pretraining's cap: when the cap is short, no teacher time goes
 to windows the student would never reach (a step on a batch of 16 takes ~0.15 s on one free core)."""
+CAP_SLACK = 0.1
+"""Share of a wall-clock cap that passes before the clock can move the learning rate (``schedule_progress``)."""
 EMBEDDING_STD_FLOOR = 1e-2
 """Embedding dimensions are standardised by their spread over the targets, never by less than this (dead units)."""
 INIT_SCRATCH, INIT_DISTILLED, INIT_PRETRAINED = "scratch", "distilled-yamnet", "pretrained"
@@ -256,9 +258,12 @@ def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) ->
 
 
 def schedule_progress(step: int, total_steps: int, elapsed: float, cap_seconds: float) -> float:
-    """Position on the learning-rate curve: by steps, or by time when the wall-clock cap would end the run first
-    (the curve then still ends inside the cap; the step term keeps runs within it repeatable)."""
-    return max(step / max(total_steps, 1), elapsed / max(cap_seconds, 1e-9))
+    """Position on the learning-rate curve: by steps, or by time once the run falls behind the pace its wall-clock
+    cap allows (the curve then still ends inside the cap). The time term starts at zero only after
+    ``CAP_SLACK`` of the cap: a plain max(steps, time) lets the clock set the first steps' learning rate (time has
+    passed at step 0), and two runs of one seed parted there."""
+    by_time = (elapsed / max(cap_seconds, 1e-9) - CAP_SLACK) / (1.0 - CAP_SLACK)
+    return max(step / max(total_steps, 1), by_time)
 
 
 class Budget:
