@@ -155,8 +155,8 @@ class TrainSettings:
     """Normal training windows kept as backgrounds for mixing."""
     eval_batch_size: int = 64
     threads: int = TRAIN_THREADS
-    """Torch threads, fixed: the thread count changes the order of the sums and so the model. Choosing it by
-    timing a few steps (faster on a busy machine) made two runs of one seed diverge in their first epoch."""
+    """Torch threads, fixed: the thread count changes the order of the sums and so the model. When it was chosen
+    by timing a few steps each epoch, a clean-clone build took its third epoch on 1 thread."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,11 @@ def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) ->
         return max(progress / warmup_fraction, final_fraction)
     cosine = 0.5 * (1.0 + np.cos(np.pi * (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-9)))
     return float(final_fraction + (1.0 - final_fraction) * cosine)
+
+
+def _warn_cut_short(stage: str, cap_seconds: float, steps_done: int, steps_planned: int) -> None:
+    log.warning("Wav2Vec2 %s cut by its %.1f-minute cap after %d of %d steps: this model is not repeatable (raise "
+                "--max-minutes / --w2v-minutes, or free a core)", stage, cap_seconds / 60.0, steps_done, steps_planned)
 
 
 def schedule_progress(step: int, total_steps: int, elapsed: float, cap_seconds: float) -> float:
@@ -424,9 +429,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
         if stopped_by == "time":
             break
     if stopped_by == "time":
-        log.warning("Wav2Vec2 fine-tuning cut by the %.1f-minute cap after %d of %d steps: this model is not "
-                    "repeatable (raise --max-minutes / --w2v-minutes, or free a core)", budget.total / 60.0, step,
-                    planned_steps)
+        _warn_cut_short("fine-tuning", budget.total, step, planned_steps)
     return _Outcome(best_state, best_epoch, step, stopped_by, history)
 
 
@@ -502,10 +505,11 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
         pass_steps = min(steps_per_pass, distill.steps - step)
         for step_in_pass in progress_bar(range(pass_steps), desc=f"pretrain {len(history) + 1}", unit="batch",
                                          enabled=progress, leave=False):
-            fraction = schedule_progress(step, distill.steps, time.monotonic() - start, cap_seconds)
-            if time.monotonic() - start >= cap_seconds:
+            elapsed = time.monotonic() - start
+            if elapsed >= cap_seconds:
                 stopped_by = "time"
                 break
+            fraction = schedule_progress(step, distill.steps, elapsed, cap_seconds)
             rows = np.sort(order[step_in_pass * distill.batch_size:(step_in_pass + 1) * distill.batch_size])
             lr = distill.lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
             pooled = pooled_output(model, torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)))
@@ -519,8 +523,7 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
                         "seconds": round(time.monotonic() - start, 1)})
         log.info("pretraining pass %d: %d steps, loss %.4f", len(history), len(losses), history[-1]["loss"])
     if stopped_by == "time":
-        log.warning("Wav2Vec2 pretraining cut by its %.1f-minute cap after %d of %d steps: this model is not "
-                    "repeatable", cap_seconds / 60.0, step, distill.steps)
+        _warn_cut_short("pretraining", cap_seconds, step, distill.steps)
     return history, stopped_by
 
 
