@@ -22,7 +22,7 @@ from monitor.capture import MIC_ERROR, MIC_OK, Backoff
 from monitor.config import load_config
 from monitor.mqtt import Topics
 from tests.helpers.audio import FakeDevice
-from tests.helpers.broker import Subscriber, first_copies, wait_until
+from tests.helpers.broker import Subscriber, copies_identical, first_copies, published_again, wait_until
 from tests.helpers.daemon import (
     DEVICE_ID,
     EVENTS_QUICKLY_OVER,
@@ -63,12 +63,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def delivered_once(subscriber: Subscriber) -> list[dict]:
-    """Event messages the broker delivered as new publishes (a ``dup`` copy is the broker re-sending one whose
-    PUBACK from this subscriber it lost in the outage)."""
-    return [m.json() for m in subscriber.messages(TOPICS.event) if not m.dup]
-
-
 def assert_phases_in_order(messages: list[dict]) -> None:
     """Per event id: seq 0, 1, 2 ...; start first; nothing after an end; one start_time."""
     by_event: dict[str, list[dict]] = {}
@@ -106,8 +100,9 @@ def test_broker_outage_during_replay_loses_and_repeats_no_event(tmp_path, fake_m
     try:
         with RunningDaemon("replay", str(clip), "--realtime", "--quiet", "--events-jsonl", str(sent_file),
                            "--config", str(config)) as daemon:
-            assert wait_until(lambda: any(m["phase"] == "end" for m in delivered_once(subscriber)),
+            assert wait_until(lambda: any(m["phase"] == "end" for m in first_copies(subscriber.messages(TOPICS.event))),
                               DELIVERY_TIMEOUT_SECONDS), daemon.text()
+            delivered_before_outage = {m["message_id"] for m in first_copies(subscriber.messages(TOPICS.event))}
             broker.stop()
             outage_began, sent_before = time.monotonic(), len(read_jsonl(sent_file))
             assert wait_until(lambda: time.monotonic() - outage_began >= OUTAGE_SECONDS
@@ -118,17 +113,20 @@ def test_broker_outage_during_replay_loses_and_repeats_no_event(tmp_path, fake_m
             assert daemon.wait(DELIVERY_TIMEOUT_SECONDS + SHUTDOWN_SECONDS) == 0, daemon.text()
         sent = read_jsonl(sent_file)
         wait_until(lambda: len(first_copies(subscriber.messages(TOPICS.event))) >= len(sent))
-        delivered = delivered_once(subscriber)
+        received = subscriber.messages(TOPICS.event)
+        delivered = first_copies(received)
     finally:
         subscriber.close()
 
     for name, value in (("sent", len(sent)), ("sent_during_outage", sent_during_outage),
-                        ("delivered", len(delivered)), ("copies_received", len(subscriber.messages(TOPICS.event)))):
+                        ("delivered", len(delivered)), ("copies_received", len(received))):
         record_property(name, value)  # the figures in docs/RELIABILITY.md (pytest --junitxml)
     labels = [m["label"] for m in sent if m["phase"] == "start"]
     assert labels == ["Crying", "Screaming", "Crying"]
     assert sent_during_outage >= MESSAGES_DURING_OUTAGE
-    assert delivered == sent, "every message once, in order, with its original payload and timestamps"
+    assert delivered == sent, "every message, in order, with its original payload and timestamps"
+    assert copies_identical(received), "a repeat is an identical copy"
+    assert published_again(received, delivered_before_outage) == [], "nothing delivered before the outage is sent again"
     assert_phases_in_order(delivered)
     assert daemon.matching("MQTT: lost the connection"), "the outage was noticed"
     assert len(daemon.matching("MQTT: connected to")) >= 2, "and the daemon reconnected"

@@ -336,3 +336,16 @@ def first_copies(received: list) -> list[dict]:
             seen.add(payload["message_id"])
             kept.append(payload)
     return kept
+
+
+def copies_identical(received: list) -> bool:
+    """At-least-once allows repeats; each must be the same payload as the first copy."""
+    first = {m["message_id"]: m for m in first_copies(received)}
+    return all(message.json() == first[message.json()["message_id"]] for message in received)
+
+
+def published_again(received: list, message_ids: set[str]) -> list[str]:
+    """Ids in ``message_ids`` that came again as new publishes, not as the broker's ``dup`` re-sends: the
+    publisher sent once more what the broker had already acknowledged."""
+    fresh = [m.json()["message_id"] for m in received if not m.dup]
+    return sorted({message_id for message_id in message_ids if fresh.count(message_id) > 1})
