@@ -267,7 +267,8 @@ def _wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dict:
     return {**{key: metadata.get(key) for key in ("init", "checkpoint", "config", "temperature", "epochs",
                                                   "best_epoch", "stopped_by", "minutes", "val_metrics",
                                                   "test_metrics", "ece_before", "ece_after")},
-            "pretraining": {key: pretraining[key] for key in ("teacher", "windows", "steps", "stopped_by", "seconds")
+            "pretraining": {key: pretraining[key] for key in ("objective", "teacher", "windows", "steps",
+                                                                 "stopped_by", "seconds")
                             if key in pretraining} or None}
 
 

@@ -38,6 +38,7 @@ from monitor.paths import default_yamnet_tflite  # noqa: E402
 from monitor.preprocess import clip_windows, prepare_batch  # noqa: E402
 from monitor.windows import hop_samples_from_seconds  # noqa: E402
 from training import teacher_targets as tt  # noqa: E402
+from training.contrastive import ContrastiveObjective, ContrastiveSettings  # noqa: E402
 from training.data import Clip, class_weights  # noqa: E402
 from training.windows import WindowSet  # noqa: E402
 
@@ -47,6 +48,7 @@ CLIP_SECONDS = 2.0
 QUICK = tw.TrainSettings(batch_size=8, epochs=4, threads=1, scratch_lr=3e-3)
 QUICK_DISTILL = tw.DistillSettings(steps=32, batch_size=8, lr=3e-3)
 """Steps, not time, end the tiny pretraining: 32 steps of 8 windows take seconds."""
+QUICK_CONTRASTIVE = ContrastiveSettings(steps=32, batch_size=8, lr=3e-3)
 TINY_WINDOWS = 64
 SPECTRAL_BANDS_WIDTH = 7
 """Stand-in teacher: 1024 bands of 7 FFT bins each (7168 of the window's 7801 bins)."""
@@ -108,7 +110,7 @@ def split(tmp_path_factory):
 def trained(split, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     metadata = tw.train_wav2vec2(split, out, max_minutes=3, seed=7, tiny=True, settings=QUICK,
-                                 window_cache_dir=out / "cache", progress=False, distill=None)
+                                 window_cache_dir=out / "cache", progress=False, pretraining=None)
     return out, metadata
 
 
@@ -117,7 +119,7 @@ def distilled(split, tmp_path_factory):
     out = tmp_path_factory.mktemp("distilled")
     teacher = SpectralTeacher()
     metadata = tw.train_wav2vec2(split, out, max_minutes=3, seed=7, tiny=True, settings=QUICK,
-                                 window_cache_dir=out / "cache", progress=False, distill=QUICK_DISTILL,
+                                 window_cache_dir=out / "cache", progress=False, pretraining=QUICK_DISTILL,
                                  teacher=teacher, teacher_cache_dir=out / "teacher")
     return out, metadata, teacher
 
@@ -218,7 +220,8 @@ def test_pretraining_on_a_tiny_model_lowers_its_loss_and_changes_only_the_encode
     model = tw.build_model(None, tw.TINY_DIMS)
     classifier_before = model.classifier.weight.detach().clone()
     encoder_before = [p.detach().clone() for p in model.wav2vec2.parameters()]
-    history, stopped_by = tw.pretrain(model, windows, targets, cfg, QUICK_DISTILL, QUICK, cap_seconds=60.0,
+    history, stopped_by = tw.pretrain(model, windows, tw.DistillObjective(model, targets, QUICK_DISTILL), cfg,
+                                      QUICK_DISTILL, QUICK, cap_seconds=60.0,
                                       rng=np.random.default_rng(0))
     passes = QUICK_DISTILL.steps * QUICK_DISTILL.batch_size // TINY_WINDOWS
     assert [h["pass"] for h in history] == list(range(1, passes + 1)) and stopped_by == "steps"
@@ -233,10 +236,53 @@ def test_pretraining_stops_at_its_wall_clock_cap_and_says_so():
     targets = tt.compute_targets(windows, PreprocessConfig(), SpectralTeacher())
     model = tw.build_model(None, tw.TINY_DIMS)
     before = [p.detach().clone() for p in model.parameters()]
-    history, stopped_by = tw.pretrain(model, windows, targets, PreprocessConfig(), QUICK_DISTILL, QUICK,
+    history, stopped_by = tw.pretrain(model, windows, tw.DistillObjective(model, targets, QUICK_DISTILL),
+                                      PreprocessConfig(), QUICK_DISTILL, QUICK,
                                       cap_seconds=0.0, rng=np.random.default_rng(0))
     assert (history, stopped_by) == ([], "time")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_contrastive_pretraining_trains_the_classifiers_own_encoder_without_labels():
+    windows = _windows(TINY_WINDOWS, seed=5)
+    torch.manual_seed(0)
+    model = tw.build_model(None, tw.TINY_DIMS)
+    objective = ContrastiveObjective(model.wav2vec2, QUICK_CONTRASTIVE)
+    assert objective.pretraining.wav2vec2 is model.wav2vec2
+    encoder_ids = {id(p) for p in model.wav2vec2.parameters()}
+    assert objective.extra_parameters() and not any(id(p) in encoder_ids for p in objective.extra_parameters())
+    classifier_before = model.classifier.weight.detach().clone()
+    encoder_before = [p.detach().clone() for p in model.wav2vec2.parameters()]
+    quantiser_before = objective.pretraining.quantizer.codevectors.detach().clone()
+    history, stopped_by = tw.pretrain(model, windows, objective, PreprocessConfig(), QUICK_CONTRASTIVE, QUICK,
+                                      cap_seconds=60.0, rng=np.random.default_rng(0))
+    assert stopped_by == "steps" and sum(h["steps"] for h in history) == QUICK_CONTRASTIVE.steps
+    assert all(np.isfinite(h["loss"]) for h in history) and history[-1]["loss"] < history[0]["loss"]
+    assert torch.equal(model.classifier.weight, classifier_before)
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, model.wav2vec2.parameters(), strict=True))
+    assert not torch.equal(objective.pretraining.quantizer.codevectors, quantiser_before)
+
+
+class RefusingTeacher:
+    identity = "must-not-be-asked"
+
+    def __call__(self, prepared: np.ndarray):
+        raise AssertionError("self-supervised pretraining asked the teacher")
+
+
+def test_self_supervised_training_needs_no_teacher_and_says_how_the_encoder_began(split, tmp_path):
+    metadata = tw.train_wav2vec2(split, tmp_path / "model", max_minutes=3, seed=7, tiny=True, settings=QUICK,
+                                 window_cache_dir=tmp_path / "cache", progress=False, pretraining=QUICK_CONTRASTIVE,
+                                 teacher=RefusingTeacher(), teacher_cache_dir=tmp_path / "teacher")
+    assert metadata["init"] == tw.INIT_SELF_SUPERVISED and metadata["checkpoint"] is None
+    pretraining = metadata["pretraining"]
+    assert pretraining["objective"] == "contrastive" and "teacher" not in pretraining
+    assert pretraining["steps"] == QUICK_CONTRASTIVE.steps and pretraining["stopped_by"] == "steps"
+    assert pretraining["settings"]["negatives"] == QUICK_CONTRASTIVE.negatives
+    assert metadata["peak_lr"] == QUICK_CONTRASTIVE.finetune_lr
+    assert not (tmp_path / "teacher").exists()
+    saved = json.loads((tmp_path / "model" / tw.METADATA_FILE).read_text())
+    assert saved["init"] == tw.INIT_SELF_SUPERVISED
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -276,7 +322,7 @@ def test_the_same_seed_trains_the_same_model(trained, split, tmp_path):
     """Steps, not the clock, set a run's length, so a rerun repeats it to the bit."""
     first_dir, first = trained
     metadata = tw.train_wav2vec2(split, tmp_path / "again", max_minutes=3, seed=7, tiny=True, settings=QUICK,
-                                 window_cache_dir=tmp_path / "cache", progress=False, distill=None)
+                                 window_cache_dir=tmp_path / "cache", progress=False, pretraining=None)
     assert [e["train_loss"] for e in metadata["history"]] == [e["train_loss"] for e in first["history"]]
     again = Wav2Vec2ForSequenceClassification.from_pretrained(tmp_path / "again").state_dict()
     for name, tensor in Wav2Vec2ForSequenceClassification.from_pretrained(first_dir).state_dict().items():
@@ -285,7 +331,7 @@ def test_the_same_seed_trains_the_same_model(trained, split, tmp_path):
 
 def test_a_run_cut_by_its_wall_clock_cap_says_it_is_not_repeatable(split, tmp_path, caplog):
     metadata = tw.train_wav2vec2(split, tmp_path / "cut", max_minutes=1e-4, seed=7, tiny=True, settings=QUICK,
-                                 window_cache_dir=tmp_path / "cache", progress=False, distill=None)
+                                 window_cache_dir=tmp_path / "cache", progress=False, pretraining=None)
     assert metadata["stopped_by"] == "time" and metadata["steps"] == 0
     assert "not repeatable" in caplog.text
 

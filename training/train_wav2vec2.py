@@ -1,11 +1,12 @@
 """The second voter: a Wav2Vec2 sequence classifier over prepared 0.975 s windows.
 
-Three ways in. ``--init`` fine-tunes a pretrained checkpoint (a local folder or a hub name, for users who
+Four ways in. ``--init`` fine-tunes a pretrained checkpoint (a local folder or a hub name, for users who
 are online) with its convolutional feature encoder frozen. Without it (the default) a compact Wav2Vec2 is
 first taught by YAMNet: its pooled output learns to predict YAMNet's embedding and AudioSet scores for
 unlabelled windows of every train and val clip and for mixtures of two of them (``training.teacher_targets``;
-test clips never), then it is fine-tuned on the three labels. ``--scratch`` skips that pretraining (the
-earlier recipe). The compact shape was measured on 2 CPU cores within a 10-minute run:
+test clips never), then it is fine-tuned on the three labels. ``--pretrain contrastive`` pretrains it on the same
+windows without a teacher instead (wav2vec 2.0's own objective, ``training.contrastive``); ``--scratch`` skips
+pretraining (the earlier recipe). The compact shape was measured on 2 CPU cores within a 10-minute run:
 - the conv stack opens with a stride-10 layer, tapers its width (24 -> 128 channels) and ends at 40 ms
   frames: the first layers over the long sequence dominate the cost, and a training step of this model
   measured 3-5x cheaper than with the textbook 7 x 128 stack at 20 ms frames, so more epochs fit the
@@ -56,10 +57,12 @@ from monitor.windows import hop_samples_from_seconds
 
 from .augment import AugmentParams, augment_window
 from .calibration import expected_calibration_error, fit_temperature
+from .contrastive import ContrastiveObjective, ContrastiveSettings
 from .data import Clip, class_weights
 from .metrics import classification_report, confusion_matrix
+from .pretraining import PRETRAIN_STEPS, PretrainSettings, pretraining_windows
 from .split import SPLITS, dataset_split
-from .teacher_targets import Teacher, TeacherTargets, YamnetTeacher, mixture_windows, teacher_targets
+from .teacher_targets import Teacher, TeacherTargets, YamnetTeacher, teacher_targets
 from .windows import WindowSet, build_window_set
 from .yamnet_features import convert_yamnet
 
@@ -81,25 +84,19 @@ INITIAL_RESERVE_SECONDS = 60.0
 SAVE_MARGIN_SECONDS = 15.0
 RESERVE_EVALUATIONS = 3
 """The final phase predicts val once and test (about the size of val) once; one more pass is slack."""
-PRETRAIN_STEPS = 1000
-"""Teacher-student steps, about 2 minutes on 2 free cores: two thirds of a pass over ``PRETRAIN_WINDOWS``. 1,500
-steps put a clean-clone build at 25.8 minutes on a slow run of the machine, over its 25. On val (12 CPU minutes
-on one core), 4 minutes of pretraining gave the best clip macro-F1 and Screaming recall and 8 minutes the best
-window macro-F1; all runs, from scratch too, were within 0.03 of each other."""
-PRETRAIN_WINDOWS = 24_000
-"""Windows (clean + mixtures) the teacher labels: all ~15,200 clean ones of the shared train + val audio and half
-as many mixtures. The teacher takes ~1.5 ms a window, a student step ~7 ms, so variety costs little."""
 PRETRAIN_MAX_SHARE = 0.4
 """The pretraining never takes more than this share of the run's cap (it binds on short smoke runs,
 ``--quick``): fine-tuning needs the rest."""
 PRETRAIN_WINDOWS_PER_MINUTE = 6000
 """Windows given to the teacher per minute of the pretraining's cap: when the cap is short, no teacher time goes
 to windows the student would never reach (a step on a batch of 16 takes ~0.15 s on one free core)."""
+PRETRAIN_DISTILL = "distill"
 CAP_SLACK = 0.1
 """Share of a wall-clock cap that passes before the clock can move the learning rate (``schedule_progress``)."""
 EMBEDDING_STD_FLOOR = 1e-2
 """Embedding dimensions are standardised by their spread over the targets, never by less than this (dead units)."""
-INIT_SCRATCH, INIT_DISTILLED, INIT_PRETRAINED = "scratch", "distilled-yamnet", "pretrained"
+INIT_SCRATCH, INIT_DISTILLED, INIT_SELF_SUPERVISED, INIT_PRETRAINED = (
+    "scratch", "distilled-yamnet", "self-supervised", "pretrained")
 """How the encoder was initialised (metadata ``init``, copied into the manifest)."""
 
 
@@ -160,29 +157,22 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class DistillSettings:
+class DistillSettings(PretrainSettings):
     """Teacher-student pretraining: the pooled output learns YAMNet's embedding (MSE on standardised
     dimensions) and its AudioSet scores (binary cross-entropy on the teacher's probabilities)."""
 
-    steps: int = PRETRAIN_STEPS
-    windows: int = PRETRAIN_WINDOWS
-    splits: tuple[str, ...] = ("train", "val")
-    """Clips whose audio (labels unused) the student learns from; the test split never."""
-    mixtures_per_window: float = 0.5
-    """Mixtures of two random windows added per clean window."""
-    mixture_snr_db: tuple[float, float] = (-5.0, 5.0)
-    """Level of the second window relative to the first: both stay audible, so the scores are mixed too."""
-    batch_size: int = 16
-    lr: float = 1e-3
     embedding_weight: float = 1.0
     scores_weight: float = 1.0
-    finetune_lr: float = 5e-4
-    """Peak learning rate of the fine-tuning that follows (lower than from scratch: the encoder is not random)."""
     windows_per_minute: int = PRETRAIN_WINDOWS_PER_MINUTE
 
     def window_count(self, cap_seconds: float) -> int:
         """Windows (clean + mixtures) the teacher labels: fewer when the cap is short."""
         return int(min(self.windows, self.windows_per_minute * cap_seconds / 60.0))
+
+
+PRETRAIN_OBJECTIVES: dict[str, type[PretrainSettings]] = {PRETRAIN_DISTILL: DistillSettings,
+                                                          "contrastive": ContrastiveSettings}
+"""``--pretrain`` choices."""
 
 
 @dataclass
@@ -474,46 +464,46 @@ class DistillHeads(nn.Module):
                 + distill.scores_weight * nn.functional.binary_cross_entropy_with_logits(self.scores(pooled), scores))
 
 
-def pretraining_windows(sets: dict[str, WindowSet], distill: DistillSettings, max_windows: int,
-                        rng: np.random.Generator) -> np.ndarray:
-    """Every window of the clips in ``distill.splits`` (pauses and silence too: no label is needed) and mixtures
-    of two of them, at most ``max_windows`` in all (a random subset of the clean ones when over)."""
-    if "test" in distill.splits:
-        raise ValueError("the test split is never used for training, not even without its labels")
-    clean = np.concatenate([sets[name].windows for name in distill.splits])
-    wanted_clean = int(max_windows / (1.0 + distill.mixtures_per_window))
-    if len(clean) > wanted_clean:
-        clean = clean[np.sort(rng.choice(len(clean), size=wanted_clean, replace=False))]
-    mixtures = mixture_windows(clean, int(len(clean) * distill.mixtures_per_window), distill.mixture_snr_db, rng)
-    return np.concatenate([clean, mixtures])
+class DistillObjective:
+    """The teacher-student loss of ``model``'s pooled output on the rows of ``targets``."""
+
+    def __init__(self, model: Wav2Vec2ForSequenceClassification, targets: TeacherTargets, distill: DistillSettings):
+        self.model, self.targets, self.distill = model, targets, distill
+        self.heads = DistillHeads(model.config.classifier_proj_size, targets)
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads.parameters())
+
+    def loss(self, inputs: torch.Tensor, rows: np.ndarray, progress: float) -> torch.Tensor:
+        return self.heads.loss(pooled_output(self.model, inputs), self.targets.select(rows), self.distill)
 
 
-def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targets: TeacherTargets,
-             preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings, cap_seconds: float,
-             rng: np.random.Generator, progress: bool = False) -> tuple[list[dict], str]:
-    """Fit the pooled output to the teacher's targets for ``distill.steps`` steps (warm-up + cosine over them),
-    passing over ``windows`` in a new order each time, unless ``cap_seconds`` runs out first; returns the mean loss
-    of each pass and what stopped it ("steps" or "time")."""
-    heads = DistillHeads(model.config.classifier_proj_size, targets)
-    params = [p for p in (*model.parameters(), *heads.parameters()) if p.requires_grad]
-    optimizer = make_optimizer(params, distill.lr, settings)
-    steps_per_pass = max(1, len(windows) // distill.batch_size)
+def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray,
+             objective: DistillObjective | ContrastiveObjective, preprocess_cfg: PreprocessConfig,
+             pretraining: PretrainSettings, settings: TrainSettings, cap_seconds: float, rng: np.random.Generator,
+             progress: bool = False) -> tuple[list[dict], str]:
+    """Lower ``objective`` for ``pretraining.steps`` steps (warm-up + cosine over them), passing over ``windows`` in
+    a new order each time, unless ``cap_seconds`` runs out first; returns the mean loss of each pass and what
+    stopped it ("steps" or "time")."""
+    params = [p for p in (*model.parameters(), *objective.extra_parameters()) if p.requires_grad]
+    optimizer = make_optimizer(params, pretraining.lr, settings)
+    steps_per_pass = max(1, len(windows) // pretraining.batch_size)
     start, history, step, stopped_by = time.monotonic(), [], 0, "steps"
     model.train()
-    while step < distill.steps and stopped_by == "steps":
+    while step < pretraining.steps and stopped_by == "steps":
         order, losses = rng.permutation(len(windows)), []
-        pass_steps = min(steps_per_pass, distill.steps - step)
+        pass_steps = min(steps_per_pass, pretraining.steps - step)
         for step_in_pass in progress_bar(range(pass_steps), desc=f"pretrain {len(history) + 1}", unit="batch",
                                          enabled=progress, leave=False):
             elapsed = time.monotonic() - start
             if elapsed >= cap_seconds:
                 stopped_by = "time"
                 break
-            fraction = schedule_progress(step, distill.steps, elapsed, cap_seconds)
-            rows = np.sort(order[step_in_pass * distill.batch_size:(step_in_pass + 1) * distill.batch_size])
-            lr = distill.lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
-            pooled = pooled_output(model, torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)))
-            loss = heads.loss(pooled, targets.select(rows), distill)
+            fraction = schedule_progress(step, pretraining.steps, elapsed, cap_seconds)
+            batch = pretraining.batch_size
+            rows = np.sort(order[step_in_pass * batch:(step_in_pass + 1) * batch])
+            lr = pretraining.lr * lr_factor(fraction, settings.warmup_fraction, settings.final_lr_fraction)
+            loss = objective.loss(torch.from_numpy(model_inputs(windows[rows], preprocess_cfg)), rows, fraction)
             optimizer_step(optimizer, params, loss, lr, settings.grad_clip_norm)
             losses.append(float(loss.detach()))
             step += 1
@@ -523,24 +513,30 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray, targ
                         "seconds": round(time.monotonic() - start, 1)})
         log.info("pretraining pass %d: %d steps, loss %.4f", len(history), len(losses), history[-1]["loss"])
     if stopped_by == "time":
-        _warn_cut_short("pretraining", cap_seconds, step, distill.steps)
+        _warn_cut_short("pretraining", cap_seconds, step, pretraining.steps)
     return history, stopped_by
 
 
-def _distill_encoder(model: Wav2Vec2ForSequenceClassification, sets: dict[str, WindowSet],
-                     preprocess_cfg: PreprocessConfig, distill: DistillSettings, settings: TrainSettings,
-                     teacher: Teacher, cap_seconds: float, teacher_cache_dir: Path | None, rng: np.random.Generator,
-                     progress: bool) -> dict:
-    """Teacher targets then pretraining, both inside the ``cap_seconds``; returns what the metadata records."""
+def _pretrain_encoder(model: Wav2Vec2ForSequenceClassification, sets: dict[str, WindowSet],
+                      preprocess_cfg: PreprocessConfig, pretraining: PretrainSettings, settings: TrainSettings,
+                      teacher: Teacher | None, cap_seconds: float, teacher_cache_dir: Path | None,
+                      rng: np.random.Generator, progress: bool) -> dict:
+    """The pretraining windows, the teacher's targets for them (distillation only), then the steps, all inside
+    ``cap_seconds``; returns what the metadata records."""
     start = time.monotonic()
-    windows = pretraining_windows(sets, distill, distill.window_count(cap_seconds), rng)
-    targets = teacher_targets(windows, preprocess_cfg, teacher, teacher_cache_dir, progress)
-    teacher_seconds = time.monotonic() - start
-    history, stopped_by = pretrain(model, windows, targets, preprocess_cfg, distill, settings,
-                                   cap_seconds - teacher_seconds, rng, progress)
-    return {"teacher": teacher.identity, "windows": int(len(windows)), "teacher_seconds": round(teacher_seconds, 1),
-            "steps": int(sum(h["steps"] for h in history)), "stopped_by": stopped_by,
-            "seconds": round(time.monotonic() - start, 1), "history": history, "settings": dataclasses.asdict(distill)}
+    windows = pretraining_windows(sets, pretraining, pretraining.window_count(cap_seconds), rng)
+    record: dict = {"objective": "contrastive" if isinstance(pretraining, ContrastiveSettings) else "distillation"}
+    if isinstance(pretraining, ContrastiveSettings):
+        objective = ContrastiveObjective(model.wav2vec2, pretraining)
+    else:
+        targets = teacher_targets(windows, preprocess_cfg, teacher, teacher_cache_dir, progress)
+        objective = DistillObjective(model, targets, pretraining)
+        record |= {"teacher": teacher.identity, "teacher_seconds": round(time.monotonic() - start, 1)}
+    history, stopped_by = pretrain(model, windows, objective, preprocess_cfg, pretraining, settings,
+                                   cap_seconds - (time.monotonic() - start), rng, progress)
+    return {**record, "windows": int(len(windows)), "steps": int(sum(h["steps"] for h in history)),
+            "stopped_by": stopped_by, "seconds": round(time.monotonic() - start, 1), "history": history,
+            "settings": dataclasses.asdict(pretraining)}
 
 
 def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str | None = None,
@@ -548,12 +544,12 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
                    cfg: Config | None = None, settings: TrainSettings = TrainSettings(),
                    augment: AugmentParams = AugmentParams(), window_cache_dir: Path | None = None,
                    progress: bool = True, extra_metadata: dict | None = None,
-                   distill: DistillSettings | None = DistillSettings(), teacher: Teacher | None = None,
+                   pretraining: PretrainSettings | None = DistillSettings(), teacher: Teacher | None = None,
                    yamnet_tflite: Path | None = None, teacher_cache_dir: Path | None = None) -> dict:
     """Train, calibrate and save (``save_pretrained`` + ``metadata.json``) to ``out_dir``; returns the metadata.
 
-    Without ``init`` the encoder is first distilled from ``teacher`` (default: YAMNet converted from
-    ``yamnet_tflite``) unless ``distill`` is None (from scratch).
+    Without ``init`` the encoder is first pretrained: distilled from ``teacher`` (default: YAMNet converted from
+    ``yamnet_tflite``) with ``DistillSettings``, self-supervised with ``ContrastiveSettings``; None: from scratch.
     """
     budget = Budget(max_minutes)
     cfg = cfg or Config()
@@ -565,18 +561,21 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
 
     model = build_model(init, TINY_DIMS if tiny else COMPACT_DIMS)  # first: a bad --init fails fast
     summary = config_summary(model)
-    start = f"pretrained {init}" if init else "compact, distilled from YAMNet first" if distill else "compact, scratch"
+    contrastive = isinstance(pretraining, ContrastiveSettings)
+    start = (f"pretrained {init}" if init else "compact, scratch" if pretraining is None
+             else f"compact, {'self-supervised' if contrastive else 'distilled from YAMNet'} first")
     log.info("wav2vec2 %s: %s", start, summary)
 
     hop = hop_samples_from_seconds(cfg.window.hop_seconds)
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
-    pretraining = None
-    if init is None and distill is not None:
-        teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads)
-        pretraining = _distill_encoder(model, sets, cfg.preprocess, distill, settings, teacher,
-                                       60.0 * PRETRAIN_MAX_SHARE * max_minutes,
-                                       teacher_cache_dir, rng, progress)
-    init_kind = INIT_PRETRAINED if init else INIT_DISTILLED if pretraining and pretraining["steps"] else INIT_SCRATCH
+    pretrained = None
+    if init is None and pretraining is not None:
+        if not contrastive:
+            teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads)
+        pretrained = _pretrain_encoder(model, sets, cfg.preprocess, pretraining, settings, teacher,
+                                       60.0 * PRETRAIN_MAX_SHARE * max_minutes, teacher_cache_dir, rng, progress)
+    init_kind = (INIT_PRETRAINED if init else INIT_SCRATCH if not (pretrained and pretrained["steps"])
+                 else INIT_SELF_SUPERVISED if contrastive else INIT_DISTILLED)
     train = sets["train"].training_view()
     if len(train) == 0:
         raise ValueError("no active training window: are the train clips silent?")
@@ -586,8 +585,8 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     log.info("windows: train %d %s, val %d", len(train), dict(Counter(LABELS[i] for i in train.labels)), len(val))
 
     weights = class_weights(train.labels)
-    peak_lr = {INIT_PRETRAINED: settings.pretrained_lr, INIT_SCRATCH: settings.scratch_lr,
-               INIT_DISTILLED: distill.finetune_lr if distill else settings.scratch_lr}[init_kind]
+    peak_lr = {INIT_PRETRAINED: settings.pretrained_lr, INIT_SCRATCH: settings.scratch_lr}.get(
+        init_kind, pretraining.finetune_lr if pretraining else settings.scratch_lr)
     batches = _Batches(train, cfg.preprocess, augment, settings, rng)
     outcome = _fit(model, batches, val_inputs, val_labels, peak_lr, weights, settings, budget, progress)
     model.load_state_dict(outcome.best_state)
@@ -602,7 +601,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
         "normalisation": NORMALISATION,
         "init": init_kind,
         "checkpoint": str(init) if init else None,
-        "pretraining": pretraining,
+        "pretraining": pretrained,
         "peak_lr": peak_lr,
         "config": summary,
         "seed": seed,
@@ -663,8 +662,11 @@ def main(argv: list[str] | None = None) -> dict:
     start.add_argument("--init", default=None,
                        help="pretrained checkpoint folder or hub name; default: a compact model distilled from YAMNet")
     start.add_argument("--scratch", action="store_true", help="no YAMNet pretraining: train from random weights")
+    parser.add_argument("--pretrain", choices=PRETRAIN_OBJECTIVES, default=PRETRAIN_DISTILL,
+                        help="how the compact encoder learns first: taught by YAMNet (default) or self-supervised "
+                             "(wav2vec 2.0's contrastive objective, no teacher)")
     parser.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
-                        help="steps of the YAMNet pretraining (0: none, as --scratch)")
+                        help="steps of the pretraining (0: none, as --scratch)")
     parser.add_argument("--yamnet-tflite", type=Path, default=None, help="the teacher (default: the shared YAMNet)")
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs, help="fine-tuning epochs")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
@@ -686,8 +688,8 @@ def main(argv: list[str] | None = None) -> dict:
         metadata = train_wav2vec2(data.split, args.out or default_model_dir(), init=args.init,
                                   max_minutes=args.max_minutes, seed=args.seed, cfg=cfg,
                                   settings=TrainSettings(epochs=args.epochs),
-                                  distill=(None if args.scratch or args.pretrain_steps == 0
-                                           else DistillSettings(steps=args.pretrain_steps)),
+                                  pretraining=(None if args.scratch or args.pretrain_steps == 0
+                                               else PRETRAIN_OBJECTIVES[args.pretrain](steps=args.pretrain_steps)),
                                   yamnet_tflite=args.yamnet_tflite,
                                   extra_metadata={"training_data": {"manifest_sha256": data.manifest_sha256,
                                                                     "clips": len(data.clips),
