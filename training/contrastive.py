@@ -55,8 +55,11 @@ class ContrastiveObjective(nn.Module):
             "contrastive_logits_temperature": settings.logits_temperature})
         self.pretraining = Wav2Vec2ForPreTraining(config)
         self.pretraining.wav2vec2 = encoder  # shared: pretraining trains the classifier's own encoder
-        self.encoder = encoder
         self.settings = settings
+
+    @property
+    def encoder(self) -> Wav2Vec2Model:
+        return self.pretraining.wav2vec2
 
     def extra_parameters(self) -> list[nn.Parameter]:
         shared = {id(p) for p in self.encoder.parameters()}

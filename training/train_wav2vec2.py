@@ -519,14 +519,18 @@ def pretrain(model: Wav2Vec2ForSequenceClassification, windows: np.ndarray,
 
 def _pretrain_encoder(model: Wav2Vec2ForSequenceClassification, sets: dict[str, WindowSet],
                       preprocess_cfg: PreprocessConfig, pretraining: PretrainSettings, settings: TrainSettings,
-                      teacher: Teacher | None, cap_seconds: float, teacher_cache_dir: Path | None,
-                      rng: np.random.Generator, progress: bool) -> dict:
-    """The pretraining windows, the teacher's targets for them (distillation only), then the steps, all inside
-    ``cap_seconds``; returns what the metadata records."""
+                      teacher: Teacher | None, yamnet_tflite: Path | None, cap_seconds: float,
+                      teacher_cache_dir: Path | None, rng: np.random.Generator, progress: bool) -> dict:
+    """The pretraining windows, the teacher's targets for them (distillation only; default teacher: YAMNet
+    converted from ``yamnet_tflite``), then the steps, all inside ``cap_seconds``; returns what the metadata
+    records."""
+    contrastive = isinstance(pretraining, ContrastiveSettings)
+    if not contrastive:
+        teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads)
     start = time.monotonic()
     windows = pretraining_windows(sets, pretraining, pretraining.window_count(cap_seconds), rng)
-    record: dict = {"objective": "contrastive" if isinstance(pretraining, ContrastiveSettings) else "distillation"}
-    if isinstance(pretraining, ContrastiveSettings):
+    record: dict = {"objective": "contrastive" if contrastive else "distillation"}
+    if contrastive:
         objective = ContrastiveObjective(model.wav2vec2, pretraining)
     else:
         targets = teacher_targets(windows, preprocess_cfg, teacher, teacher_cache_dir, progress)
@@ -570,9 +574,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
     pretrained = None
     if init is None and pretraining is not None:
-        if not contrastive:
-            teacher = teacher or YamnetTeacher(convert_yamnet(yamnet_tflite), settings.threads)
-        pretrained = _pretrain_encoder(model, sets, cfg.preprocess, pretraining, settings, teacher,
+        pretrained = _pretrain_encoder(model, sets, cfg.preprocess, pretraining, settings, teacher, yamnet_tflite,
                                        60.0 * PRETRAIN_MAX_SHARE * max_minutes, teacher_cache_dir, rng, progress)
     init_kind = (INIT_PRETRAINED if init else INIT_SCRATCH if not (pretrained and pretrained["steps"])
                  else INIT_SELF_SUPERVISED if contrastive else INIT_DISTILLED)
