@@ -16,6 +16,7 @@ of the overlap come from a small cache, so a 0.5 s hop costs ~17 VAD calls, not 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -66,7 +67,8 @@ class GateDecision:
 # --- pure signal helpers ---------------------------------------------------------------------
 
 def frame_powers(frames: np.ndarray) -> np.ndarray:
-    return np.mean(np.square(frames, dtype=np.float64), axis=1)
+    """Mean square per frame: the sum and division ``np.mean`` does, to the bit, without its per-call overhead."""
+    return np.square(frames, dtype=np.float64).sum(axis=1) / max(1, frames.shape[1])
 
 
 def frame_peaks_dbfs(frames: np.ndarray) -> np.ndarray:
@@ -91,6 +93,7 @@ def highpass_kernel(cutoff_hz: float, taps: int = HIGHPASS_TAPS) -> np.ndarray:
     return kernel
 
 
+@functools.lru_cache(maxsize=64)
 def fast_fft_length(minimum: int) -> int:
     """The smallest length >= ``minimum`` with no prime factor above 5, which pocketfft transforms about as fast
     as a power of two: a hop of 8,000 samples plus the filter's history needs 8,640, not 16,384."""

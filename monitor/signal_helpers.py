@@ -71,7 +71,10 @@ class SpeechDetector(Protocol):
 
 def voiced_frames(vad: SpeechDetector, frames: np.ndarray) -> np.ndarray:
     """webrtcvad's speech flag for each 30 ms row of ``frames`` (float, 16 kHz)."""
-    return np.array([vad.is_speech(row.tobytes(), SAMPLE_RATE) for row in to_pcm16(frames)], dtype=bool)
+    pcm = to_pcm16(frames).tobytes()  # one conversion for all rows, sliced per frame: this runs every window
+    size = len(pcm) // len(frames) if len(frames) else 1
+    return np.array([vad.is_speech(pcm[start:start + size], SAMPLE_RATE) for start in range(0, len(pcm), size)],
+                    dtype=bool)
 
 
 # --- messages ------------------------------------------------------------------------------------

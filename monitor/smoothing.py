@@ -74,16 +74,26 @@ class ProbabilitySmoother:
     def push(self, model_probs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """One window's probabilities per model (None: the gate skipped it; a missing model: absent this window)
         -> the smoothed probabilities of each model with any present row in the context."""
-        absent = np.full(len(LABELS), np.nan)
         smoothed = {}
         for name, rows in self._history.items():
             value = (model_probs or {}).get(name)
-            rows.append(absent if value is None else np.asarray(value, dtype=np.float64).reshape(len(LABELS)))
-            if self.windows == 1:
-                if value is not None:
-                    smoothed[name] = rows[-1]
-                continue
-            mean = trailing_mean(np.stack(rows), self.windows)[-1]
-            if not np.isnan(mean[0]):
+            row = None if value is None else np.asarray(value, dtype=np.float64).reshape(len(LABELS))
+            rows.append(None if row is None or np.isnan(row[0]) else row)
+            mean = _mean_of_present(rows)
+            if mean is not None:
                 smoothed[name] = mean
         return smoothed
+
+
+def _mean_of_present(rows: deque) -> np.ndarray | None:
+    """``trailing_mean``'s last row, without the rest: the present rows summed newest first, in the order and float64
+    arithmetic the batch form uses, so the live and the replayed means are equal to the bit. None when no row is
+    present. Runs once per model and window, where a call of ``trailing_mean`` cost about 0.1 ms."""
+    total, present = None, 0
+    for row in reversed(rows):
+        if row is not None:
+            total = row if total is None else total + row
+            present += 1
+    if total is None or present == 1:
+        return total
+    return total / float(present)
