@@ -168,6 +168,55 @@ def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
     assert not np.array_equal(by_hand.w1[:, :8], by_hand.w1[:, 8:]), "members differ by seed"
 
 
+# --- reproducible conversion ---------------------------------------------------------------------
+
+def _counted_graph(counters: tuple[int, int, int], reverse_initializers: bool) -> onnx.ModelProto:
+    """x + a -> Relu -> * b -> Relu, named the way tf2onnx names folded constants and nodes: with counters."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    first, second, third = counters
+    inits = [numpy_helper.from_array(np.array([1.5, -2.0], np.float32), f"const_fold_opt__{first}"),
+             numpy_helper.from_array(np.array([0.5, 3.0], np.float32), f"const_fold_opt__{second}")]
+    nodes = [helper.make_node("Add", ["x", inits[0].name], [f"Add__{third}:0"], name=f"Add__{third}"),
+             helper.make_node("Relu", [f"Add__{third}:0"], [f"Relu__{first}:0"], name=f"Relu__{first}"),
+             helper.make_node("Mul", [f"Relu__{first}:0", inits[1].name], [f"Mul__{second}:0"], name="Mul"),
+             helper.make_node("Relu", [f"Mul__{second}:0"], ["y"], name=f"Relu__{second}")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                              initializer=inits[::-1] if reverse_initializers else inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_canonical_names_make_two_conversions_of_one_model_byte_identical_and_keep_what_it_computes():
+    from training.yamnet_features import canonical_names
+
+    one, other = _counted_graph((259, 263, 12), False), _counted_graph((262, 268, 40), True)
+    assert one.SerializeToString() != other.SerializeToString()
+    x = np.array([0.25, 1.0], np.float32)
+    before = ort.InferenceSession(one.SerializeToString()).run(None, {"x": x})[0]
+    for model in (one, other):
+        canonical_names(model.graph)
+        onnx.checker.check_model(model)
+    assert one.SerializeToString() == other.SerializeToString()
+    assert np.array_equal(ort.InferenceSession(one.SerializeToString()).run(None, {"x": x})[0], before)
+    assert sorted(node.name for node in one.graph.node) == ["Add", "Mul", "Relu", "Relu~1"]
+
+
+@pytest.mark.train
+@needs_training
+def test_converting_the_tflite_again_in_a_new_process_writes_the_same_bytes(build_env, tmp_path):
+    """tf2onnx numbers what it folds differently in every process; the model's hash is its version."""
+    import subprocess
+    import sys
+
+    _, base = build_env
+    again = tmp_path / "again.onnx"
+    code = ("import sys; from pathlib import Path; from training.yamnet_features import convert_yamnet; "
+            "convert_yamnet(out_path=Path(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", code, str(again)], check=True, cwd=Path(__file__).resolve().parents[1])
+    assert again.read_bytes() == base.path.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def build_env(tmp_path_factory):
     """A private build/models folder for this module, with YAMNet converted once."""

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ PARITY_TOLERANCE = 1e-4
 """Max abs difference allowed between batched and one-at-a-time outputs."""
 DEFAULT_BATCH = 8
 BASE_MODEL_NAME = "yamnet_base.onnx"
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 """Part of the cache key: bump when the conversion / rewrite changes."""
 
 
@@ -227,6 +228,51 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(kept)
 
 
+GENERATED_NAME = re.compile(r"__\d+")
+"""tf2onnx numbers the constants it folds (``const_fold_opt__259``) in an order that changes from run to run."""
+
+
+def canonical_names(graph: onnx.GraphProto) -> None:
+    """Names free of tf2onnx's run-dependent counters, so converting the same TFLite twice writes the same bytes: the
+    model's hash, and the version the runtime and MQTT report, then change only when the model does (two clean builds
+    of identical weights used to ship two YAMNet versions). Initializers are named after their content and sorted;
+    nodes and the tensors they make lose the counter (a clash, in graph order, gets ``~1``, ``~2``, ...)."""
+    renamed = {}
+    for init in graph.initializer:
+        if GENERATED_NAME.search(init.name):
+            content = onnx.TensorProto()
+            content.CopyFrom(init)
+            content.name = ""
+            renamed[init.name] = f"const_{hashlib.sha256(content.SerializeToString()).hexdigest()[:16]}"
+    taken = {*(renamed.values()), *(init.name for init in graph.initializer if init.name not in renamed),
+             *(value.name for value in (*graph.input, *graph.output))}
+    node_names = {node.name for node in graph.node if not GENERATED_NAME.search(node.name)}
+    for node in graph.node:
+        for name in node.output:
+            if GENERATED_NAME.search(name) and name not in taken:
+                renamed[name] = _unclaimed(GENERATED_NAME.sub("", name), taken)
+        if GENERATED_NAME.search(node.name):
+            node.name = _unclaimed(GENERATED_NAME.sub("", node.name), node_names)
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    by_name: dict[str, onnx.TensorProto] = {}
+    for init in graph.initializer:
+        init.name = renamed.get(init.name, init.name)
+        by_name.setdefault(init.name, init)  # equal content, equal name: one copy is enough
+    del graph.initializer[:]
+    graph.initializer.extend(by_name[name] for name in sorted(by_name))
+
+
+def _unclaimed(name: str, taken: set[str]) -> str:
+    candidate, clash = name, 0
+    while candidate in taken:
+        clash += 1
+        candidate = f"{name}~{clash}"
+    taken.add(candidate)
+    return candidate
+
+
 def _set_io(model: onnx.ModelProto, embedding_tensor: str, batch_dim: str | int) -> None:
     """Input ``waveform`` and outputs ``audioset_scores`` / ``embedding``, all with ``batch_dim`` first."""
     graph = model.graph
@@ -247,6 +293,7 @@ def _set_io(model: onnx.ModelProto, embedding_tensor: str, batch_dim: str | int)
     ])
     del graph.value_info[:]
     _drop_unused_initializers(graph)
+    canonical_names(graph)
 
 
 def make_session(model: onnx.ModelProto | Path, threads: int = 1) -> ort.InferenceSession:
