@@ -45,6 +45,8 @@ MERGE_MARGIN_S = 5.0
 SPLITS = ("test", "val", "train", "all")
 NEGATIVE_OVERLAP_PROBABILITY = 0.2
 """In the negative-only stream, how often a second household sound starts over the first."""
+EPISODE_SECONDS = 30.0
+"""``--episode-hours``: each insertion is half a minute of one baby's cries (or screams), not a single clip."""
 
 
 FILE_NAMES = {"stream": "stream.flac", "truth": "truth.json", "stream_summary": "stream_summary.json",
@@ -52,6 +54,8 @@ FILE_NAMES = {"stream": "stream.flac", "truth": "truth.json", "stream_summary": 
               "windows_full": "ours_full_windows.npz", "monitor": "monitor_events.jsonl",
               "negative_stream": "negative_stream.flac", "negative_truth": "negative_truth.json",
               "negative_run": "negative_run.json", "negative_windows": "negative_windows.npz",
+              "episode_stream": "episode_stream.flac", "episode_truth": "episode_truth.json",
+              "episode_run": "episode_run.json",
               "baseline": "baseline_run.json",
               "profile": "profile.json", "profile_text": "profile.txt", "bench_json": "bench.json",
               "bench_md": "bench.md", "tradeoff_json": "tradeoff.json", "tradeoff_png": "tradeoff.png"}
@@ -74,6 +78,9 @@ class BenchFiles:
     negative_truth: Path
     negative_run: Path
     negative_windows: Path
+    episode_stream: Path
+    episode_truth: Path
+    episode_run: Path
     baseline: Path
     profile: Path
     profile_text: Path
@@ -111,7 +118,7 @@ def decode_clips(clips: list, cfg: Config, progress: bool) -> list[SourceClip]:
         except AudioFileError as exc:
             log.warning("skipping %s", exc)
             continue
-        source = make_source_clip(clip.path.name, clip.label, samples, clip.source)
+        source = make_source_clip(clip.path.name, clip.label, samples, clip.source, clip.group)
         if source is None:
             log.warning("skipping %s: no sound above the activity floor", clip.path)
             continue
@@ -236,6 +243,7 @@ class Runs:
     baseline: dict | None = None
     profile: dict | None = None
     negative: dict | None = None
+    episodes: dict | None = None
 
 
 def _cascade_figures(ours_score: Score, full_score: Score, ours_run: dict, full_run: dict) -> dict:
@@ -262,6 +270,19 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
             "vetoed_windows": run.get("vetoed_windows")}
 
 
+def _episode_figures(files: BenchFiles, run: dict) -> dict:
+    """Episodes: did the alarm come while the baby was still crying, and how long after it began."""
+    truths, seconds = read_truth(files.episode_truth)
+    score = _score(truths, run, seconds, ScoreSpec())
+    scored = figures(score, run)
+    return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "episode_seconds": EPISODE_SECONDS,
+            "episodes": len(truths), **{key: scored[key] for key in (
+                "recall_10db_up", "recall_by_snr", "alert_recall_any_label", "latency_p50_s", "latency_p95_s",
+                "false_alarms", "false_alarms_per_hour", "duplicates", "label_confusions")},
+            "latency_by_label": {label: {key: figs.get(key) for key in ("latency_p50_s", "latency_p95_s")}
+                                 for label, figs in scored["per_label"].items()}}
+
+
 def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, stream_summary: dict,
              progress: bool) -> dict:
     """Score both systems, sweep the thresholds, write bench.json and bench.md; returns the document."""
@@ -280,6 +301,8 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
         ours["monitor"] = runs.monitor
     if runs.negative:
         ours["negative_stream"] = _negative_figures(files, cfg, fusion, runs.negative)
+    if runs.episodes:
+        ours["episodes"] = _episode_figures(files, runs.episodes)
     baseline = None
     if runs.baseline:
         baseline_score = _score(truths, runs.baseline, stream_seconds, spec)
@@ -325,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--negative-hours", type=float, default=0.0,
                         help="also replay a negative-only stream this long (the split's Normal clips, two at once at "
                              "times): false alarms per hour where nothing should alert (default: none)")
+    parser.add_argument("--episode-hours", type=float, default=0.0,
+                        help=f"also replay a stream this long whose insertions are {EPISODE_SECONDS:g} s episodes of "
+                             "one recording's cries or screams, as a baby cries for a while rather than for one clip: "
+                             "is the alarm raised while it lasts, and how soon (default: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (nor progress lines off a terminal)")
     return parser
 
@@ -362,6 +389,16 @@ def _negative_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -
                       args.config, show_progress=not args.quiet)
 
 
+def _episode_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+    """``--episode-hours``: the split's clips, each insertion an episode of one recording (``StreamSpec.episode_s``)."""
+    spec = StreamSpec(hours=args.episode_hours, seed=args.seed + 2, episode_s=EPISODE_SECONDS)
+    manifest = (args.manifest or default_manifest_csv()).resolve()
+    pool = decode_clips(select_clips(manifest, args.split), cfg, not args.quiet)
+    write_planned_stream(pool, spec, files.episode_stream, files.episode_truth, not args.quiet)
+    return run_worker("ours", WorkerPaths(files.episode_stream, files.episode_run), args.config,
+                      show_progress=not args.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO")
@@ -370,9 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is None:
         return EXIT_CONFIG
     try:
-        if args.hours <= 0 or args.negative_hours < 0:
-            raise ValueError(f"--hours must be positive and --negative-hours not negative, got {args.hours}, "
-                             f"{args.negative_hours}")
+        if args.hours <= 0 or args.negative_hours < 0 or args.episode_hours < 0:
+            raise ValueError(f"--hours must be positive, --negative-hours and --episode-hours not negative, got "
+                             f"{args.hours}, {args.negative_hours}, {args.episode_hours}")
         fusion = _resolved_fusion(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
         stream_summary = _stream(args, cfg, files)
@@ -391,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                                       args.config, args.profile_seconds, show_progress=show)
         if args.negative_hours > 0:
             runs.negative = _negative_stream(args, cfg, files)
+        if args.episode_hours > 0:
+            runs.episodes = _episode_stream(args, cfg, files)
         doc = evaluate(files, cfg, fusion, runs, stream_summary, progress=show)
     except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
         return fail("nursery-monitor bench", exc)

@@ -15,6 +15,7 @@ span (hold + cooldown, the baseline's 30 s), so one insertion can only ever rais
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -84,6 +85,13 @@ class StreamSpec:
     """Inserted clips are cut this long after their onset."""
     room_tone_dbfs: float = -60.0
     overlap_probability: float = 0.0
+    episode_s: float = 0.0
+    """0: each insertion is one clip. Else an insertion is an episode: clips of one recording (``SourceClip.group``,
+    repeated when it has too few) one after another, ``episode_pause_s`` apart, until it lasts this long, the way a
+    baby cries for a minute rather than for one clip; the truth spans the episode, so its first alert of the label
+    is the hit and later ones are duplicates."""
+    episode_pause_s: tuple[float, float] = (0.3, 2.0)
+    """Pause between the clips of an episode (a breath, a sob)."""
     """Chance that a second background clip starts while one is sounding (TV over the dishwasher)."""
 
     @property
@@ -93,7 +101,10 @@ class StreamSpec:
     def validate(self) -> None:
         if self.hours <= 0:
             raise ValueError(f"stream length must be positive, got {self.hours} h")
-        for name in ("quiet_s", "gap_s", "background_dbfs", "clean_alert_dbfs", "bed_dbfs", "bed_margin_s"):
+        if self.episode_s < 0:
+            raise ValueError(f"stream spec episode_s must not be negative, got {self.episode_s}")
+        for name in ("quiet_s", "gap_s", "background_dbfs", "clean_alert_dbfs", "bed_dbfs", "bed_margin_s",
+                     "episode_pause_s"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"stream spec {name}: low {low} > high {high}")
@@ -130,6 +141,8 @@ class SourceClip:
     activity: Activity
     source: str = ""
     """The collection it comes from (manifest ``source``): false alarms are traced back to it."""
+    group: str = ""
+    """The recording (manifest ``group``): an episode (``StreamSpec.episode_s``) is made of one recording's clips."""
 
     @property
     def peak(self) -> float:
@@ -221,11 +234,12 @@ def measure_activity(samples: np.ndarray) -> Activity | None:
                     level_dbfs=float(power_to_dbfs(power)))
 
 
-def make_source_clip(name: str, label: str, samples: np.ndarray, source: str = "") -> SourceClip | None:
+def make_source_clip(name: str, label: str, samples: np.ndarray, source: str = "",
+                     group: str = "") -> SourceClip | None:
     """A decoded 16 kHz clip ready for placing; None when it holds no usable sound."""
     samples = np.asarray(samples, dtype=np.float32)
     activity = measure_activity(samples)
-    return None if activity is None else SourceClip(name, label, samples, activity, source)
+    return None if activity is None else SourceClip(name, label, samples, activity, source, group)
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -325,11 +339,12 @@ class _Planner:
     def _insert(self, start: int, limit: int) -> int | None:
         """Place the next cry/scream (on its bed) from ``start``; returns where it ends, None when it won't fit."""
         label = self.labels[int(self.rng.choice(len(self.labels), p=self.label_p))]
-        index = self.alert_clips[label].next()
+        parts = self._alert_parts(self.alert_clips[label].next())
         snr = self.snrs[label].next()
-        clip = self.clips[index]
-        length = min(clip.samples.size, clip.activity.start + _samples(self.spec.max_alert_s))
-        activity = measure_activity(clip.samples[:length])
+        length = max(p.end for p in parts)
+        sound = (self.clips[parts[0].clip].samples[:length] if len(parts) == 1
+                 else _mix(parts, self.clips, 0, length))
+        activity = measure_activity(sound)
         before = after = 0
         if snr is not None:
             before = _samples(_uniform(self.rng, self.spec.bed_margin_s))
@@ -339,25 +354,52 @@ class _Planner:
         if end > limit:
             return None
         onset, offset = alert_start + activity.start, alert_start + activity.end
-        peak = _peak(clip.samples[:length])
+        placed = [dataclasses.replace(p, start=p.start + alert_start) for p in parts]
         if snr is None:
-            gain = _gain_for(_uniform(self.rng, self.spec.clean_alert_dbfs), activity.level_dbfs)
-            self.placements.append(Placement(ROLE_ALERT, index, alert_start, 0, length, _peak_limited(gain, peak)))
+            gain = _peak_limited(_gain_for(_uniform(self.rng, self.spec.clean_alert_dbfs), activity.level_dbfs),
+                                 _peak(sound))
         else:
-            self._insert_on_bed(index, activity, alert_start, length, peak, (start, end), (onset, offset), snr)
-        self.truth.append(TruthEvent(label, _seconds(onset), _seconds(offset), snr, clip.name))
+            gain = self._insert_bed(activity, _peak(sound), (start, end), (onset, offset), snr)
+        self.placements.extend(dataclasses.replace(p, gain=gain) for p in placed)
+        name = self.clips[parts[0].clip].name + (f" (episode of {len(parts)} clips)" if len(parts) > 1 else "")
+        self.truth.append(TruthEvent(label, _seconds(onset), _seconds(offset), snr, name))
         return end
 
-    def _insert_on_bed(self, index: int, activity: Activity, alert_start: int, length: int, peak: float,
-                       bed_span: tuple[int, int], active_span: tuple[int, int], snr: float) -> None:
+    def _alert_parts(self, first: int) -> list[Placement]:
+        """The inserted sound at gain 1 from sample 0: one clip, or an episode of its recording's clips."""
+        cut = _samples(self.spec.max_alert_s)
+        parts, cursor, index, same_recording = [], 0, first, None
+        while True:
+            clip = self.clips[index]
+            length = min(clip.samples.size, clip.activity.start + cut)
+            parts.append(Placement(ROLE_ALERT, index, cursor, 0, length, 1.0))
+            cursor += length
+            if cursor >= _samples(self.spec.episode_s):
+                return parts
+            cursor += _samples(_uniform(self.rng, self.spec.episode_pause_s))
+            if same_recording is None:
+                same_recording = _Cycler([i for i in self.alert_clips_of(first) if i != first] or [first], self.rng)
+            index = same_recording.next()
+
+    def alert_clips_of(self, index: int) -> list[int]:
+        """The clips of ``index``'s label and recording (itself alone when it names no recording)."""
+        clip = self.clips[index]
+        if not clip.group:
+            return [index]
+        return [i for i, c in enumerate(self.clips) if c.label == clip.label and c.group == clip.group]
+
+    def _insert_bed(self, activity: Activity, peak: float, bed_span: tuple[int, int],
+                    active_span: tuple[int, int], snr: float) -> float:
+        """Lay a bed under the insertion; returns the insertion's gain, so its active level is the bed's + ``snr``
+        (both scaled down together when their peaks would clip)."""
         bed = self._bed(bed_span, active_span)
         bed_power = _stem_power(bed, self.clips, active_span)
         alert_gain = float(np.sqrt(bed_power * 10 ** (snr / 10) / 10 ** (activity.level_dbfs / 10)))
         bed_peak = max(p.gain * _peak(self.clips[p.clip].samples[p.offset:p.offset + p.length]) for p in bed)
         together = alert_gain * peak + bed_peak
         scale = min(1.0, PEAK_LIMIT / together) if together > 0 else 1.0
-        self.placements.extend(Placement(p.role, p.clip, p.start, p.offset, p.length, p.gain * scale) for p in bed)
-        self.placements.append(Placement(ROLE_ALERT, index, alert_start, 0, length, alert_gain * scale))
+        self.placements.extend(dataclasses.replace(p, gain=p.gain * scale) for p in bed)
+        return alert_gain * scale
 
     def _bed(self, span: tuple[int, int], active_span: tuple[int, int]) -> list[Placement]:
         """A Normal clip tiled over ``span``, scaled so its power over ``active_span`` is the drawn bed level."""

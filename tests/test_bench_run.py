@@ -1,5 +1,6 @@
 """`nursery-monitor bench` end to end on tone clips and the fake models: the cascade changes no event, the monitor's
-own memory is measured alone, the negative-only stream is scored, and the sweep reproduces the live events."""
+own memory is measured alone, the negative-only and the episode streams are scored, and the sweep reproduces the live
+events."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     config.write_text(f"models:\n  manifest: {models}\nfusion:\n  require_vote: false\nmqtt:\n  enabled: false\n")
     out = tmp_path / "bench"
     code = main(["--manifest", str(manifest_csv), "--split", "all", "--hours", "0.06", "--negative-hours", "0.03",
-                 "--no-baseline", "--profile-seconds", "0", "--out", str(out), "--config", str(config), "--quiet"])
+                 "--episode-hours", "0.06", "--no-baseline", "--profile-seconds", "0", "--out", str(out),
+                 "--config", str(config), "--quiet"])
     assert code == 0
     doc = json.loads((out / "bench.json").read_text())
     ours = doc["ours"]
@@ -43,6 +45,12 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
         1 for line in (out / "monitor_events.jsonl").read_text().splitlines() if '"phase": "start"' in line)
     negative = ours["negative_stream"]
     assert negative["hours"] > 0.02 and negative["false_alarms_per_hour"] >= 0
+    episodes = ours["episodes"]
+    truth = json.loads((out / "episode_truth.json").read_text())["truth"]
+    assert episodes["episodes"] == len(truth) >= 2 and episodes["episode_seconds"] == 30.0
+    assert all(t["offset_s"] - t["onset_s"] >= 25.0 and "episode of" in t["clip"] for t in truth)
+    assert episodes["alert_recall_any_label"] > 0 and episodes["latency_p50_s"] is not None
+    assert "episodes: recall at >= 10 dB" in (out / "bench.md").read_text()
     assert doc["tradeoff"]["reproduces_live"] is True
     assert {"YAMNet alone", "Wav2Vec2 alone"} <= set(doc["tradeoff"]["det_curves"])
     assert (out / "bench.md").read_text().startswith("# Event-level benchmark")

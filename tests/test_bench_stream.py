@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -175,3 +177,32 @@ def test_a_stream_spec_needs_insertions_or_none_at_all():
         StreamSpec(label_weights={"Crying": 0.0}).validate()
     with pytest.raises(ValueError, match="overlap_probability"):
         StreamSpec(overlap_probability=1.5).validate()
+
+
+def test_an_episode_is_one_recording_s_clips_in_a_row_at_the_snr_it_says(clips):
+    """Each insertion lasts about ``episode_s`` and is made only of its first clip's recording (repeated when it has
+    too few clips), with pauses in ``episode_pause_s``; its truth spans it, and the SNR holds over the whole of it."""
+    grouped = [c if c.label == "Normal" else dataclasses.replace(c, group="baby-a" if c.name != "cry-2" else "baby-b")
+               for c in clips]
+    spec = dataclasses.replace(SPEC, hours=0.2, episode_s=20.0, episode_pause_s=(0.5, 1.5))
+    plan = plan_stream(grouped, spec)
+    renderer = StreamRenderer(plan, grouped)
+    assert {t.label for t in plan.truth} == {"Crying", "Screaming"}
+    for truth in plan.truth:
+        parts = sorted((p for p in plan.placements if p.role == ROLE_ALERT
+                        and truth.onset_s - 1 <= p.start / SAMPLE_RATE <= truth.offset_s), key=lambda p: p.start)
+        assert len(parts) >= 2 and "episode of" in truth.clip
+        assert len({(grouped[p.clip].label, grouped[p.clip].group) for p in parts}) == 1
+        assert {grouped[p.clip].label for p in parts} == {truth.label}
+        pauses = [(b.start - a.end) / SAMPLE_RATE for a, b in zip(parts, parts[1:], strict=False)]
+        assert all(0.5 - 1e-3 <= pause <= 1.5 + 1e-3 for pause in pauses)
+        assert (parts[-1].end - parts[0].start) / SAMPLE_RATE >= spec.episode_s
+        assert len({p.gain for p in parts}) == 1
+        if truth.snr_db is not None:
+            onset, offset = _seconds_to_sample(truth.onset_s), _seconds_to_sample(truth.offset_s)
+            alert = renderer.render(onset, offset, roles=(ROLE_ALERT,), room_tone=False)
+            bed = renderer.render(onset, offset, roles=(ROLE_BED,), room_tone=False)
+            assert measure_activity(alert).level_dbfs - rms_dbfs(bed) == pytest.approx(truth.snr_db,
+                                                                                      abs=SNR_TOLERANCE_DB)
+    assert plan_stream(grouped, dataclasses.replace(spec, episode_s=0.0)).truth == plan_stream(
+        grouped, dataclasses.replace(SPEC, hours=0.2)).truth, "no episode: one clip per insertion, as before"
