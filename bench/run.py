@@ -134,11 +134,24 @@ def check_spacing(spec: StreamSpec, fusion: FusionConfig, baseline: BaselineSpec
                     "neighbouring insertions may merge into one event", spec.quiet_s[0], merge_span, MERGE_MARGIN_S)
 
 
-def build_stream(manifest: Path, split: str, spec: StreamSpec, cfg: Config, stream: Path, truth: Path,
-                 progress: bool) -> dict:
-    pool = decode_clips(select_clips(manifest, split), cfg, progress)
-    return write_planned_stream(pool, spec, stream, truth, progress) | {
-        "manifest": str(manifest), "split": split, "clips_decoded": len(pool),
+class SplitClips:
+    """The split's clips, decoded once when a stream first needs them: the insertion, negative-only and episode
+    streams are all built from them."""
+
+    def __init__(self, manifest: Path, split: str, cfg: Config, progress: bool):
+        self.manifest, self.split, self.cfg, self.progress = manifest, split, cfg, progress
+        self._pool: list[SourceClip] | None = None
+
+    def pool(self) -> list[SourceClip]:
+        if self._pool is None:
+            self._pool = decode_clips(select_clips(self.manifest, self.split), self.cfg, self.progress)
+        return self._pool
+
+
+def build_stream(clips: SplitClips, spec: StreamSpec, stream: Path, truth: Path) -> dict:
+    pool = clips.pool()
+    return write_planned_stream(pool, spec, stream, truth, clips.progress) | {
+        "manifest": str(clips.manifest), "split": clips.split, "clips_decoded": len(pool),
         "clips_by_label": {label: sum(c.label == label for c in pool) for label in ("Normal", *ALERT_LABELS)}}
 
 
@@ -366,35 +379,30 @@ def _resolved_fusion(cfg: Config) -> FusionConfig:
     return cfg.fusion.resolve(_manifest(cfg).operating_point_for(cfg.fusion.false_alarm_budget))
 
 
-def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+def _stream(args: argparse.Namespace, cfg: Config, files: BenchFiles, clips: SplitClips) -> dict:
     if args.reuse_stream and files.stream_summary.is_file() and files.stream.is_file() and files.truth.is_file():
         return json.loads(files.stream_summary.read_text(encoding="utf-8"))
     spec = StreamSpec(hours=args.hours, seed=args.seed)
     check_spacing(spec, cfg.fusion.resolve(), BaselineSpec())
-    manifest = (args.manifest or default_manifest_csv()).resolve()
-    summary = build_stream(manifest, args.split, spec, cfg, files.stream, files.truth, progress=not args.quiet)
+    summary = build_stream(clips, spec, files.stream, files.truth)
     files.stream_summary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 
 
-def _negative_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+def _negative_stream(args: argparse.Namespace, files: BenchFiles, clips: SplitClips) -> dict:
     """``--negative-hours``: household sound of the split's Normal clips only, nothing to alert on."""
     spec = StreamSpec(hours=args.negative_hours, seed=args.seed + 1, label_weights={},
                       overlap_probability=NEGATIVE_OVERLAP_PROBABILITY)
-    manifest = (args.manifest or default_manifest_csv()).resolve()
-    normal = [c for c in select_clips(manifest, args.split) if c.label == "Normal"]
-    pool = decode_clips(normal, cfg, not args.quiet)
-    write_planned_stream(pool, spec, files.negative_stream, files.negative_truth, not args.quiet)
+    normal = [c for c in clips.pool() if c.label == "Normal"]
+    write_planned_stream(normal, spec, files.negative_stream, files.negative_truth, not args.quiet)
     return run_worker("ours", WorkerPaths(files.negative_stream, files.negative_run, windows=files.negative_windows),
                       args.config, show_progress=not args.quiet)
 
 
-def _episode_stream(args: argparse.Namespace, cfg: Config, files: BenchFiles) -> dict:
+def _episode_stream(args: argparse.Namespace, files: BenchFiles, clips: SplitClips) -> dict:
     """``--episode-hours``: the split's clips, each insertion an episode of one recording (``StreamSpec.episode_s``)."""
     spec = StreamSpec(hours=args.episode_hours, seed=args.seed + 2, episode_s=EPISODE_SECONDS)
-    manifest = (args.manifest or default_manifest_csv()).resolve()
-    pool = decode_clips(select_clips(manifest, args.split), cfg, not args.quiet)
-    write_planned_stream(pool, spec, files.episode_stream, files.episode_truth, not args.quiet)
+    write_planned_stream(clips.pool(), spec, files.episode_stream, files.episode_truth, not args.quiet)
     return run_worker("ours", WorkerPaths(files.episode_stream, files.episode_run), args.config,
                       show_progress=not args.quiet)
 
@@ -412,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{args.hours}, {args.negative_hours}, {args.episode_hours}")
         fusion = _resolved_fusion(cfg)
         files.root.mkdir(parents=True, exist_ok=True)
-        stream_summary = _stream(args, cfg, files)
+        clips = SplitClips((args.manifest or default_manifest_csv()).resolve(), args.split, cfg, not args.quiet)
+        stream_summary = _stream(args, cfg, files, clips)
         show = not args.quiet
         runs = Runs(ours=run_worker("ours", WorkerPaths(files.stream, files.ours, windows=files.windows), args.config,
                                     show_progress=show),
@@ -427,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                                                              profile_text=files.profile_text),
                                       args.config, args.profile_seconds, show_progress=show)
         if args.negative_hours > 0:
-            runs.negative = _negative_stream(args, cfg, files)
+            runs.negative = _negative_stream(args, files, clips)
         if args.episode_hours > 0:
-            runs.episodes = _episode_stream(args, cfg, files)
+            runs.episodes = _episode_stream(args, files, clips)
         doc = evaluate(files, cfg, fusion, runs, stream_summary, progress=show)
     except (ConfigError, ModelError, ValueError, AudioFileError, RuntimeError, OSError) as exc:
         return fail("nursery-monitor bench", exc)

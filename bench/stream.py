@@ -85,6 +85,7 @@ class StreamSpec:
     """Inserted clips are cut this long after their onset."""
     room_tone_dbfs: float = -60.0
     overlap_probability: float = 0.0
+    """Chance that a second background clip starts while one is sounding (TV over the dishwasher)."""
     episode_s: float = 0.0
     """0: each insertion is one clip. Else an insertion is an episode: clips of one recording (``SourceClip.group``,
     repeated when it has too few) one after another, ``episode_pause_s`` apart, until it lasts this long, the way a
@@ -92,7 +93,6 @@ class StreamSpec:
     is the hit and later ones are duplicates."""
     episode_pause_s: tuple[float, float] = (0.3, 2.0)
     """Pause between the clips of an episode (a breath, a sob)."""
-    """Chance that a second background clip starts while one is sounding (TV over the dishwasher)."""
 
     @property
     def negative_only(self) -> bool:
