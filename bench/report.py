@@ -267,11 +267,21 @@ def _variant_table(variants: dict | None) -> list[str]:
 
 
 def _sensitivity_section(sensitivity: dict) -> list[str]:
-    """What each ``fusion.false_alarm_budget`` gives on this bench's streams, beside what tuning promised."""
-    lines = [f"## Sensitivity (`fusion.false_alarm_budget`), on {sensitivity['hours']:g} h of this bench's streams",
-             "", "| budget /h | setting | tuning FA/h | FA/h here | Crying >= 10 dB | Screaming >= 10 dB | "
+    """What each ``fusion.false_alarm_budget`` gives on this bench's streams, beside what tuning promised; with
+    episodes, what it gives on the crying episodes between the same household sound."""
+    lines = _ladder_table(f"## Sensitivity (`fusion.false_alarm_budget`), on {sensitivity['hours']:g} h of this "
+                          "bench's streams", sensitivity["rows"])
+    if sensitivity.get("episodes"):
+        episodes = sensitivity["episodes"]
+        lines += _ladder_table(f"### The same budgets on the crying episodes and the negative-only stream "
+                               f"({episodes['hours']:g} h)", episodes["rows"])
+    return lines
+
+
+def _ladder_table(title: str, rows: list[dict]) -> list[str]:
+    lines = [title, "", "| budget /h | setting | tuning FA/h | FA/h here | Crying >= 10 dB | Screaming >= 10 dB | "
              "latency p95 s |", "|---|---|---|---|---|---|---|"]
-    for row in sensitivity["rows"]:
+    for row in rows:
         recall = row["recall_10db_up"]
         lines.append(f"| {row[LADDER_BUDGET]:g} | {row['setting']} | {fmt(row['tuning']['false_alarms_per_hour'])} | "
                      f"{row['false_alarms_per_hour']:.3g} | {fmt(recall.get('Crying'))} | "

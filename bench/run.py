@@ -55,7 +55,7 @@ FILE_NAMES = {"stream": "stream.flac", "truth": "truth.json", "stream_summary": 
               "negative_stream": "negative_stream.flac", "negative_truth": "negative_truth.json",
               "negative_run": "negative_run.json", "negative_windows": "negative_windows.npz",
               "episode_stream": "episode_stream.flac", "episode_truth": "episode_truth.json",
-              "episode_run": "episode_run.json",
+              "episode_run": "episode_run.json", "episode_windows": "episode_windows.npz",
               "baseline": "baseline_run.json",
               "profile": "profile.json", "profile_text": "profile.txt", "bench_json": "bench.json",
               "bench_md": "bench.md", "tradeoff_json": "tradeoff.json", "tradeoff_png": "tradeoff.png"}
@@ -81,6 +81,7 @@ class BenchFiles:
     episode_stream: Path
     episode_truth: Path
     episode_run: Path
+    episode_windows: Path
     baseline: Path
     profile: Path
     profile_text: Path
@@ -214,18 +215,30 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
 def _sensitivity(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, truths, stream_seconds: float,
                  spec: ScoreSpec) -> dict | None:
     """Every tuned false-alarm budget (``fusion.false_alarm_budget``) on this bench's streams: the full record and,
-    when replayed, the negative-only one (recorded with the cascade)."""
-    from .tradeoff import concat_records, ladder_on_stream
-
+    when replayed, the negative-only one (recorded with the cascade); with episodes, also the episode stream joined
+    with the negative-only one, which is what a parent choosing a sensitivity wants to know: how many sustained
+    cries each budget catches, for how many alarms a night."""
     ladder = _manifest(cfg).budget_ladder
     if not ladder:
         return None
-    parts = [(load_window_record(files.windows_full), truths, stream_seconds)]
-    if runs.negative:
-        parts.append((load_window_record(files.negative_windows), *read_truth(files.negative_truth)))
+    negative = [(load_window_record(files.negative_windows), *read_truth(files.negative_truth))] if runs.negative \
+        else []
+    versions = runs.ours["model_versions"]
+    doc = _ladder_on(ladder, [(load_window_record(files.windows_full), truths, stream_seconds), *negative], fusion,
+                     versions, cfg.device_id, spec)
+    if runs.episodes:
+        episodes = (load_window_record(files.episode_windows), *read_truth(files.episode_truth))
+        doc["episodes"] = _ladder_on(ladder, [episodes, *negative], fusion, versions, cfg.device_id, spec)
+    return doc
+
+
+def _ladder_on(ladder: list[dict], parts: list, fusion: FusionConfig, versions: dict[str, str], device_id: str,
+               spec: ScoreSpec) -> dict:
+    """The budget ladder measured on recorded streams joined into one."""
+    from .tradeoff import concat_records, ladder_on_stream
+
     record, all_truths, seconds = concat_records(parts)
-    rows = ladder_on_stream(record, fusion, ladder, runs.ours["model_versions"], cfg.device_id, all_truths, seconds,
-                            spec)
+    rows = ladder_on_stream(record, fusion, ladder, versions, device_id, all_truths, seconds, spec)
     return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "streams": len(parts), "rows": rows}
 
 
@@ -403,8 +416,8 @@ def _episode_stream(args: argparse.Namespace, files: BenchFiles, clips: SplitCli
     """``--episode-hours``: the split's clips, each insertion an episode of one recording (``StreamSpec.episode_s``)."""
     spec = StreamSpec(hours=args.episode_hours, seed=args.seed + 2, episode_s=EPISODE_SECONDS)
     write_planned_stream(clips.pool(), spec, files.episode_stream, files.episode_truth, not args.quiet)
-    return run_worker("ours", WorkerPaths(files.episode_stream, files.episode_run), args.config,
-                      show_progress=not args.quiet)
+    return run_worker("ours", WorkerPaths(files.episode_stream, files.episode_run, windows=files.episode_windows),
+                      args.config, show_progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

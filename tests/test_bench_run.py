@@ -62,3 +62,12 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     assert as_live["false_alarms"] == ours["false_alarms"] + negative["false_alarms"] > 0
     assert quiet["false_alarms_per_hour"] == 0 and not any(quiet["recall_10db_up"].values())
     assert "## Sensitivity (`fusion.false_alarm_budget`)" in (out / "bench.md").read_text()
+
+    # and on the episodes between the negative-only stream's sound: the live row scores as the episode run did
+    on_episodes = doc["sensitivity"]["episodes"]
+    quiet, as_live = on_episodes["rows"]
+    assert on_episodes["streams"] == 2 and on_episodes["hours"] > episodes["hours"]
+    assert as_live["recall_10db_up"] == episodes["recall_10db_up"]
+    assert as_live["false_alarms"] == episodes["false_alarms"] + negative["false_alarms"]
+    assert quiet["false_alarms_per_hour"] == 0 and not any(quiet["recall_10db_up"].values())
+    assert "crying episodes and the negative-only stream" in (out / "bench.md").read_text()
