@@ -119,6 +119,14 @@ class StepOutcome:
     result: dict
     cached: bool
     seconds: float
+    outputs: dict[str, str] = field(default_factory=dict)
+    """sha256 of each file the step made: what a later step that reads them is keyed on. The step's own key
+    names its recipe, which a run cut by a time cap or a different machine can turn into other weights."""
+
+    @property
+    def made(self) -> str:
+        """The outputs by file name and content, wherever the checkout lies."""
+        return digest_json(sorted((Path(path).name, digest) for path, digest in self.outputs.items()))
 
 
 @dataclass
@@ -165,7 +173,7 @@ class StepRunner:
         log.info("[%d/%d] %s", len(self.outcomes) + 1, self.total, title)
         stamp = self._reusable(name, key, parts)
         if stamp is not None:
-            outcome = StepOutcome(name, key, stamp["result"], True, 0.0)
+            outcome = StepOutcome(name, key, stamp["result"], True, 0.0, stamp.get("outputs", {}))
             log.info("      up to date (built %s in %.1f s)", stamp.get("finished", "?"), stamp.get("seconds", 0))
         else:
             self._stamp_path(name).unlink(missing_ok=True)
@@ -177,14 +185,15 @@ class StepRunner:
                 raise BuildError(f"step '{name}' ({title}) failed: {type(exc).__name__}: "
                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
             seconds = time.perf_counter() - started
-            outcome = StepOutcome(name, key, result, False, seconds)
-            self._write_stamp(name, key, parts, result, outputs(result) if callable(outputs) else outputs, seconds)
+            made = self._write_stamp(name, key, parts, result, outputs(result) if callable(outputs) else outputs,
+                                     seconds)
+            outcome = StepOutcome(name, key, result, False, seconds, made)
             log.info("      done in %.1f s", seconds)
         self.outcomes.append(outcome)
         return outcome
 
     def _write_stamp(self, name: str, key: str, parts: dict[str, str], result: dict, outputs: list[Path],
-                     seconds: float) -> None:
+                     seconds: float) -> dict[str, str]:
         missing = [str(p) for p in outputs if not Path(p).exists()]
         if missing:
             raise BuildError(f"step '{name}' did not produce {', '.join(missing)}")
@@ -194,6 +203,7 @@ class StepRunner:
         tmp = self._stamp_path(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(stamp, indent=1, default=str) + "\n", encoding="utf-8")
         tmp.replace(self._stamp_path(name))
+        return stamp["outputs"]
 
 
 # --- options -------------------------------------------------------------------------------------
@@ -425,11 +435,11 @@ def run_build(opts: BuildOptions) -> dict:
     staging.mkdir(parents=True, exist_ok=True)
     yamnet_export = runner.run(
         "export_yamnet", "export YAMNet + head to ONNX (parity against TFLite)",
-        {"head": head.key, "tflite_sha256": sha256_file(opts.yamnet_tflite)}, YAMNET_EXPORT_CODE,
+        {"head": head.made, "tflite_sha256": sha256_file(opts.yamnet_tflite)}, YAMNET_EXPORT_CODE,
         [staging / YAMNET_FILE], lambda: _export_yamnet(opts, head_dir))
     w2v_export = runner.run(
         "export_wav2vec2", "export Wav2Vec2 to ONNX, float + int8 (parity against torch)",
-        {"model": w2v.key, "split_sha256": data.split_sha256}, WAV2VEC2_EXPORT_CODE,
+        {"model": w2v.made, "split_sha256": data.split_sha256}, WAV2VEC2_EXPORT_CODE,
         lambda result: list(_wav2vec2_files(result).values()), lambda: _export_wav2vec2(opts, data, w2v_dir))
     document = staged_manifest(opts, data, head, w2v, yamnet_export, w2v_export)
     staged_path = staging / MANIFEST_NAME

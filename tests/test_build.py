@@ -61,6 +61,27 @@ def test_step_reruns_when_anything_it_depends_on_changed(tmp_path: Path, change:
     assert action.out.read_text() == "result"
 
 
+def test_later_step_follows_what_the_earlier_one_wrote_not_its_recipe(tmp_path: Path):
+    """A training run cut by its time cap writes other weights from the same inputs: the export keyed on them
+    must export again, not keep the model of the previous run."""
+    train = CountingAction(tmp_path / "weights.bin", "run 1")
+    export = CountingAction(tmp_path / "model.onnx")
+
+    def build() -> tuple:
+        runner = StepRunner(tmp_path / "stamps", total=2)
+        trained = runner.run("train", "train", {"seed": 1}, CODE, [train.out], train)
+        return trained, runner.run("export", "export", {"model": trained.made}, CODE, [export.out], export)
+
+    first_train, _ = build()
+    (tmp_path / "stamps" / "train.json").unlink()
+    train.text = "run 2"
+    second_train, second_export = build()
+    assert second_train.key == first_train.key and second_train.made != first_train.made
+    assert export.calls == 2 and not second_export.cached
+    _, third_export = build()
+    assert third_export.cached and export.calls == 2
+
+
 def test_rerun_says_which_input_changed(tmp_path: Path, caplog):
     action = CountingAction(tmp_path / "out.txt")
     _run(tmp_path, action, {"seed": 1, "minutes": 10})
