@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from monitor.constants import ALERT_LABELS
 from monitor.model_manifest import LADDER_BUDGET
 
-from .score import Score
+from .score import Score, round_or_none
 from .tradeoff import MIN_SNR_DB, Targets
 
 
@@ -56,7 +56,7 @@ def figures(score: Score, run: dict) -> dict:
     return {
         "event_recall": summary["event_recall"],
         "event_precision": summary["event_precision"],
-        "recall_10db_up": {label: _round(score.recall(label, MIN_SNR_DB)) for label in ALERT_LABELS},
+        "recall_10db_up": {label: round_or_none(score.recall(label, MIN_SNR_DB)) for label in ALERT_LABELS},
         "recall_by_snr": {label: s["recall_by_snr"] for label, s in summary["per_label"].items()},
         "alert_recall_any_label": summary["alert_recall_any_label"],
         **{key: summary[key] for key in ("false_alarms", "false_alarms_per_hour", "label_confusions", "duplicates",
@@ -72,10 +72,6 @@ def event_targets() -> Targets:
     return Targets(false_alarms_per_hour=FALSE_ALARM_BAR.limit, latency_p95_s=by_figure[LATENCY_BAR],
                    recall_10db_up={figure.removeprefix(RECALL_BAR_PREFIX): limit for figure, limit in by_figure.items()
                                    if figure.startswith(RECALL_BAR_PREFIX)})
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(float(value), digits)
 
 
 def lookup(figs: dict | None, dotted: str):

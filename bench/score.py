@@ -119,8 +119,8 @@ class LabelScore:
     def to_dict(self) -> dict:
         return {"truths": self.truths, "hits": self.hits, "events": self.events, "duplicates": self.duplicates,
                 "confusions": self.confusions, "false_alarms": self.false_alarms,
-                "event_recall": _round(self.recall), "event_precision": _round(self.precision),
-                "recall_by_snr": {k: _round(v) for k, v in self.recall_by_snr().items()},
+                "event_recall": round_or_none(self.recall), "event_precision": round_or_none(self.precision),
+                "recall_by_snr": {k: round_or_none(v) for k, v in self.recall_by_snr().items()},
                 "truths_by_snr": dict(self.truths_by_snr),
                 "latency_by_snr": {k: latency_summary(v) for k, v in self.latencies_by_snr.items()},
                 **latency_summary(self.latencies_s)}
@@ -166,9 +166,9 @@ class Score:
 
     def to_dict(self) -> dict:
         return {
-            "event_recall": {label: _round(s.recall) for label, s in self.per_label.items()},
-            "event_precision": {label: _round(s.precision) for label, s in self.per_label.items()},
-            "alert_recall_any_label": _round(self.alert_recall),
+            "event_recall": {label: round_or_none(s.recall) for label, s in self.per_label.items()},
+            "event_precision": {label: round_or_none(s.precision) for label, s in self.per_label.items()},
+            "alert_recall_any_label": round_or_none(self.alert_recall),
             "false_alarms": self.false_alarms,
             "false_alarms_per_hour": round(self.false_alarms_per_hour, 4),
             "label_confusions": self.count(CONFUSION),
@@ -180,7 +180,7 @@ class Score:
         }
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
+def round_or_none(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from monitor import app, capture
-from monitor.capture import MIC_ERROR, MIC_OK, Backoff
+from monitor.capture import MIC_ERROR, MIC_OK, MIC_STARTING, Backoff
 from monitor.config import load_config
 from monitor.mqtt import Topics
 from tests.helpers.audio import FakeDevice
@@ -252,6 +252,16 @@ def test_run_survives_a_microphone_missing_at_start_and_unplugged_mid_run(tmp_pa
     assert len(device.streams) >= 2 and device.requests[-1].reopening
 
 
+def _health_until(subscriber: Subscriber, enough, most: int = 8) -> list:
+    """Health messages until ``enough(messages)`` holds (or ``most`` arrived, or the delivery timeout)."""
+    found = []
+    for count in range(1, most + 1):
+        found = subscriber.wait_for(count, TOPICS.health, DELIVERY_TIMEOUT_SECONDS)
+        if enough(found) or len(found) < count:
+            break
+    return found
+
+
 def test_run_without_its_microphone_keeps_running_and_reports_mic_error(tmp_path, fake_models, broker):
     config = write_config(tmp_path, fake_models, broker, audio={"device": "no-such-mic", **MIC_RETRY},
                           health=STATUS_EVERY_SECOND)
@@ -259,16 +269,19 @@ def test_run_without_its_microphone_keeps_running_and_reports_mic_error(tmp_path
     try:
         with RunningDaemon("run", "--config", str(config)) as daemon:
             assert subscriber.wait_for_payload(TOPICS.status, "online", DELIVERY_TIMEOUT_SECONDS) is not None
-            statuses = subscriber.wait_for(3, TOPICS.health, DELIVERY_TIMEOUT_SECONDS)
+            statuses = _health_until(subscriber, lambda found: sum(
+                m.json()["mic"]["state"] == MIC_ERROR for m in found) >= 3)
             assert daemon.alive, daemon.text()
             assert daemon.terminate() == 0, daemon.text()
         assert subscriber.wait_for_payload(TOPICS.status, "offline") is not None
     finally:
         subscriber.close()
 
-    assert len(statuses) >= 3
-    for status in (m.json() for m in statuses):
-        assert status["mic"]["state"] == MIC_ERROR
+    # On a loaded machine the first status can go out before the first attempt to open the microphone.
+    states = [m.json()["mic"]["state"] for m in statuses]
+    errors = [m.json() for m in statuses if m.json()["mic"]["state"] == MIC_ERROR]
+    assert len(errors) >= 3 and set(states[:len(states) - len(errors)]) <= {MIC_STARTING}, states
+    for status in errors:
         assert "no input device matching 'no-such-mic'" in status["mic"]["last_error"]
     assert len(daemon.matching("microphone error")) == 1, "one warning, not one per retry"
     assert stderr_problems(daemon.text()) == []
