@@ -252,16 +252,6 @@ def test_run_survives_a_microphone_missing_at_start_and_unplugged_mid_run(tmp_pa
     assert len(device.streams) >= 2 and device.requests[-1].reopening
 
 
-def _health_until(subscriber: Subscriber, enough, most: int = 8) -> list:
-    """Health messages until ``enough(messages)`` holds (or ``most`` arrived, or the delivery timeout)."""
-    found = []
-    for count in range(1, most + 1):
-        found = subscriber.wait_for(count, TOPICS.health, DELIVERY_TIMEOUT_SECONDS)
-        if enough(found) or len(found) < count:
-            break
-    return found
-
-
 def test_run_without_its_microphone_keeps_running_and_reports_mic_error(tmp_path, fake_models, broker):
     config = write_config(tmp_path, fake_models, broker, audio={"device": "no-such-mic", **MIC_RETRY},
                           health=STATUS_EVERY_SECOND)
@@ -269,8 +259,9 @@ def test_run_without_its_microphone_keeps_running_and_reports_mic_error(tmp_path
     try:
         with RunningDaemon("run", "--config", str(config)) as daemon:
             assert subscriber.wait_for_payload(TOPICS.status, "online", DELIVERY_TIMEOUT_SECONDS) is not None
-            statuses = _health_until(subscriber, lambda found: sum(
-                m.json()["mic"]["state"] == MIC_ERROR for m in found) >= 3)
+            wait_until(lambda: sum(h["mic"]["state"] == MIC_ERROR for h in health_messages(subscriber)) >= 3,
+                       DELIVERY_TIMEOUT_SECONDS)
+            statuses = health_messages(subscriber)
             assert daemon.alive, daemon.text()
             assert daemon.terminate() == 0, daemon.text()
         assert subscriber.wait_for_payload(TOPICS.status, "offline") is not None
@@ -278,8 +269,8 @@ def test_run_without_its_microphone_keeps_running_and_reports_mic_error(tmp_path
         subscriber.close()
 
     # On a loaded machine the first status can go out before the first attempt to open the microphone.
-    states = [m.json()["mic"]["state"] for m in statuses]
-    errors = [m.json() for m in statuses if m.json()["mic"]["state"] == MIC_ERROR]
+    states = [status["mic"]["state"] for status in statuses]
+    errors = [status for status in statuses if status["mic"]["state"] == MIC_ERROR]
     assert len(errors) >= 3 and set(states[:len(states) - len(errors)]) <= {MIC_STARTING}, states
     for status in errors:
         assert "no input device matching 'no-such-mic'" in status["mic"]["last_error"]
