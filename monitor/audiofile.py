@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from .config import PreprocessConfig
+from .constants import SAMPLE_RATE
 from .preprocess import Conditioner
 
 
@@ -54,34 +55,50 @@ def frames_per_read(block_frames: int, sample_rate: int) -> int:
     return block_frames * max(1, int(READ_SECONDS * sample_rate) // block_frames)
 
 
-def iter_file_blocks(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
-    """Native-rate float32 blocks (frames, channels) of ``block_seconds`` in constant memory, for multi-hour
-    files; decoded ``READ_SECONDS`` at a time."""
+def _iter_file_reads(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int, int]]:
+    """(frames, channels) float32 reads of whole ``block_seconds`` blocks, with the rate and the block size."""
     with _open(path) as handle:
         block_frames = max(1, int(round(block_seconds * handle.samplerate)))
         read_frames = frames_per_read(block_frames, handle.samplerate)
         try:
             for chunk in handle.blocks(blocksize=read_frames, dtype="float32", always_2d=True):
-                for start in range(0, len(chunk), block_frames):
-                    yield chunk[start:start + block_frames], handle.samplerate
+                yield chunk, handle.samplerate, block_frames
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioFileError(path, f"decoding failed mid-file ({exc})") from None
 
 
+def iter_file_blocks(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Native-rate float32 blocks (frames, channels) of ``block_seconds`` in constant memory, for multi-hour
+    files; decoded ``READ_SECONDS`` at a time."""
+    for chunk, rate, block_frames in _iter_file_reads(path, block_seconds):
+        for start in range(0, len(chunk), block_frames):
+            yield chunk[start:start + block_frames], rate
+
+
 def iter_conditioned_blocks(path: str | os.PathLike, cfg: PreprocessConfig,
                             block_seconds: float) -> Iterator[np.ndarray]:
-    """16 kHz mono blocks of a file through the shared conditioning chain."""
+    """16 kHz mono blocks of ``block_seconds`` (the last one shorter) of a file through the shared conditioning
+    chain. Each read is conditioned whole and only then cut into blocks: the streaming chain gives the same samples
+    however its input is cut (a test checks), and its per-call cost then counts once per read, not once per block.
+    A decoding error mid-file still delivers every sample conditioned before it."""
+    block_size = max(1, int(round(block_seconds * SAMPLE_RATE)))
     conditioner: Conditioner | None = None
-    for block, rate in iter_file_blocks(path, block_seconds):
-        if conditioner is None:
-            conditioner = Conditioner(rate, cfg)
-        out = conditioner.process(block)
-        if out.size:
-            yield out
+    pending = np.zeros(0, np.float32)
+    try:
+        for chunk, rate, _ in _iter_file_reads(path, block_seconds):
+            if conditioner is None:
+                conditioner = Conditioner(rate, cfg)
+            pending = np.concatenate([pending, conditioner.process(chunk)])
+            whole = pending.size - pending.size % block_size
+            yield from (pending[start:start + block_size] for start in range(0, whole, block_size))
+            pending = pending[whole:]
+    except AudioFileError:
+        if pending.size:
+            yield pending
+        raise
     if conditioner is not None:
-        tail = conditioner.flush()
-        if tail.size:
-            yield tail
+        pending = np.concatenate([pending, conditioner.flush()])
+    yield from (pending[start:start + block_size] for start in range(0, pending.size, block_size))
 
 
 def load_clip(path: str | os.PathLike, cfg: PreprocessConfig, block_seconds: float = 10.0) -> np.ndarray:

@@ -18,8 +18,10 @@ from .signal_helpers import pad_to_window, rms_dbfs
 
 
 def sanitize(samples: np.ndarray) -> np.ndarray:
-    """NaN/Inf (corrupt files, broken drivers) become silence; values are clipped to [-1, 1]."""
+    """NaN/Inf (corrupt files, broken drivers) become silence; values are clipped to [-1, 1]. Always a new array."""
     samples = np.asarray(samples, dtype=np.float32)
+    if samples.size and -1.0 <= samples.min() and samples.max() <= 1.0:
+        return samples.copy()  # the common case, checked in two reductions (NaN fails both comparisons)
     if not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(samples, -1.0, 1.0)
@@ -32,6 +34,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
         return samples
     if samples.ndim != 2:
         raise ValueError(f"expected 1-D or 2-D audio, got shape {samples.shape}")
+    if samples.shape[1] == 1:
+        return samples[:, 0]  # the mean of one channel, without a reduction per block
     return samples.mean(axis=1, dtype=np.float32)
 
 

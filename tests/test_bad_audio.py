@@ -196,6 +196,50 @@ def test_file_blocks_are_the_requested_size_and_the_whole_file(tmp_path):
     assert np.array_equal(np.concatenate(blocks), whole)
 
 
+def test_conditioned_blocks_are_whole_blocks_of_the_samples_the_whole_file_conditions_to(tmp_path):
+    """A replay conditions each read whole and cuts the result into blocks afterwards (cheaper than conditioning
+    every 0.1 s block): the blocks are exactly ``block_seconds`` (the last one shorter) and hold the very samples
+    of conditioning the whole file in one call, also for a rate the chain resamples by an odd ratio."""
+    from monitor.audiofile import READ_SECONDS, iter_conditioned_blocks
+    from monitor.preprocess import condition_clip
+
+    rate, channels = 22050, 2
+    path = tmp_path / "odd.flac"
+    write_audio(path, 2.5 * READ_SECONDS + 0.037, rate, channels)
+    whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    cfg = PreprocessConfig()
+
+    blocks = list(iter_conditioned_blocks(path, cfg, 0.1))
+
+    assert {block.size for block in blocks[:-1]} == {1600} and 0 < blocks[-1].size <= 1600
+    assert np.array_equal(np.concatenate(blocks), condition_clip(whole, rate, cfg))
+
+
+def test_a_decoding_error_mid_file_still_delivers_what_was_conditioned_before_it(tmp_path, monkeypatch):
+    """The part of a read left over after its whole blocks is handed out before the error, not dropped."""
+    import monitor.audiofile as audiofile
+    from monitor.preprocess import Conditioner
+
+    rate = 16000
+    path = tmp_path / "tone.wav"
+    write_audio(path, 1.0, rate, 1)
+    first_read = sf.read(str(path), dtype="float32", always_2d=True)[0][:12345]
+
+    def failing_reads(path, block_seconds):
+        yield first_read, rate, round(block_seconds * rate)
+        raise AudioFileError(path, "decoding failed mid-file (test)")
+
+    monkeypatch.setattr(audiofile, "_iter_file_reads", failing_reads)
+    cfg = PreprocessConfig()
+    delivered = []
+    with pytest.raises(AudioFileError, match="mid-file"):
+        for block in audiofile.iter_conditioned_blocks(path, cfg, 0.1):
+            delivered.append(block)
+
+    assert np.array_equal(np.concatenate(delivered), Conditioner(rate, cfg).process(first_read))
+    assert delivered[-1].size < 1600  # the leftover, not only the whole blocks
+
+
 def test_reads_hold_every_whole_block_that_fits_in_the_read_size():
     from monitor.audiofile import READ_SECONDS, frames_per_read
 

@@ -16,6 +16,7 @@ from monitor.preprocess import (
     prepare_window,
     rms_dbfs,
     sanitize,
+    to_mono,
 )
 
 
@@ -70,6 +71,22 @@ def test_multichannel_is_downmixed_and_nan_becomes_silence():
     assert np.all(np.isfinite(out))
     assert np.max(np.abs(out)) < 1e-3  # +tone and -tone cancel, NaN channel is silence
     assert np.array_equal(sanitize(np.array([np.inf, -np.inf, 2.0], np.float32)), np.array([0, 0, 1], np.float32))
+
+
+def test_clean_audio_is_copied_unchanged_and_one_channel_is_itself():
+    """The fast paths of the per-block conditioning: in-range finite audio comes back equal but as a new array (the
+    microphone's buffer is reused by the driver), a NaN or out-of-range value still takes the sanitising path, and
+    a one-channel block is its own mix."""
+    block = np.linspace(-1.0, 1.0, 1600, dtype=np.float32)
+    cleaned = sanitize(block)
+    assert np.array_equal(cleaned, block) and not np.shares_memory(cleaned, block)
+    for bad, expected in ((np.nan, 0.0), (1.5, 1.0), (-np.inf, 0.0)):
+        broken = block.copy()
+        broken[7] = bad
+        assert sanitize(broken)[7] == expected
+    column = block[:, None]
+    assert np.array_equal(to_mono(column), block)
+    assert np.array_equal(to_mono(np.stack([block, block], axis=1)), block)
 
 
 def test_a_broken_channel_does_not_silence_the_others_nor_overflow_the_mix():
