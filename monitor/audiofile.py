@@ -67,12 +67,18 @@ def _iter_file_reads(path: str | os.PathLike, block_seconds: float) -> Iterator[
             raise AudioFileError(path, f"decoding failed mid-file ({exc})") from None
 
 
+def _cut(samples: np.ndarray, size: int, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Consecutive ``size``-long slices of ``samples[:stop]`` (the last one shorter when ``stop`` is not a multiple)."""
+    stop = len(samples) if stop is None else stop
+    return (samples[start:min(start + size, stop)] for start in range(0, stop, size))
+
+
 def iter_file_blocks(path: str | os.PathLike, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
     """Native-rate float32 blocks (frames, channels) of ``block_seconds`` in constant memory, for multi-hour
     files; decoded ``READ_SECONDS`` at a time."""
     for chunk, rate, block_frames in _iter_file_reads(path, block_seconds):
-        for start in range(0, len(chunk), block_frames):
-            yield chunk[start:start + block_frames], rate
+        for block in _cut(chunk, block_frames):
+            yield block, rate
 
 
 def iter_conditioned_blocks(path: str | os.PathLike, cfg: PreprocessConfig,
@@ -90,7 +96,7 @@ def iter_conditioned_blocks(path: str | os.PathLike, cfg: PreprocessConfig,
                 conditioner = Conditioner(rate, cfg)
             pending = np.concatenate([pending, conditioner.process(chunk)])
             whole = pending.size - pending.size % block_size
-            yield from (pending[start:start + block_size] for start in range(0, whole, block_size))
+            yield from _cut(pending, block_size, whole)
             pending = pending[whole:]
     except AudioFileError:
         if pending.size:
@@ -98,7 +104,7 @@ def iter_conditioned_blocks(path: str | os.PathLike, cfg: PreprocessConfig,
         raise
     if conditioner is not None:
         pending = np.concatenate([pending, conditioner.flush()])
-    yield from (pending[start:start + block_size] for start in range(0, pending.size, block_size))
+    yield from _cut(pending, block_size)
 
 
 def load_clip(path: str | os.PathLike, cfg: PreprocessConfig, block_seconds: float = 10.0) -> np.ndarray:
