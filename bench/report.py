@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from monitor.constants import ALERT_LABELS
 from monitor.model_manifest import LADDER_BUDGET
 
-from .score import Score, round_or_none
+from .score import Score, hours_to_show, round_or_none, rounded_interval
 from .tradeoff import MIN_SNR_DB, Targets
 
 
@@ -57,10 +57,13 @@ def figures(score: Score, run: dict) -> dict:
         "event_recall": summary["event_recall"],
         "event_precision": summary["event_precision"],
         "recall_10db_up": {label: round_or_none(score.recall(label, MIN_SNR_DB)) for label in ALERT_LABELS},
+        "recall_10db_up_interval": {label: rounded_interval(score.recall_interval(label, MIN_SNR_DB))
+                                    for label in ALERT_LABELS},
         "recall_by_snr": {label: s["recall_by_snr"] for label, s in summary["per_label"].items()},
         "alert_recall_any_label": summary["alert_recall_any_label"],
         **{key: summary[key] for key in ("false_alarms", "false_alarms_per_hour", "label_confusions", "duplicates",
                                          "latency_p50_s", "latency_p95_s")},
+        "false_alarms_per_hour_interval": rounded_interval(score.false_alarms_per_hour_interval),
         **{key: run.get(key) for key in MEASUREMENT_KEYS},
         "per_label": summary["per_label"],
     }
@@ -106,6 +109,8 @@ def fmt(value) -> str:
         return f"{value:.4g}"
     if isinstance(value, dict):
         return ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list) and value and all(isinstance(v, float | int) for v in value):
+        return f"[{', '.join(fmt(float(v)) for v in value)}]"
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
     return str(value)
@@ -116,11 +121,13 @@ ROWS = (
     ("event recall, Screaming (all SNRs)", "event_recall.Screaming"),
     ("event recall, Crying (>= 10 dB)", "recall_10db_up.Crying"),
     ("event recall, Screaming (>= 10 dB)", "recall_10db_up.Screaming"),
+    ("event recall at >= 10 dB, 95% interval (Wilson)", "recall_10db_up_interval"),
     ("event precision, Crying", "event_precision.Crying"),
     ("event precision, Screaming", "event_precision.Screaming"),
     ("cry/scream alerted with either label", "alert_recall_any_label"),
     ("false alarms", "false_alarms"),
     ("false alarms per hour", "false_alarms_per_hour"),
+    ("false alarms per hour, 95% interval (Poisson)", "false_alarms_per_hour_interval"),
     ("label confusions", "label_confusions"),
     ("duplicate alerts", "duplicates"),
     ("latency p50 (s)", "latency_p50_s"),
@@ -134,6 +141,7 @@ ROWS = (
     ("benchmark worker peak RSS (MB, holds the window record)", "peak_rss_mb"),
     ("negative-only stream: hours", "negative_stream.hours"),
     ("negative-only stream: false alarms per hour", "negative_stream.false_alarms_per_hour"),
+    ("negative-only stream: false alarms per hour, 95% interval", "negative_stream.false_alarms_per_hour_interval"),
     ("negative-only stream: CPU s per audio hour", "negative_stream.cpu_seconds_per_audio_hour"),
     ("episodes (one recording's cries or screams in a row): how many", "episodes.episodes"),
     ("episodes: length (s)", "episodes.episode_seconds"),
@@ -178,7 +186,17 @@ def _main_table(doc: dict) -> list[str]:
         lines.append(f"| {name} | {fmt(lookup(ours, key))} | {fmt(lookup(baseline, key))} | "
                      f"{bar.text if bar else '-'} | {fmt(met) if bar else '-'} |")
     others = "; ".join(f"{k}: {fmt(v.get('met'))}" for k, v in doc["bars"].items() if k not in bars)
-    return lines + ["", f"Other bars: {others}.", ""]
+    return lines + ["", f"Other bars: {others}.", "", *_interval_note()]
+
+
+def _interval_note() -> list[str]:
+    """What the streams' length can show: a count under a rate bar is not yet evidence of the rate."""
+    rate_bars = [bar for bar in BARS if bar.figure.endswith("false_alarms_per_hour")]
+    shown = ", ".join(f"{bar.limit:g} per hour after {hours_to_show(bar.limit):.1f} h" for bar in rate_bars)
+    return ["Intervals are 95%: exact Poisson for false-alarm rates, Wilson for recalls. Alarms over one recurring "
+            "background clip and insertions of one clip at three SNRs are not independent, so the true uncertainty "
+            "is wider. With no false alarm at all, the interval's top reaches " + shown + " of stream: a shorter "
+            "stream can meet such a bar by its count but cannot show it.", ""]
 
 
 def _snr_table(doc: dict) -> list[str]:

@@ -33,7 +33,7 @@ from monitor.progress import progress_bar
 from .baseline import BaselineSpec
 from .replay import WorkerPaths, audio_progress, load_window_record, run_monitor, run_worker
 from .report import check_bars, event_targets, figures, render_markdown
-from .score import FALSE_ALARM, DetectedEvent, Score, ScoreSpec, blame, score_events
+from .score import FALSE_ALARM, DetectedEvent, Score, ScoreSpec, blame, rounded_interval, score_events
 from .stream import SourceClip, StreamSpec, make_source_clip, plan_stream, read_background, read_truth, write_stream
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,9 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
     score = _score(truths, run, seconds, ScoreSpec())
     by_source, _ = _false_alarms(score, read_background(files.negative_truth), decision_span_s(cfg, fusion))
     return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "false_alarms": score.false_alarms,
-            "false_alarms_per_hour": round(score.false_alarms_per_hour, 4), "false_alarms_by_source": by_source,
+            "false_alarms_per_hour": round(score.false_alarms_per_hour, 4),
+            "false_alarms_per_hour_interval": rounded_interval(score.false_alarms_per_hour_interval),
+            "false_alarms_by_source": by_source,
             "cpu_seconds_per_audio_hour": run.get("cpu_seconds_per_audio_hour"),
             "wav2vec2_skipped_windows": run.get("wav2vec2_skipped_windows"), "gated_windows": run.get("gated_windows"),
             "vetoed_windows": run.get("vetoed_windows")}
@@ -304,7 +306,8 @@ def _episode_figures(files: BenchFiles, run: dict) -> dict:
     return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "episode_seconds": EPISODE_SECONDS,
             "episodes": len(truths), **{key: scored[key] for key in (
                 "recall_10db_up", "recall_by_snr", "alert_recall_any_label", "latency_p50_s", "latency_p95_s",
-                "false_alarms", "false_alarms_per_hour", "duplicates", "label_confusions")},
+                "false_alarms", "false_alarms_per_hour", "false_alarms_per_hour_interval", "recall_10db_up_interval",
+                "duplicates", "label_confusions")},
             "latency_by_label": {label: {key: figs.get(key) for key in ("latency_p50_s", "latency_p95_s")}
                                  for label, figs in scored["per_label"].items()}}
 

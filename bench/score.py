@@ -14,8 +14,10 @@ after the sound to decide, so an event raised just after a short scream still be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -27,6 +29,9 @@ CLEAN_KEY = "clean"
 
 HIT, DUPLICATE, CONFUSION, FALSE_ALARM = "hit", "duplicate", "confusion", "false_alarm"
 LATENCY_PERCENTILES = (50, 95)
+CONFIDENCE = 0.95
+"""Of the intervals the bench gives around its rates and recalls."""
+_BISECTION_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -153,12 +158,25 @@ class Score:
     def latencies_s(self) -> list[float]:
         return [o.latency_s for o in self.outcomes if o.kind == HIT and o.latency_s is not None]
 
-    def recall(self, label: str, min_snr_db: float | None = None) -> float | None:
-        """Recall of ``label`` over truths at ``min_snr_db`` or cleaner (None = all truths)."""
+    @property
+    def false_alarms_per_hour_interval(self) -> tuple[float, float] | None:
+        """Where the true rate may lie, given how few false alarms these hours could show (``rate_interval``)."""
+        return rate_interval(self.false_alarms, self.background_seconds / SECONDS_PER_HOUR)
+
+    def recall_counts(self, label: str, min_snr_db: float | None = None) -> tuple[int, int]:
+        """(hits, truths) of ``label`` over truths at ``min_snr_db`` or cleaner (None = all truths)."""
         chosen = [hit for truth, hit in zip(self.truths, self.truth_hit, strict=True)
                   if truth.label == label and (min_snr_db is None or truth.snr_db is None
                                                or truth.snr_db >= min_snr_db)]
-        return sum(chosen) / len(chosen) if chosen else None
+        return sum(chosen), len(chosen)
+
+    def recall(self, label: str, min_snr_db: float | None = None) -> float | None:
+        """Recall of ``label`` over truths at ``min_snr_db`` or cleaner (None = all truths)."""
+        hits, truths = self.recall_counts(label, min_snr_db)
+        return hits / truths if truths else None
+
+    def recall_interval(self, label: str, min_snr_db: float | None = None) -> tuple[float, float] | None:
+        return proportion_interval(*self.recall_counts(label, min_snr_db))
 
     @property
     def alert_recall(self) -> float | None:
@@ -182,6 +200,74 @@ class Score:
 
 def round_or_none(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
+
+
+def rounded_interval(interval: tuple[float, float] | None, digits: int = 4) -> list[float] | None:
+    return None if interval is None else [round(float(bound), digits) for bound in interval]
+
+
+def poisson_cdf(count: int, mean: float) -> float:
+    """P(X <= count) for X ~ Poisson(mean), summed in log space (no scipy in the runtime's dependencies)."""
+    if count < 0:
+        return 0.0
+    if mean <= 0:
+        return 1.0
+    log_mean = math.log(mean)
+    return min(1.0, sum(math.exp(i * log_mean - mean - math.lgamma(i + 1)) for i in range(count + 1)))
+
+
+def _mean_where_cdf_is(count: int, target: float) -> float:
+    """The Poisson mean at which P(X <= count) = ``target`` (the CDF falls as the mean grows): by bisection."""
+    low, high = 0.0, count + 10.0 * math.sqrt(count + 1.0) + 10.0
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if poisson_cdf(count, middle) > target else (low, middle)
+    return (low + high) / 2
+
+
+def poisson_interval(count: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact (Garwood) central interval of a Poisson mean from one observed ``count``.
+
+    False alarms are rare events counted over a stream: 0 in 12 h is not a rate of 0, it leaves anything up to
+    3.7 / 12 = 0.31 per hour plausible at 95%. Clustered alarms (one background clip that recurs) make the truth
+    wider still, so this is the narrowest honest interval, not a generous one."""
+    if count < 0 or not 0 < confidence < 1:
+        raise ValueError(f"need a count >= 0 and 0 < confidence < 1, got {count} and {confidence}")
+    tail = (1.0 - confidence) / 2
+    low = 0.0 if count == 0 else _mean_where_cdf_is(count - 1, 1.0 - tail)
+    return low, _mean_where_cdf_is(count, tail)
+
+
+def rate_interval(count: int, hours: float, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """``poisson_interval`` of ``count`` events per hour of ``hours``; None without any hours."""
+    if hours <= 0:
+        return None
+    low, high = poisson_interval(count, confidence)
+    return low / hours, high / hours
+
+
+def hours_to_show(rate_per_hour: float, confidence: float = CONFIDENCE) -> float:
+    """Stream hours after which even no false alarm at all puts the interval's top at ``rate_per_hour``: a bar
+    on a shorter stream can be met by the count but not shown."""
+    if rate_per_hour <= 0:
+        raise ValueError(f"a rate bar must be positive, got {rate_per_hour}")
+    return poisson_interval(0, confidence)[1] / rate_per_hour
+
+
+def proportion_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (sound at 0 and at 1, unlike the normal approximation); None
+    without trials. The insertions of one clip at three SNRs are not independent: read it as a lower bound on
+    the uncertainty."""
+    if trials <= 0:
+        return None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return low, 1.0 if successes == trials else min(1.0, centre + half)
 
 
 def snr_key(snr_db: float | None) -> str:

@@ -45,6 +45,15 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
         1 for line in (out / "monitor_events.jsonl").read_text().splitlines() if '"phase": "start"' in line)
     negative = ours["negative_stream"]
     assert negative["hours"] > 0.02 and negative["false_alarms_per_hour"] >= 0
+    # every rate and recall carries the interval its count allows
+    for figs in (ours, negative):
+        low, high = figs["false_alarms_per_hour_interval"]
+        assert low <= figs["false_alarms_per_hour"] < high
+    for label, recall in ours["recall_10db_up"].items():
+        if recall is not None:
+            low, high = ours["recall_10db_up_interval"][label]
+            assert low <= recall <= high and high - low > 0
+    assert "false alarms per hour, 95% interval (Poisson) | [" in (out / "bench.md").read_text()
     episodes = ours["episodes"]
     truth = json.loads((out / "episode_truth.json").read_text())["truth"]
     assert episodes["episodes"] == len(truth) >= 2 and episodes["episode_seconds"] == 30.0

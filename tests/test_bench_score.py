@@ -15,6 +15,11 @@ from bench.score import (
     ScoreSpec,
     TruthEvent,
     blame,
+    hours_to_show,
+    poisson_cdf,
+    poisson_interval,
+    proportion_interval,
+    rate_interval,
     score_events,
     union_seconds,
 )
@@ -157,3 +162,60 @@ def test_truth_windows_find_what_a_scan_finds(seed: int):
                            if truth_window(t, spec)[0] <= time_s <= truth_window(t, spec)[1]),
                           key=lambda i: truths[i].onset_s)
         assert windows.overlapping(float(time_s), float(time_s)) == expected
+
+
+# --- how far the counts can be trusted ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("count", "low", "high"), [(0, 0.0, 3.6889), (1, 0.0253, 5.5716), (5, 1.6235, 11.6683),
+                                                    (10, 4.7954, 18.3904)])
+def test_poisson_interval_matches_the_exact_tables(count: int, low: float, high: float):
+    assert poisson_interval(count) == pytest.approx((low, high), abs=1e-4)
+
+
+def test_poisson_interval_covers_the_true_mean_at_least_as_often_as_it_says():
+    rng = np.random.default_rng(3)
+    for mean in (0.5, 3.0, 12.0):
+        counts = rng.poisson(mean, size=2000)
+        covered = [low <= mean <= high for low, high in map(poisson_interval, counts.tolist())]
+        assert np.mean(covered) >= 0.95
+
+
+def test_poisson_cdf_sums_to_one_and_falls_with_the_mean():
+    assert poisson_cdf(200, 20.0) == pytest.approx(1.0)
+    assert poisson_cdf(3, 2.0) > poisson_cdf(3, 4.0) > poisson_cdf(3, 8.0)
+    assert poisson_cdf(-1, 2.0) == 0.0 and poisson_cdf(0, 0.0) == 1.0
+
+
+def test_rate_interval_is_per_hour_of_stream_and_needs_hours():
+    low, high = rate_interval(5, 12.0)
+    assert (low, high) == pytest.approx(tuple(bound / 12.0 for bound in poisson_interval(5)))
+    assert low < 5 / 12.0 < high
+    assert rate_interval(3, 0.0) is None
+
+
+def test_a_rate_bar_needs_hours_of_silence_to_be_shown():
+    hours = hours_to_show(0.1)
+    assert hours == pytest.approx(36.89, abs=0.01)
+    assert rate_interval(0, hours)[1] == pytest.approx(0.1)
+    assert rate_interval(0, 12.0)[1] > 0.1  # the 12 h negative stream meets 0.1 per hour by count, never shows it
+    with pytest.raises(ValueError):
+        hours_to_show(0.0)
+
+
+def test_proportion_interval_is_wilsons():
+    assert proportion_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert proportion_interval(0, 10)[0] == 0.0 and proportion_interval(10, 10)[1] == 1.0
+    assert proportion_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        proportion_interval(11, 10)
+
+
+def test_score_reports_intervals_around_its_rate_and_recalls():
+    events = [raised("Crying", 101.0), raised("Crying", 201.0), raised("Crying", 900.0), raised("Crying", 1900.0)]
+    score = score_events(TRUTHS, events, HOUR, SPEC)
+    assert score.recall_counts("Crying", 10.0) == (2, 2)
+    assert score.recall_counts("Crying") == (2, 3)
+    assert score.recall_interval("Crying") == proportion_interval(2, 3)
+    hours = score.background_seconds / HOUR
+    low, high = score.false_alarms_per_hour_interval
+    assert (low, high) == pytest.approx(tuple(b / hours for b in poisson_interval(2)), abs=1e-4)
