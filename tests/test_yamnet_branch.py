@@ -168,6 +168,34 @@ def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
     assert not np.array_equal(by_hand.w1[:, :8], by_hand.w1[:, 8:]), "members differ by seed"
 
 
+@pytest.mark.train
+@pytest.mark.skipif(not HAVE_TRAIN_DEPS, reason="needs torch")
+def test_mixup_loss_blends_two_rows_losses_and_weights_by_one_share():
+    import torch
+    from torch import nn
+
+    from training.train_yamnet import _batch_loss
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, len(LABELS))
+    inputs, targets = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    weights = torch.tensor([1.0, 2.0, 1.0, 3.0, 1.0, 1.0])
+    plain = _batch_loss(model, inputs, targets, weights, 0.0, np.random.default_rng(0), torch.Generator())
+    losses = nn.functional.cross_entropy(model(inputs), targets, reduction="none")
+    assert float(plain) == pytest.approx(float((losses * weights).sum() / weights.sum()))
+
+    mixed = _batch_loss(model, inputs, targets, weights, 0.4, np.random.default_rng(5),
+                        torch.Generator().manual_seed(9))
+    share = float(np.random.default_rng(5).beta(0.4, 0.4))
+    partner = torch.randperm(6, generator=torch.Generator().manual_seed(9))
+    logits = model(share * inputs + (1 - share) * inputs[partner])
+    ours = nn.functional.cross_entropy(logits, targets, reduction="none") * weights * share
+    theirs = nn.functional.cross_entropy(logits, targets[partner], reduction="none") * weights[partner] * (1 - share)
+    expected = (ours + theirs).sum() / (share * weights + (1 - share) * weights[partner]).sum()
+    assert 0 < share < 1 and float(mixed) == pytest.approx(float(expected))
+    assert float(mixed) != pytest.approx(float(plain))
+
+
 # --- reproducible conversion ---------------------------------------------------------------------
 
 def _counted_graph(counters: tuple[int, int, int], reverse_initializers: bool) -> onnx.ModelProto:
