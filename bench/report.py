@@ -150,7 +150,7 @@ ROWS = (
     ("episodes: latency p50 from the episode's start (s)", "episodes.latency_p50_s"),
     ("episodes: latency p95 (s)", "episodes.latency_p95_s"),
     ("episodes: false alarms per hour between them", "episodes.false_alarms_per_hour"),
-    ("windows AudioSet's laughter / cat veto kept from alerting", "vetoed_windows"),
+    ("windows AudioSet's vetoes (laughter, cat, animal) kept from alerting", "vetoed_windows"),
     ("negative-only stream: windows vetoed", "negative_stream.vetoed_windows"),
     ("gate pass fraction", "gate_pass_fraction"),
     ("inference ms per window", "inference_ms_per_window"),

@@ -46,9 +46,12 @@ YAMNET_VOTER_CLASSES = {
 YAMNET_VETO_CLASSES = {
     "laughter": (13, 14, 15, 16, 17, 18),  # Laughter, Baby laughter, Giggle, Snicker, Belly laugh, Chuckle
     "cat": (76, 77, 78, 79, 80),  # Cat, Purr, Meow, Hiss, Caterwaul
+    "animal": tuple(range(81, 132)),  # farm animals and fowl ("Livestock..." to "Honk"), wild animals, birds, insects,
+    # frogs, whales; not "Animal" itself nor the pets (68-75): AudioSet hears some cries as a dog
 }
-"""AudioSet rows whose evidence vetoes an alarm (``fusion.veto_laughter``, ``fusion.veto_cat``): the sounds the
-heads most often take for a cry, which AudioSet knows from thousands of recordings."""
+"""AudioSet rows whose evidence vetoes an alarm (``fusion.veto_laughter``, ``fusion.veto_cat``,
+``fusion.veto_animal``): the sounds the heads most often take for a cry, which AudioSet knows from thousands of
+recordings."""
 
 MODEL_MANIFEST_SCHEMA = 1
 EVENT_SCHEMA = 1

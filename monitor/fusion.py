@@ -5,9 +5,9 @@ scores (cry / scream rows against a threshold). A window alerts when the average
 label with enough probability (that label's enter threshold) and, with ``require_vote``, the majority
 agrees: a single model that hallucinates a cry is outvoted. With ``alert_on: sum`` the probability is that of
 Crying and Screaming together and the alarm is named after the likelier of the two, so models that disagree
-on cry or scream but agree on "not Normal" still raise it. AudioSet's laughter and cat rows veto an alert
-(``veto_laughter``, ``veto_cat``): the heads have heard two laughing babies, AudioSet thousands. Pure functions,
-no state: smoothing over time is monitor/smoothing.py, events are monitor/events.py.
+on cry or scream but agree on "not Normal" still raise it. AudioSet's laughter, cat and animal rows veto an alert
+(``veto_laughter``, ``veto_cat``, ``veto_animal``): the heads have heard two laughing babies, AudioSet thousands.
+Pure functions, no state: smoothing over time is monitor/smoothing.py, events are monitor/events.py.
 """
 
 from __future__ import annotations

@@ -9,18 +9,22 @@ from monitor.fusion import VETOES, audioset_evidence, audioset_vote, fuse_batch,
 
 CFG = FusionConfig().resolve()
 CRY, SCREAM, NORMAL = LABELS
+GOOSE, DOG = 101, 69
+"""AudioSet rows: "Goose", "Dog"."""
 
 
 def probs(crying: float, screaming: float) -> np.ndarray:
     return np.array([crying, screaming, 1.0 - crying - screaming])
 
 
-def audioset(crying: float = 0.0, screaming: float = 0.0, baby_laughter: float = 0.0, meow: float = 0.0) -> np.ndarray:
+def audioset(crying: float = 0.0, screaming: float = 0.0, baby_laughter: float = 0.0, meow: float = 0.0,
+             goose: float = 0.0) -> np.ndarray:
     scores = np.zeros(YAMNET_AUDIOSET_CLASSES)
     scores[YAMNET_VOTER_CLASSES[CRY][-1]] = crying
     scores[YAMNET_VOTER_CLASSES[SCREAM][0]] = screaming
     scores[YAMNET_VETO_CLASSES["laughter"][1]] = baby_laughter
     scores[YAMNET_VETO_CLASSES["cat"][2]] = meow
+    scores[GOOSE] = goose
     return scores
 
 
@@ -144,7 +148,7 @@ def test_summed_alarm_is_vetoed_only_by_a_normal_majority():
 
 VETOING = dataclasses.replace(CFG, weight_yamnet=0.5, weight_wav2vec2=0.5, enter_threshold=0.6,
                               enter_threshold_screaming=0.6, require_vote=False, veto_laughter=0.1, veto_cat=0.3,
-                              veto_margin=2.0)
+                              veto_animal=0.5, veto_margin=2.0)
 HEADS_HEAR_A_CRY = (probs(0.9, 0.05), probs(0.8, 0.1))
 
 
@@ -153,15 +157,17 @@ def test_every_veto_category_has_a_threshold():
 
 
 @pytest.mark.parametrize("alert_on", ["label", "sum"])
-@pytest.mark.parametrize(("heard", "category"), [({"baby_laughter": 0.3}, "laughter"), ({"meow": 0.5}, "cat")])
-def test_audioset_laughter_or_cat_over_any_cry_vetoes_the_alert(alert_on, heard, category):
-    """Both heads call a laughing baby (a meowing cat) a cry; AudioSet hears laughter (a cat) and no cry: no alert."""
+@pytest.mark.parametrize(("heard", "category"), [({"baby_laughter": 0.3}, "laughter"), ({"meow": 0.5}, "cat"),
+                                                ({"goose": 0.6}, "animal")])
+def test_audioset_laughter_cat_or_animal_over_any_cry_vetoes_the_alert(alert_on, heard, category):
+    """Both heads call a laughing baby (a meowing cat, a honking goose) a cry; AudioSet hears laughter (a cat, a
+    goose) and no cry: no alert."""
     cfg = dataclasses.replace(VETOING, alert_on=alert_on)
     vetoed = fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.05, **heard), cfg)
     assert vetoed.alert_label is None and vetoed.vetoed_by == category
     assert vetoed.average_label == CRY and vetoed.score_of(CRY) >= cfg.exit_threshold, \
         "the scores stay: an open cry event is not ended by the veto, only no new hit is counted"
-    off = dataclasses.replace(cfg, veto_laughter=1.0, veto_cat=1.0)
+    off = dataclasses.replace(cfg, veto_laughter=1.0, veto_cat=1.0, veto_animal=1.0)
     allowed = fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.05, **heard), off)
     assert allowed.alert_label == CRY and allowed.vetoed_by is None
 
@@ -173,6 +179,8 @@ def test_a_veto_needs_its_threshold_and_the_margin_over_any_cry():
     assert fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.1, baby_laughter=0.3), VETOING).vetoed_by == "laughter"
     assert fuse_window(*HEADS_HEAR_A_CRY, audioset(baby_laughter=0.09), VETOING).alert_label == CRY
     assert fuse_window(*HEADS_HEAR_A_CRY, audioset(meow=0.29), VETOING).alert_label == CRY
+    assert fuse_window(*HEADS_HEAR_A_CRY, audioset(goose=0.49), VETOING).alert_label == CRY
+    assert fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.3, goose=0.59), VETOING).alert_label == CRY
     assert fuse_window(*HEADS_HEAR_A_CRY, None, VETOING).alert_label == CRY, "without AudioSet nothing is vetoed"
     quiet = fuse_window(probs(0.2, 0.1), probs(0.2, 0.1), audioset(baby_laughter=0.9), VETOING)
     assert quiet.alert_label is None and quiet.vetoed_by is None, "only an alert is vetoed"
@@ -183,11 +191,21 @@ def test_veto_in_a_batch_matches_each_window():
     count = 200
     yamnet = rng.dirichlet([2, 1, 1], count)
     scores = np.zeros((count, YAMNET_AUDIOSET_CLASSES))
-    for groups, scale in ((YAMNET_VOTER_CLASSES, 0.2), (YAMNET_VETO_CLASSES, 0.5)):
+    for groups, scale in ((YAMNET_VOTER_CLASSES, 0.2), (YAMNET_VETO_CLASSES, 1.0)):
         for rows in groups.values():
-            scores[:, list(rows)] = rng.random((count, len(rows))) * scale * rng.random((count, 1))
+            heard = rng.random((count, 1)) < 0.3  # each category in some windows, so each is the first in some
+            scores[:, list(rows)] = rng.random((count, len(rows))) * scale * rng.random((count, 1)) * heard
     batch = fuse_batch(yamnet, None, audioset_evidence(scores), VETOING)
     assert {VETOES[i] for i in batch.vetoed_by if i >= 0} == set(VETOES)
     for i in range(count):
         one, row = fuse_window(yamnet[i], None, scores[i], VETOING), batch.window(i)
         assert (one.alert_label, one.vetoed_by) == (row.alert_label, row.vetoed_by)
+
+
+def test_a_dog_or_animal_in_general_never_vetoes():
+    """AudioSet hears some cries as a dog, and its parent row "Animal" fires with any of them: only farm and wild
+    animals, fowl and birds are in the animal veto."""
+    assert DOG not in YAMNET_VETO_CLASSES["animal"] and 67 not in YAMNET_VETO_CLASSES["animal"]
+    scores = audioset(crying=0.1)
+    scores[[DOG, 67, 68]] = 0.9
+    assert fuse_window(*HEADS_HEAR_A_CRY, scores, VETOING).alert_label == CRY
