@@ -281,6 +281,7 @@ def worker_ours(cfg: Config, stream: Path, result: Path, windows: Path, show_pro
         "windows": stats.windows, "gated_windows": stats.gated_windows,
         "gate_pass_fraction": round(stats.gate_pass_fraction, 4),
         "wav2vec2_skipped_windows": stats.wav2vec2_skipped, "wav2vec2_cascade": cfg.models.wav2vec2_cascade,
+        "carried_windows": stats.carried_windows,
         "vetoed_windows": dict(stats.vetoed),
         "inference_ms_per_window": {k: round(v, 3) for k, v in stats.mean_inference_ms().items()},
         "model_versions": dict(replay.pipeline.classifiers.versions), "threads": cfg.models.threads,

@@ -137,6 +137,7 @@ ROWS = (
     ("CPU s per audio hour without the cascade", "cascade.cpu_seconds_per_audio_hour_without"),
     ("events differing, cascade vs Wav2Vec2 on every window", "cascade.events_differing"),
     ("Wav2Vec2 windows skipped by the cascade", "cascade.wav2vec2_skipped_windows"),
+    ("gated windows that reused the previous window's outputs (no model ran)", "cascade.carried_windows"),
     ("the monitor's peak RSS (MB), `nursery-monitor replay` alone", "monitor_peak_rss_mb"),
     ("benchmark worker peak RSS (MB, holds the window record)", "peak_rss_mb"),
     ("negative-only stream: hours", "negative_stream.hours"),

@@ -280,6 +280,7 @@ def _cascade_figures(ours_score: Score, full_score: Score, ours_run: dict, full_
             "cpu_seconds_per_audio_hour_without": full_run.get("cpu_seconds_per_audio_hour"),
             "wav2vec2_skipped_windows": ours_run.get("wav2vec2_skipped_windows"),
             "gated_windows": ours_run.get("gated_windows"),
+            "carried_windows": ours_run.get("carried_windows"),
             "events_differing": len(ours_events ^ full_events),
             "false_alarms": [ours_score.false_alarms, full_score.false_alarms],
             "hits": [sum(ours_score.truth_hit), sum(full_score.truth_hit)]}
@@ -295,7 +296,7 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
             "false_alarms_by_source": by_source,
             "cpu_seconds_per_audio_hour": run.get("cpu_seconds_per_audio_hour"),
             "wav2vec2_skipped_windows": run.get("wav2vec2_skipped_windows"), "gated_windows": run.get("gated_windows"),
-            "vetoed_windows": run.get("vetoed_windows")}
+            "carried_windows": run.get("carried_windows"), "vetoed_windows": run.get("vetoed_windows")}
 
 
 def _episode_figures(files: BenchFiles, run: dict) -> dict:

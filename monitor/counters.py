@@ -71,6 +71,8 @@ class RunStats:
     gated_windows: int = 0
     wav2vec2_skipped: int = 0
     """Gated windows on which the cascade left Wav2Vec2 out (it could not change the outcome)."""
+    carried_windows: int = 0
+    """Gated windows that reused the previous window's model outputs (``monitor.carry``): no model ran."""
     vetoed: dict[str, int] = field(default_factory=dict)
     """Veto category -> windows that would have alerted but AudioSet heard that over any cry or scream."""
     event_messages: int = 0

@@ -1,6 +1,6 @@
 """The whole flow in one place:
 
-    capture -> window -> gate -> classify -> smooth -> fuse -> events -> publish
+    capture -> window -> gate -> classify (or carry over) -> smooth -> fuse -> events -> publish
 
 Each stage is its own module; this file only wires them, times them and counts what happens.
 Live capture and file replay feed the very same ``Pipeline``: only the source differs.
@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .capture import AudioBlock
+from .carry import CarryOver
 from .classify import Classifiers, predict_windows
 from .clips import ClipKeeper
 from .config import Config
@@ -73,6 +74,7 @@ class Pipeline:
         self.clips = clips
         self.windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
         self.gate = Gate(cfg.gate)
+        self.carry = CarryOver(cfg.models, self.windower.hop_samples)
         self.smoother = ProbabilitySmoother(self.fusion.smooth_windows)
         self.tracker = EventTracker(self.fusion, cfg.device_id, classifiers.versions,
                                     stream_start_wall or datetime.now(timezone.utc))
@@ -120,6 +122,7 @@ class Pipeline:
         stays one event instead of alerting twice."""
         self.windower.reset(start_seconds)
         self.gate.reset()
+        self.carry.reset()
         self.smoother.reset()
 
     def idle(self) -> None:
@@ -148,12 +151,13 @@ class Pipeline:
         self.stats.record_window(decision.passed)
         fused, model_probs = None, {}
         if decision.passed:
-            model_probs, audioset = self.classify(window)
+            model_probs, audioset = self.classify(window, decision.level_dbfs)
             smoothed = self.smoother.push(model_probs)
             fused = fuse_window(smoothed["yamnet"], smoothed.get("wav2vec2"), audioset, self.fusion)
             if fused.vetoed_by is not None:
                 self.stats.vetoed[fused.vetoed_by] = self.stats.vetoed.get(fused.vetoed_by, 0) + 1
         else:
+            self.carry.reset()
             self.smoother.push(None)
         events = self.tracker.update(window.end_seconds, fused, decision.level_dbfs, model_probs)
         self.publish(events)
@@ -162,11 +166,18 @@ class Pipeline:
             self.on_window(outcome)
         return outcome
 
-    def classify(self, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def classify(self, window: Window, level_dbfs: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(model probabilities, AudioSet scores): the previous window's where ``CarryOver`` allows, else the models."""
+        carried = self.carry.outputs_for(window, level_dbfs)
+        if carried is not None:
+            self.stats.carried_windows += 1
+            return carried
         predictions = predict_windows(self.classifiers, window.samples[None], self.cfg, self.stats.record_inference,
                                       wav2vec2_from=self.wav2vec2_from)
         self.stats.wav2vec2_skipped += predictions.wav2vec2_skipped
-        return predictions.model_probs(0), predictions.audioset[0]
+        model_probs, audioset = predictions.model_probs(0), predictions.audioset[0]
+        self.carry.remember(window, level_dbfs, model_probs, audioset)
+        return model_probs, audioset
 
     def publish(self, events: list[Event]) -> None:
         for event in events:

@@ -104,8 +104,8 @@ def test_audioset_laughter_keeps_a_cry_tone_from_alerting_and_is_counted(fake_mo
         pipeline, outcomes = _pipeline(fake_models, require_vote=False, weight_wav2vec2=0.0)  # fake Wav2Vec2: Normal
         classify = pipeline.classify
 
-        def with_laughter(window):
-            model_probs, audioset = classify(window)
+        def with_laughter(window, level_dbfs):
+            model_probs, audioset = classify(window, level_dbfs)
             audioset = np.array(audioset, copy=True)
             audioset[..., list(YAMNET_VETO_CLASSES["laughter"])] = laughter
             return model_probs, audioset
