@@ -340,13 +340,16 @@ def _child_env() -> dict[str, str]:
 
 
 def run_worker(kind: str, paths: WorkerPaths, config: str | None, profile_seconds: float = 0.0,
-               show_progress: bool = True, cascade: bool = True) -> dict:
+               show_progress: bool = True, cascade: bool = True, carry: bool = True) -> dict:
     """One worker in a fresh single-threaded process; returns its result JSON (RuntimeError if it failed).
-    ``cascade=False`` runs Wav2Vec2 on every gated window, whatever the config says."""
+    ``cascade=False`` runs Wav2Vec2 on every gated window, whatever the config says; ``carry=False`` runs the models
+    on every gated window (no ``monitor.carry``), so the recorded scores are the models' own."""
     command = [sys.executable, "-m", "bench.replay", kind, "--stream", str(paths.stream), "--result", str(paths.result),
                "--profile-seconds", str(profile_seconds)]
     if not cascade:
         command.append("--no-cascade")
+    if not carry:
+        command.append("--no-carry")
     if paths.windows:
         command += ["--windows", str(paths.windows)]
     if paths.profile_text:
@@ -403,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     parser.add_argument("--no-cascade", action="store_true", help="Wav2Vec2 on every gated window")
+    parser.add_argument("--no-carry", action="store_true", help="the models on every gated window (no carry-over)")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     progress_log.setLevel(logging.INFO)  # off a terminal, progress comes as log lines
@@ -410,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _single_threaded(load_config(args.config))
     if args.no_cascade:
         cfg.models.wav2vec2_cascade = False
+    if args.no_carry:
+        cfg.models.carry_below = 0.0
     if args.kind == "ours":
         worker_ours(cfg, args.stream, args.result, args.windows or args.result.with_suffix(".npz"), show)
     elif args.kind == "baseline":

@@ -9,8 +9,9 @@ Clip accuracy cannot show a rate of one false alarm a day; a long stream can:
 - **positive stream**: *val* cries and screams inserted over *val* backgrounds, clean, at 10 dB and at 0 dB.
 
 No test-split clip is used, so the test-split bench stays an honest check. Both streams are replayed through
-the real pipeline with the candidate models (Wav2Vec2 on every gated window, several processes at once), their
-window scores recorded, and the sweep (``bench.tradeoff``) re-runs fusion and the tracker for every setting.
+the real pipeline with the candidate models (both on every gated window, several processes at once: no cascade and
+no carry-over, so the scores are the models' own and the settings are tuned on them), their window scores
+recorded, and the sweep (``bench.tradeoff``) re-runs fusion and the tracker for every setting.
 The chosen setting has the most recall (of the worse-detected label first) among those within
 ``max_false_alarms_per_hour`` and ``max_latency_p95_s``; it goes into the model manifest's
 ``operating_point``, which the runtime uses for every fusion key config.yaml leaves null.
@@ -188,11 +189,13 @@ def build_streams(split: dict[str, list], cfg: Config, spec: TuneSpec, files: Tu
 
 
 def replay_streams(streams: list[tuple[Path, Path]], config: Path, workers: int) -> list[dict]:
-    """Each stream through the pipeline (Wav2Vec2 on every gated window), ``workers`` processes at once."""
+    """Each stream through the pipeline (both models on every gated window: no cascade, no carry-over), ``workers``
+    processes at once."""
     def one(paths: tuple[Path, Path]) -> dict:
         audio = paths[0]
         return run_worker("ours", WorkerPaths(audio, audio.with_suffix(".run.json"),
-                                              windows=audio.with_suffix(".windows.npz")), str(config), cascade=False)
+                                              windows=audio.with_suffix(".windows.npz")), str(config), cascade=False,
+                          carry=False)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(one, streams))

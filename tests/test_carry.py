@@ -4,6 +4,7 @@ pipeline running the models less often on a steady Normal sound without hearing 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,31 @@ def test_a_cry_no_louder_is_heard_within_one_hop(fake_models):
     assert [e.label for e in raised] == [e.label for e in raised_off] == ["Crying"]
     hop_seconds = HOP / SAMPLE_RATE
     assert 0 <= raised[0].time_audio_s - raised_off[0].time_audio_s <= hop_seconds + 1e-9
+
+
+# --- the tuner records the models' own scores ----------------------------------------------------
+
+def test_the_tuning_replays_run_the_models_on_every_gated_window(monkeypatch, tmp_path):
+    """The operating point is tuned on what the models say; the carry-over is a saving the bench measures at it."""
+    import json
+    import subprocess
+
+    from bench import replay, tune
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        result = Path(command[command.index("--result") + 1])
+        result.write_text(json.dumps({"events": []}))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(replay.subprocess, "run", fake_run)
+    stream = tmp_path / "negative_0.flac"
+    tune.replay_streams([(stream, tmp_path / "negative_0.json")], tmp_path / "config.yaml", workers=1)
+    assert "--no-carry" in commands[0] and "--no-cascade" in commands[0]
+
+    seen = {}
+    monkeypatch.setattr(replay, "worker_ours", lambda cfg, *args: seen.setdefault("cfg", cfg))
+    replay.main(["ours", "--stream", str(stream), "--result", str(tmp_path / "r.json"), "--no-carry", "--quiet"])
+    assert seen["cfg"].models.carry_below == 0.0
