@@ -36,14 +36,12 @@ class Classified:
     alert_probability: float
     model_probs: dict[str, np.ndarray]
     audioset: np.ndarray
-    carried: bool
-    """These outputs were themselves carried over (so the next window must run the models)."""
 
 
 def may_carry(previous: Classified | None, end_sample: int, level_dbfs: float, hop_samples: int,
               below: float, max_rise_db: float) -> bool:
     """True when a window ending at ``end_sample`` may reuse ``previous``'s outputs (see the module docstring)."""
-    return (previous is not None and not previous.carried
+    return (previous is not None
             and previous.end_sample + hop_samples == end_sample
             and previous.alert_probability < below
             and level_dbfs - previous.level_dbfs < max_rise_db)
@@ -67,12 +65,11 @@ class CarryOver:
         previous = self._previous
         if not may_carry(previous, window.end_sample, level_dbfs, self.hop_samples, self.below, self.max_rise_db):
             return None
-        self._previous = Classified(window.end_sample, level_dbfs, previous.alert_probability, previous.model_probs,
-                                    previous.audioset, carried=True)
+        self._previous = None  # never twice in a row: the window after a carried one runs the models
         return previous.model_probs, previous.audioset
 
     def remember(self, window: Window, level_dbfs: float, model_probs: dict[str, np.ndarray],
                  audioset: np.ndarray) -> None:
         """Outputs the models just gave for ``window``."""
         self._previous = Classified(window.end_sample, level_dbfs, float(alert_probability(model_probs["yamnet"])),
-                                    model_probs, audioset, carried=False)
+                                    model_probs, audioset)

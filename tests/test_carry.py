@@ -23,8 +23,7 @@ HOP = 8000
 BELOW = 0.02
 MAX_RISE_DB = 3.0
 QUIET_PREVIOUS = Classified(end_sample=WINDOW_SAMPLES, level_dbfs=-30.0, alert_probability=0.01,
-                            model_probs={"yamnet": np.array([0.005, 0.005, 0.99])}, audioset=np.zeros(521),
-                            carried=False)
+                            model_probs={"yamnet": np.array([0.005, 0.005, 0.99])}, audioset=np.zeros(521))
 
 
 def _may(previous=QUIET_PREVIOUS, end_sample=WINDOW_SAMPLES + HOP, level_dbfs=-29.0) -> bool:
@@ -37,7 +36,6 @@ def test_a_quiet_window_carries_into_the_next_one():
 
 @pytest.mark.parametrize("why_not, kwargs", [
     ("no window before", {"previous": None}),
-    ("the previous window was carried itself", {"previous": dataclasses.replace(QUIET_PREVIOUS, carried=True)}),
     ("a window between them (gated out, or a gap)", {"end_sample": WINDOW_SAMPLES + 2 * HOP}),
     ("the previous window was not quiet", {"previous": dataclasses.replace(QUIET_PREVIOUS, alert_probability=BELOW)}),
     ("this window is louder by the limit", {"level_dbfs": -30.0 + MAX_RISE_DB}),

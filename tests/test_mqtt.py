@@ -24,6 +24,7 @@ from tests.helpers.broker import (
     copies_identical,
     first_copies,
     published_again,
+    started_publishers,
     wait_until,
 )
 
@@ -55,18 +56,16 @@ def event_sequence(event_id: str, updates: int, label: str = "Crying") -> list[d
 @pytest.fixture
 def make_publisher(tmp_path):
     """Started publishers on a given broker; each is closed at teardown."""
-    made: list[MqttPublisher] = []
+    with started_publishers(tmp_path, DEVICE, CLOSE_TIMEOUT) as start:
+        made = 0
 
-    def make(broker: Broker, outbox_path: Path | None = None, **overrides) -> MqttPublisher:
-        outbox = Outbox(outbox_path or tmp_path / f"outbox{len(made)}.sqlite", max_rows=1000)
-        publisher = MqttPublisher(mqtt_config(broker, **overrides), DEVICE, outbox)
-        publisher.start()
-        made.append(publisher)
-        return publisher
+        def make(broker: Broker, outbox_path: Path | None = None, **overrides) -> MqttPublisher:
+            nonlocal made
+            made += 1
+            outbox = Outbox(outbox_path or tmp_path / f"outbox-made{made}.sqlite", max_rows=1000)
+            return start(mqtt_config(broker, **overrides), outbox)
 
-    yield make
-    for publisher in made:
-        publisher.close(CLOSE_TIMEOUT)
+        yield make
 
 
 @pytest.fixture

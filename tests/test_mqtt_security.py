@@ -9,7 +9,7 @@ import pytest
 from monitor.config import MqttConfig, TlsConfig, parse_config
 from monitor.mqtt import MqttPublisher, MqttSetupError, resolve_mqtt_paths
 from monitor.outbox import Outbox
-from tests.helpers.broker import HOST, Broker, Subscriber, TlsFiles, make_ca, wait_until
+from tests.helpers.broker import HOST, Broker, Subscriber, TlsFiles, make_ca, started_publishers, wait_until
 from tests.helpers.credentials import PASSWORD, PASSWORD_ENV, USER, WRONG_PASSWORD
 
 pytestmark = pytest.mark.broker
@@ -33,18 +33,8 @@ def tls_files(tmp_path_factory) -> TlsFiles:
 
 @pytest.fixture
 def run_publisher(tmp_path):
-    made: list[MqttPublisher] = []
-
-    def run(**settings) -> MqttPublisher:
-        cfg = MqttConfig(host=HOST, **{**FAST_RECONNECT, **settings})
-        publisher = MqttPublisher(cfg, DEVICE, Outbox(tmp_path / f"outbox{len(made)}.sqlite"))
-        publisher.start()
-        made.append(publisher)
-        return publisher
-
-    yield run
-    for publisher in made:
-        publisher.close(CLOSE_TIMEOUT)
+    with started_publishers(tmp_path, DEVICE, CLOSE_TIMEOUT) as start:
+        yield lambda **settings: start(MqttConfig(host=HOST, **{**FAST_RECONNECT, **settings}))
 
 
 def assert_one_clear_error(caplog, capfd, must_contain: str, secret: str | None = None) -> None:

@@ -16,12 +16,17 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from monitor.config import MqttConfig
+from monitor.mqtt import MqttPublisher
+from monitor.outbox import Outbox
 
 HOST = "127.0.0.1"
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "mosquitto")
@@ -68,6 +73,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT_TIMEOUT_SECO
             return False
         time.sleep(POLL_SECONDS)
     return True
+
+
+@contextmanager
+def started_publishers(outbox_dir: Path, device_id: str,
+                       close_timeout: float) -> Iterator[Callable[..., MqttPublisher]]:
+    """``start(cfg, outbox=None)`` starts a publisher (each on an outbox of its own in ``outbox_dir`` unless
+    given one); all of them are closed on the way out, so a failing test leaves no client thread behind."""
+    made: list[MqttPublisher] = []
+
+    def start(cfg: MqttConfig, outbox: Outbox | None = None) -> MqttPublisher:
+        publisher = MqttPublisher(cfg, device_id, outbox or Outbox(outbox_dir / f"outbox{len(made)}.sqlite"))
+        publisher.start()
+        made.append(publisher)
+        return publisher
+
+    try:
+        yield start
+    finally:
+        for publisher in made:
+            publisher.close(close_timeout)
 
 
 # --- certificates ------------------------------------------------------------------------------
