@@ -488,8 +488,10 @@ def _log_summary(outcomes: list[StepOutcome], seconds: float, out: Path, documen
     steps = ", ".join(f"{o.name} {'cached' if o.cached else f'{o.seconds:.1f} s'}" for o in outcomes)
     log.info("steps: %s", steps)
     versions = ", ".join(entry["version"] for entry in document["models"].values())
-    headline = document.get("evaluation", {}).get("ensembles", {}).get("ensemble_average")
-    score = f"; test ensemble accuracy {headline['accuracy']:.3f}, macro-F1 {headline['macro_f1']:.3f}" \
+    evaluation = document.get("evaluation", {})
+    decision = evaluation.get("decision_model") or "ensemble_average"
+    headline = evaluation.get("ensembles", {}).get(decision)
+    score = f"; test {decision} accuracy {headline['accuracy']:.3f}, macro-F1 {headline['macro_f1']:.3f}" \
         if headline else ""
     if changed:
         log.info("models written to %s in %.1f s (%s)%s", out / MANIFEST_NAME, seconds, versions, score)

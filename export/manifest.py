@@ -114,6 +114,8 @@ def summarise_metrics(section: dict, split: str, clips: int) -> dict[str, Any]:
     summary.update({key: section[key] for key in SUMMARY_KEYS})
     summary["f1"] = {label: figures["f1"] for label, figures in section["per_class"].items()}
     summary["auc"] = {label: roc["auc"] for label, roc in section["roc"].items()}
+    if "ci95" in section:
+        summary["ci95"] = section["ci95"]
     return summary
 
 
@@ -129,6 +131,7 @@ def with_test_metrics(document: dict, metrics: dict, report_dir: Path | None = N
         "split": split,
         "clips": clips,
         "report": str(report_dir) if report_dir is not None else None,
+        "decision_model": meta.get("decision_model"),
         "ensembles": {name: summarise_metrics(section, split, clips)
                       for name, section in metrics.items() if name != "meta" and name not in document["models"]},
         "per_source": meta.get("per_source", {}),

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from .audiofile import load_clip
 from .config import Config, FusionConfig
 from .constants import LABELS, WINDOW_SAMPLES
-from .fusion import FusedWindow, alert_probability, fuse_window
+from .fusion import VOTER_WAV2VEC2, VOTER_YAMNET, FusedWindow, alert_probability, fuse_window
 from .gate import Gate
 from .model_manifest import ModelEntry, ModelError, configured_manifest_path, read_manifest, verify_variant
 from .preprocess import prepare_batch
@@ -212,9 +212,16 @@ def _normal_only() -> np.ndarray:
     return np.array([0.0 if label != "Normal" else 1.0 for label in LABELS], np.float32)
 
 
+DEFAULT_FUSION = "default_fusion"
+"""The clip's label: the ensemble average, Normal where AudioSet's vetoes hear laughter, a cat or an animal."""
+CLIP_DECISIONS = (VOTER_YAMNET, VOTER_WAV2VEC2, "ensemble_average", "ensemble_vote", DEFAULT_FUSION)
+"""What ``ClipResult.per_model`` holds per clip: each branch, the plain average, the vote, and the decision."""
+
+
 def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config, name: str = "<samples>") -> ClipResult:
     """Clip-level decision: the gate picks the windows worth classifying (as live), then each model's
-    window probabilities are averaged over them and fused like a single window."""
+    window probabilities are averaged over them and fused like a single window, AudioSet's vetoes included
+    (a laughing baby is Normal, as for the alarms)."""
     windower = SlidingWindower(hop_samples_from_seconds(cfg.window.hop_seconds))
     gate = Gate(cfg.gate)
     padded = pad_to_window(samples)
@@ -223,7 +230,7 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     result = ClipResult(path=name, label="Normal", probs=_as_dict(_normal_only()), windows=len(windows),
                         gated_windows=len(kept))
     if not kept:
-        result.per_model = {m: result.probs for m in ("yamnet", "wav2vec2", "ensemble_average", "ensemble_vote")}
+        result.per_model = dict.fromkeys(CLIP_DECISIONS, result.probs)
         result.per_model_labels = dict.fromkeys(result.per_model, "Normal")
         return result
     predictions = predict_windows(classifiers, np.stack(kept), cfg)
@@ -233,14 +240,15 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     fused = fuse_window(yamnet_mean, w2v_mean, predictions.audioset.mean(axis=0), fusion)
     vote_probs = vote_shares(fused)
     result.per_model = {"yamnet": _as_dict(yamnet_mean), "ensemble_average": _as_dict(fused.probs),
-                        "ensemble_vote": _as_dict(vote_probs)}
+                        "ensemble_vote": _as_dict(vote_probs), DEFAULT_FUSION: _as_dict(fused.label_probs)}
     result.per_model_labels = {"yamnet": LABELS[int(np.argmax(yamnet_mean))],
-                               "ensemble_average": fused.average_label, "ensemble_vote": fused.vote_label}
+                               "ensemble_average": fused.average_label, "ensemble_vote": fused.vote_label,
+                               DEFAULT_FUSION: fused.label}
     if w2v_mean is not None:
         result.per_model["wav2vec2"] = _as_dict(w2v_mean)
         result.per_model_labels["wav2vec2"] = LABELS[int(np.argmax(w2v_mean))]
-    result.label = fused.average_label
-    result.probs = _as_dict(fused.probs)
+    result.label = fused.label
+    result.probs = _as_dict(fused.label_probs)
     return result
 
 

@@ -65,9 +65,27 @@ class FusedWindow:
     """``alert_on: sum``: an open event of either label is kept alive by both labels together."""
     vetoed_by: str | None = None
     """The ``VETOES`` category AudioSet heard over any cry or scream, which kept the window from alerting."""
+    heard_veto: str | None = None
+    """The ``VETOES`` category AudioSet hears over any cry or scream, whether or not the window would alert."""
 
     def prob(self, label: str) -> float:
         return float(self.probs[LABELS.index(label)])
+
+    @property
+    def label(self) -> str:
+        """The default fusion's label: the likeliest averaged one, but Normal when that is a cry or scream that
+        AudioSet hears as laughter, a cat or an animal, as the monitor's alarms do (``nursery-monitor classify``)."""
+        vetoed = self.heard_veto is not None and self.average_label in ALERT_LABELS
+        return NORMAL_LABEL if vetoed else self.average_label
+
+    @property
+    def label_probs(self) -> np.ndarray:
+        """``probs`` as ``label`` reads them: where a veto names Normal, the cry and scream probability is Normal's."""
+        if self.label == self.average_label:
+            return self.probs
+        moved = np.zeros_like(self.probs)
+        moved[LABELS.index(NORMAL_LABEL)] = self.probs.sum()
+        return moved
 
     def score_of(self, label: str) -> float:
         """What keeps an open event of ``label`` alive (against ``exit_threshold``)."""
@@ -183,6 +201,8 @@ class FusedBatch:
     vetoed_by: np.ndarray | None = None
     """(N,) index into VETOES of the category that kept the window from alerting, -1 for none; None = no AudioSet
     scores."""
+    heard_veto: np.ndarray | None = None
+    """(N,) index into VETOES of the category AudioSet hears over any cry or scream, alerting or not; -1 for none."""
 
     def window(self, i: int) -> FusedWindow:
         votes = {voter: LABELS[int(labels[i])] for voter, labels in self.votes.items() if labels[i] >= 0}
@@ -191,8 +211,11 @@ class FusedBatch:
                            vote_label=LABELS[int(self.vote_label[i])],
                            alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]),
                            alert_mass=float(self.alert_mass[i]), summed=self.summed,
-                           vetoed_by=None if self.vetoed_by is None or self.vetoed_by[i] < 0
-                           else VETOES[int(self.vetoed_by[i])])
+                           vetoed_by=_veto_name(self.vetoed_by, i), heard_veto=_veto_name(self.heard_veto, i))
+
+
+def _veto_name(categories: np.ndarray | None, i: int) -> str | None:
+    return None if categories is None or categories[i] < 0 else VETOES[int(categories[i])]
 
 
 _EVIDENCE_GROUPS = [*(YAMNET_VOTER_CLASSES[label] for label in ALERT_LABELS), *YAMNET_VETO_CLASSES.values()]
@@ -255,14 +278,15 @@ def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audi
         candidate, score = average, probs[np.arange(count), average]
         agrees = vote_label == average
     alerting = _IS_ALERT_ROW[candidate] & (score >= enter[candidate]) & ((not cfg.require_vote) | agrees)
-    vetoed_by = None
+    vetoed_by = heard_veto = None
     if audioset is not None:
-        vetoed_by = np.where(alerting, audioset_vetoes(np.asarray(audioset, np.float64), cfg), -1)
+        heard_veto = audioset_vetoes(np.asarray(audioset, np.float64), cfg)
+        vetoed_by = np.where(alerting, heard_veto, -1)
         alerting &= vetoed_by < 0
     alert_score = score if summed else np.where(alerting, score, probs[:, _ALERT_INDEX].max(axis=1))
     return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, candidate, -1),
                       alert_score=alert_score, average_label=average, alert_mass=alert_mass, summed=summed,
-                      vetoed_by=vetoed_by)
+                      vetoed_by=vetoed_by, heard_veto=heard_veto)
 
 
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,

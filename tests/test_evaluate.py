@@ -13,7 +13,7 @@ from tests.helpers.fake_models import write_fake_models, write_tone
 
 # label -> stored sample rates of its clips; one 8 kHz clip per alert label makes the per-rate table non-trivial
 CLIP_RATES = {"Crying": [16000, 8000, 8000], "Screaming": [16000, 8000], "Normal": [16000, 16000, 16000]}
-MODEL_SECTIONS = {"yamnet", "wav2vec2", "ensemble_average", "ensemble_vote"}
+MODEL_SECTIONS = {"yamnet", "wav2vec2", "ensemble_average", "ensemble_vote", "default_fusion"}
 
 
 def _folder_dataset(root: Path) -> Path:
@@ -55,6 +55,8 @@ def test_metrics_json_has_every_section_and_real_figures(evaluated):
         assert sum(map(sum, figures["confusion_matrix"])) == n_clips
         assert [figures["per_class"][label]["support"] for label in LABELS] == [len(CLIP_RATES[x]) for x in LABELS]
         assert set(figures["roc"]) == set(LABELS)
+        low, high = figures["ci95"]["macro_f1"]
+        assert 0.0 <= low <= figures["macro_f1"] <= high <= 1.0
     assert all(metrics["yamnet"]["roc"][label]["auc"] == pytest.approx(1.0) for label in LABELS)
 
 
@@ -151,10 +153,10 @@ def test_single_branches_are_compared_with_the_ensemble_with_an_interval(evaluat
     assert set(comparison) == {"yamnet", "wav2vec2"}
     for model, figures in comparison.items():
         for key in ("accuracy", "macro_f1"):
-            expected = metrics[model][key] - metrics["ensemble_average"][key]
+            expected = metrics[model][key] - metrics["default_fusion"][key]
             assert figures[key]["difference"] == pytest.approx(expected, abs=1e-5)
             lo, hi = figures[key]["ci95"]
             assert lo <= hi
     # the always-Normal fake Wav2Vec2 is worse than the ensemble on every draw of groups
     assert comparison["wav2vec2"]["accuracy"]["ci95"][1] < 0
-    assert "Single branch minus ensemble_average" in (out / "report.md").read_text()
+    assert "Single branch minus default_fusion" in (out / "report.md").read_text()

@@ -186,6 +186,23 @@ def test_a_veto_needs_its_threshold_and_the_margin_over_any_cry():
     assert quiet.alert_label is None and quiet.vetoed_by is None, "only an alert is vetoed"
 
 
+def test_the_clip_label_obeys_the_vetoes_below_any_alarm_threshold():
+    """``nursery-monitor classify`` and the evaluation name a clip by the default fusion: the heads' likeliest label,
+    but Normal when AudioSet hears laughter (a cat, an animal) over the cry, as the alarms do, whatever the
+    threshold."""
+    strict = dataclasses.replace(VETOING, enter_threshold=0.99, enter_threshold_screaming=0.99)
+    laughing = fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.05, baby_laughter=0.3), strict)
+    assert laughing.alert_label is None and laughing.vetoed_by is None, "no alert to veto at 0.99"
+    assert laughing.average_label == CRY and laughing.heard_veto == "laughter" and laughing.label == NORMAL
+    assert laughing.label_probs[LABELS.index(NORMAL)] == pytest.approx(1.0)
+    assert LABELS[int(np.argmax(laughing.label_probs))] == laughing.label
+    crying = fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.2, baby_laughter=0.3), strict)
+    assert crying.heard_veto is None and crying.label == CRY, "laughter under twice the cry vetoes nothing"
+    assert np.array_equal(crying.label_probs, crying.probs)
+    calm = fuse_window(probs(0.1, 0.1), probs(0.1, 0.1), audioset(baby_laughter=0.9), strict)
+    assert calm.heard_veto == "laughter" and calm.label == NORMAL and np.array_equal(calm.label_probs, calm.probs)
+
+
 def test_veto_in_a_batch_matches_each_window():
     rng = np.random.default_rng(3)
     count = 200
@@ -199,7 +216,7 @@ def test_veto_in_a_batch_matches_each_window():
     assert {VETOES[i] for i in batch.vetoed_by if i >= 0} == set(VETOES)
     for i in range(count):
         one, row = fuse_window(yamnet[i], None, scores[i], VETOING), batch.window(i)
-        assert (one.alert_label, one.vetoed_by) == (row.alert_label, row.vetoed_by)
+        assert (one.alert_label, one.vetoed_by, one.heard_veto) == (row.alert_label, row.vetoed_by, row.heard_veto)
 
 
 def test_a_dog_or_animal_in_general_never_vetoes():

@@ -12,6 +12,7 @@ from training.metrics import (
     classification_report,
     confusion_matrix,
     grouped_accuracy,
+    grouped_bootstrap,
     paired_bootstrap,
     roc_curves,
 )
@@ -142,3 +143,23 @@ def test_paired_bootstrap_resamples_whole_groups_and_brackets_the_observed_diffe
     assert same["macro_f1"] == {"difference": 0.0, "ci95": [0.0, 0.0]}
     with pytest.raises(ValueError):
         paired_bootstrap(y_true, perfect, flawed[:-1], labels, groups)
+
+
+def test_grouped_bootstrap_brackets_the_figure_and_draws_whole_groups():
+    labels = ["a", "b"]
+    y_true = ["a"] * 6 + ["b"] * 6
+    groups = ["g0", "g0", "g1", "g1", "g2", "g2", "g3", "g3", "g4", "g4", "g5", "g5"]
+    perfect = grouped_bootstrap(y_true, y_true, labels, groups, resamples=50)
+    assert perfect["macro_f1"] == {"value": 1.0, "ci95": [1.0, 1.0]}
+    flawed = ["b", "b"] + y_true[2:]  # both mistakes in group g0
+    result = grouped_bootstrap(y_true, flawed, labels, groups, resamples=400, seed=1)
+    report = classification_report(confusion_matrix(y_true, flawed, labels), labels)
+    assert result["groups"] == 6
+    assert result["macro_f1"]["value"] == pytest.approx(report["macro_f1"])
+    lo, hi = result["accuracy"]["ci95"]
+    assert lo < 10 / 12 < hi == pytest.approx(1.0), "some draws miss g0 altogether"
+    by_clip = grouped_bootstrap(y_true, flawed, labels, None, resamples=400, seed=1)
+    assert by_clip["groups"] == 12
+    assert lo <= by_clip["accuracy"]["ci95"][0], "mistakes drawn together spread the figure at least as wide"
+    with pytest.raises(ValueError):
+        grouped_bootstrap(y_true, flawed[:-1], labels, groups)

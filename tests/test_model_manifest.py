@@ -133,8 +133,10 @@ def _section(accuracy: float) -> dict:
 
 def test_test_metrics_are_stored_per_model_and_survive_reading(models: Path):
     document = json.loads(models.read_text())
+    decision = {**_section(0.97), "ci95": {"accuracy": [0.9, 1.0], "macro_f1": [0.88, 1.0]}}
     metrics = {"yamnet": _section(0.9), "wav2vec2": _section(0.8), "ensemble_average": _section(0.95),
-               "ensemble_vote": _section(0.85), "meta": {"split": "test", "clips": 3, "per_source": {}}}
+               "ensemble_vote": _section(0.85), "default_fusion": decision,
+               "meta": {"split": "test", "clips": 3, "per_source": {}, "decision_model": "default_fusion"}}
     updated = with_test_metrics(document, metrics, report_dir=Path("build/reports/eval"))
     assert document["models"]["yamnet"]["test_metrics"] == {}  # the input is not modified
     write_manifest(models, updated)
@@ -143,7 +145,10 @@ def test_test_metrics_are_stored_per_model_and_survive_reading(models: Path):
     assert manifest.models["wav2vec2"].test_metrics["macro_f1"] == 0.8
     assert manifest.models["wav2vec2"].test_metrics["auc"] == dict.fromkeys(LABELS, 0.8)
     assert manifest.raw["evaluation"]["ensembles"]["ensemble_average"]["accuracy"] == 0.95
-    assert set(manifest.raw["evaluation"]["ensembles"]) == {"ensemble_average", "ensemble_vote"}
+    assert set(manifest.raw["evaluation"]["ensembles"]) == {"ensemble_average", "ensemble_vote", "default_fusion"}
+    assert manifest.raw["evaluation"]["decision_model"] == "default_fusion"
+    assert manifest.raw["evaluation"]["ensembles"]["default_fusion"]["ci95"] == decision["ci95"]
+    assert "ci95" not in manifest.raw["evaluation"]["ensembles"]["ensemble_vote"], "only what the evaluation gave"
 
 
 def test_document_carries_contract_constants(tmp_path: Path):

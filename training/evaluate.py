@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.audiofile import AudioFileError, file_info
-from monitor.classify import Classifiers, ClipResult, classify_clip, load_classifiers
+from monitor.classify import CLIP_DECISIONS, DEFAULT_FUSION, Classifiers, ClipResult, classify_clip, load_classifiers
 from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config, FusionConfig
 from monitor.constants import LABELS
@@ -37,14 +37,21 @@ from monitor.progress import progress_bar
 
 from .calibration import expected_calibration_error
 from .data import Clip, load_dataset, manifest_sha256
-from .metrics import classification_report, confusion_matrix, grouped_accuracy, paired_bootstrap, roc_curves
+from .metrics import (
+    classification_report,
+    confusion_matrix,
+    grouped_accuracy,
+    grouped_bootstrap,
+    paired_bootstrap,
+    roc_curves,
+)
 from .split import DEFAULT_SPLIT_SEED, SPLITS, dataset_split
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = ("yamnet", "wav2vec2", "ensemble_average", "ensemble_vote")
+MODEL_KEYS = CLIP_DECISIONS
 """Top-level sections of metrics.json, in report order (``ClipResult.per_model`` keys)."""
-DECISION_MODEL = "ensemble_average"
+DECISION_MODEL = DEFAULT_FUSION
 """The score behind ``ClipResult.label``: what ``nursery-monitor classify`` prints."""
 ALL_CLIPS = "all"
 DEFAULT_SPLIT = "test"
@@ -150,6 +157,8 @@ def model_metrics(outcomes: Sequence[ClipOutcome], model: str) -> tuple[dict, di
     section["ece"] = round(expected_calibration_error(scores, np.array([LABELS.index(y) for y in y_true])),
                            METRIC_DIGITS)
     section["confusion_matrix"] = cm.tolist()
+    interval = grouped_bootstrap(y_true, y_pred, LABELS, [o.clip.group for o in outcomes])
+    section["ci95"] = {metric: _rounded(interval[metric]["ci95"]) for metric in ("accuracy", "macro_f1")}
     section["roc"] = {label: {"auc": _rounded(curve["auc"])} for label, curve in curves.items()}
     return section, curves
 
@@ -257,14 +266,19 @@ def render_report(metrics: dict, models: Sequence[str]) -> str:
              f"{meta['clips']} clips, {meta['skipped_clips']} skipped, {meta['errors']} misclassified by at least "
              f"one model ([errors.csv](errors.csv)); model versions: "
              + ", ".join(f"{k} `{v}`" for k, v in meta["model_versions"].items()), "",
-             "| model | accuracy | macro F1 | macro precision | macro recall | ECE | "
+             f"The clip's label is `{DECISION_MODEL}`: the ensemble average, Normal where YAMNet's AudioSet scores "
+             "hear laughter, a cat or an animal over the cry (the vetoes the alarms obey). Intervals: 95%, resampling "
+             "clip groups.", "",
+             "| model | accuracy | macro F1 [95% interval] | macro precision | macro recall | ECE | "
              + " | ".join(f"AUC {label}" for label in LABELS) + " |",
              "|---" * (6 + len(LABELS)) + "|"]
     for model in models:
         m = metrics[model]
-        figures = [m[key] for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")]
-        figures += [m["roc"][label]["auc"] for label in LABELS]
-        lines.append(f"| {model} | " + " | ".join(_fmt(v) for v in figures) + " |")
+        low, high = m["ci95"]["macro_f1"]
+        cells = [_fmt(m["accuracy"]), f"{_fmt(m['macro_f1'])} [{_fmt(low)}, {_fmt(high)}]"]
+        cells += [_fmt(m[key]) for key in ("macro_precision", "macro_recall", "ece")]
+        cells += [_fmt(m["roc"][label]["auc"]) for label in LABELS]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     for title, key in (("Accuracy per source", "per_source"), ("Accuracy per stored sample rate", "per_sample_rate")):
         lines += ["", f"## {title}", "", "| group | clips | labels | " + " | ".join(models) + " |",
                   "|---" * (3 + len(models)) + "|"]
