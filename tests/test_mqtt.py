@@ -56,14 +56,9 @@ def event_sequence(event_id: str, updates: int, label: str = "Crying") -> list[d
 @pytest.fixture
 def make_publisher(tmp_path):
     """Started publishers on a given broker; each is closed at teardown."""
-    with started_publishers(tmp_path, DEVICE, CLOSE_TIMEOUT) as start:
-        made = 0
-
+    with started_publishers(tmp_path, DEVICE, CLOSE_TIMEOUT, outbox_rows=1000) as start:
         def make(broker: Broker, outbox_path: Path | None = None, **overrides) -> MqttPublisher:
-            nonlocal made
-            made += 1
-            outbox = Outbox(outbox_path or tmp_path / f"outbox-made{made}.sqlite", max_rows=1000)
-            return start(mqtt_config(broker, **overrides), outbox)
+            return start(mqtt_config(broker, **overrides), outbox_path)
 
         yield make
 

@@ -76,14 +76,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT_TIMEOUT_SECO
 
 
 @contextmanager
-def started_publishers(outbox_dir: Path, device_id: str,
-                       close_timeout: float) -> Iterator[Callable[..., MqttPublisher]]:
-    """``start(cfg, outbox=None)`` starts a publisher (each on an outbox of its own in ``outbox_dir`` unless
-    given one); all of them are closed on the way out, so a failing test leaves no client thread behind."""
+def started_publishers(outbox_dir: Path, device_id: str, close_timeout: float,
+                       outbox_rows: int | None = None) -> Iterator[Callable[..., MqttPublisher]]:
+    """``start(cfg, outbox_path=None)`` starts a publisher on an outbox of ``outbox_rows`` rows at most (each on a
+    file of its own in ``outbox_dir`` unless given a path); all of them are closed on the way out, so a failing test
+    leaves no client thread behind."""
     made: list[MqttPublisher] = []
 
-    def start(cfg: MqttConfig, outbox: Outbox | None = None) -> MqttPublisher:
-        publisher = MqttPublisher(cfg, device_id, outbox or Outbox(outbox_dir / f"outbox{len(made)}.sqlite"))
+    def start(cfg: MqttConfig, outbox_path: Path | None = None) -> MqttPublisher:
+        outbox = Outbox(outbox_path or outbox_dir / f"outbox{len(made)}.sqlite", max_rows=outbox_rows)
+        publisher = MqttPublisher(cfg, device_id, outbox)
         publisher.start()
         made.append(publisher)
         return publisher
