@@ -485,11 +485,13 @@ def _export_wav2vec2(opts: BuildOptions, data: Prepared, model_dir: Path) -> dic
 
 
 def _log_summary(outcomes: list[StepOutcome], seconds: float, out: Path, document: dict, changed: bool) -> None:
+    from monitor.classify import ENSEMBLE_AVERAGE
+
     steps = ", ".join(f"{o.name} {'cached' if o.cached else f'{o.seconds:.1f} s'}" for o in outcomes)
     log.info("steps: %s", steps)
     versions = ", ".join(entry["version"] for entry in document["models"].values())
     evaluation = document.get("evaluation", {})
-    decision = evaluation.get("decision_model") or "ensemble_average"
+    decision = evaluation.get("decision_model") or ENSEMBLE_AVERAGE
     headline = evaluation.get("ensembles", {}).get(decision)
     score = f"; test {decision} accuracy {headline['accuracy']:.3f}, macro-F1 {headline['macro_f1']:.3f}" \
         if headline else ""

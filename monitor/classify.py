@@ -212,9 +212,13 @@ def _normal_only() -> np.ndarray:
     return np.array([0.0 if label != "Normal" else 1.0 for label in LABELS], np.float32)
 
 
+ENSEMBLE_AVERAGE = "ensemble_average"
+"""The clip's weighted average of both branches, without the vetoes."""
+ENSEMBLE_VOTE = "ensemble_vote"
+"""The clip's majority vote of the branches and the average."""
 DEFAULT_FUSION = "default_fusion"
 """The clip's label: the ensemble average, Normal where AudioSet's vetoes hear laughter, a cat or an animal."""
-CLIP_DECISIONS = (VOTER_YAMNET, VOTER_WAV2VEC2, "ensemble_average", "ensemble_vote", DEFAULT_FUSION)
+CLIP_DECISIONS = (VOTER_YAMNET, VOTER_WAV2VEC2, ENSEMBLE_AVERAGE, ENSEMBLE_VOTE, DEFAULT_FUSION)
 """What ``ClipResult.per_model`` holds per clip: each branch, the plain average, the vote, and the decision."""
 
 
@@ -239,14 +243,14 @@ def classify_samples(samples: np.ndarray, classifiers: Classifiers, cfg: Config,
     fusion = classifiers.resolve_fusion(cfg.fusion)
     fused = fuse_window(yamnet_mean, w2v_mean, predictions.audioset.mean(axis=0), fusion)
     vote_probs = vote_shares(fused)
-    result.per_model = {"yamnet": _as_dict(yamnet_mean), "ensemble_average": _as_dict(fused.probs),
-                        "ensemble_vote": _as_dict(vote_probs), DEFAULT_FUSION: _as_dict(fused.label_probs)}
-    result.per_model_labels = {"yamnet": LABELS[int(np.argmax(yamnet_mean))],
-                               "ensemble_average": fused.average_label, "ensemble_vote": fused.vote_label,
+    result.per_model = {VOTER_YAMNET: _as_dict(yamnet_mean), ENSEMBLE_AVERAGE: _as_dict(fused.probs),
+                        ENSEMBLE_VOTE: _as_dict(vote_probs), DEFAULT_FUSION: _as_dict(fused.label_probs)}
+    result.per_model_labels = {VOTER_YAMNET: LABELS[int(np.argmax(yamnet_mean))],
+                               ENSEMBLE_AVERAGE: fused.average_label, ENSEMBLE_VOTE: fused.vote_label,
                                DEFAULT_FUSION: fused.label}
     if w2v_mean is not None:
-        result.per_model["wav2vec2"] = _as_dict(w2v_mean)
-        result.per_model_labels["wav2vec2"] = LABELS[int(np.argmax(w2v_mean))]
+        result.per_model[VOTER_WAV2VEC2] = _as_dict(w2v_mean)
+        result.per_model_labels[VOTER_WAV2VEC2] = LABELS[int(np.argmax(w2v_mean))]
     result.label = fused.label
     result.probs = _as_dict(fused.label_probs)
     return result
