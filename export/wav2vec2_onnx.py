@@ -142,7 +142,7 @@ def ms_per_window(path: Path) -> tuple[float, float]:
 
 
 def _windows(clips: list[Clip], cfg: Config) -> WindowSet:
-    return build_window_set(clips, cfg.preprocess, hop_samples_from_seconds(cfg.window.hop_seconds), cfg.gate,
+    return build_window_set(clips, cfg.preprocess, hop_samples_from_seconds(cfg.window.training_hop_seconds), cfg.gate,
                             progress=False)
 
 

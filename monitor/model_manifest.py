@@ -76,6 +76,12 @@ class ModelManifest:
         return dict(self.raw.get("operating_point", {}).get("fusion", {}))
 
     @property
+    def tuned_hop_seconds(self) -> float | None:
+        """The window hop the operating point was tuned at (None for models built before it was recorded)."""
+        tuned_on = self.raw.get("operating_point", {}).get("tuned_on") or {}
+        return tuned_on.get("hop_seconds")
+
+    @property
     def budget_ladder(self) -> list[dict[str, Any]]:
         """The best setting build-models found within each false-alarm budget, smallest budget first."""
         rows = self.raw.get("operating_point", {}).get("budget_ladder") or []

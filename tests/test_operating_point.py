@@ -29,9 +29,11 @@ TUNED = {"weight_yamnet": 0.85, "weight_wav2vec2": 0.15, "alert_on": "sum", "req
          "n_windows": 4, "min_duration_seconds": 0.5, "smooth_windows": 2}
 
 
-def with_operating_point(manifest: Path, fusion: dict, ladder: list[dict] | None = None) -> Path:
+def with_operating_point(manifest: Path, fusion: dict, ladder: list[dict] | None = None,
+                         tuned_on: dict | None = None) -> Path:
     doc = json.loads(manifest.read_text())
-    doc["operating_point"] = {"fusion": fusion, "setting": "test", "budget_ladder": ladder or []}
+    doc["operating_point"] = {"fusion": fusion, "setting": "test", "budget_ladder": ladder or [],
+                              "tuned_on": tuned_on}
     manifest.write_text(json.dumps(doc))
     return manifest
 
@@ -86,6 +88,18 @@ def test_keys_set_in_the_config_win_over_the_budgets_row(tmp_path: Path):
     yaml = "fusion:\n  false_alarm_budget: 0.5\n  k_windows: 2\n"
     resolved = load_classifiers(config_for(manifest, yaml)).resolve_fusion(parse_config(yaml).fusion)
     assert (resolved.enter_threshold, resolved.k_windows) == (0.9, 2)
+
+
+def test_a_hop_other_than_the_tuned_one_is_warned_about_and_the_tuned_one_is_not(tmp_path: Path, caplog):
+    manifest = with_operating_point(write_fake_models(tmp_path / "models"), TUNED, tuned_on={"hop_seconds": 0.5})
+    with caplog.at_level("WARNING", logger="monitor.classify"):
+        load_classifiers(config_for(manifest, "window:\n  hop_seconds: 0.5\n"))
+    assert "tuned at" not in caplog.text
+    with caplog.at_level("WARNING", logger="monitor.classify"):
+        load_classifiers(config_for(manifest, "window:\n  hop_seconds: 0.25\n"))
+    assert "window.hop_seconds is 0.25 s but the operating point" in caplog.text
+    assert "tuned at 0.5 s" in caplog.text and "re-run build-models" in caplog.text
+    assert read_manifest(with_operating_point(manifest, TUNED)).tuned_hop_seconds is None, "older models: no warning"
 
 
 def test_a_false_alarm_budget_without_a_tuned_ladder_is_a_clear_error(tmp_path: Path):
@@ -289,6 +303,7 @@ def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: 
     assert all(name.startswith(("train-", "val-")) for name in negatives)
     assert all(t.clip.startswith("val-") for t in read_truth(files.positive[1])[0])
     assert sum(result["tuned_on"]["insertions"].values()) >= 3
+    assert result["tuned_on"]["hop_seconds"] == cfg.window.hop_seconds
 
 
 def test_without_cries_in_val_the_fallbacks_are_kept_and_said(tmp_path: Path):

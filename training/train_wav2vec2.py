@@ -573,7 +573,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
              else f"compact, {'self-supervised' if contrastive else 'distilled from YAMNet'} first")
     log.info("wav2vec2 %s: %s", start, summary)
 
-    hop = hop_samples_from_seconds(cfg.window.hop_seconds)
+    hop = hop_samples_from_seconds(cfg.window.training_hop_seconds)
     sets = _window_sets(clips_split, cfg.preprocess, cfg.gate, hop, window_cache_dir, progress)
     pretrained = None
     if init is None and pretraining is not None:
@@ -622,7 +622,7 @@ def train_wav2vec2(clips_split: dict[str, list[Clip]], out_dir: Path, init: str 
                                        temperature) if len(sets["test"]) else None),
         "class_weights": dict(zip(LABELS, map(float, weights), strict=True)),
         "train_windows": dict(Counter(LABELS[i] for i in train.labels)),
-        "hop_seconds": cfg.window.hop_seconds,
+        "hop_seconds": cfg.window.training_hop_seconds,
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "settings": dataclasses.asdict(settings),
         "augmentation": dataclasses.asdict(augment),

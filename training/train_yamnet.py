@@ -204,7 +204,7 @@ def _feature_key(clips: list[Clip], split_of_clip: np.ndarray, cfg: Config, head
         "split": split_of_clip.tolist(),
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "gate": gate_settings_used(cfg.gate),
-        "hop": cfg.window.hop_seconds,
+        "hop": cfg.window.training_hop_seconds,
         "augment": dataclasses.asdict(head_cfg.augment),
         "copies": head_cfg.augment_copies,
         "scream_copies": head_cfg.scream_augment_copies,
@@ -232,7 +232,7 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
             timing = json.loads(str(data["timing"]))
         log.info("features from cache %s", cache)
         return features, timing
-    hop = int(round(cfg.window.hop_seconds * SAMPLE_RATE))
+    hop = int(round(cfg.window.training_hop_seconds * SAMPLE_RATE))
     windows = build_window_set(clips, cfg.preprocess, hop, cfg.gate, progress=progress)
     part = split_of_clip[windows.clip_index]
     train_mask = part == "train"
@@ -499,7 +499,7 @@ def run_training(manifest: Path, seed: int = DEFAULT_SPLIT_SEED, cfg: Config | N
         "head_config": dataclasses.asdict(head_cfg),
         "preprocess": dataclasses.asdict(cfg.preprocess),
         "gate": gate_settings_used(cfg.gate),
-        "hop_seconds": cfg.window.hop_seconds,
+        "hop_seconds": cfg.window.training_hop_seconds,
         "timing": timing,
         "metrics": metrics,
         "history": head.history,
