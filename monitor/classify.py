@@ -134,7 +134,7 @@ def load_classifiers(cfg: Config) -> Classifiers:
             raise ModelError(f"{manifest_path}: no 'wav2vec2' model listed (or set models.use_wav2vec2: false)")
         wav2vec2 = Wav2Vec2Classifier(manifest.models["wav2vec2"], cfg.models.threads, cfg.models.wav2vec2_variant)
     tuned_hop = manifest.tuned_hop_seconds
-    if tuned_hop is not None and abs(tuned_hop - cfg.window.hop_seconds) > 1e-9:
+    if tuned_hop is not None and not np.isclose(tuned_hop, cfg.window.hop_seconds):
         log.warning("window.hop_seconds is %g s but the operating point in %s was tuned at %g s: its k-of-n and "
                     "smoothing count windows, so alarms come sooner or later than tuned; re-run build-models",
                     cfg.window.hop_seconds, manifest_path, tuned_hop)

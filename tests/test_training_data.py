@@ -202,3 +202,21 @@ def test_build_window_set_is_cached_and_labelled(tmp_path):
     assert np.array_equal(again.windows, windows.windows) and np.array_equal(again.groups, windows.groups)
     build_window_set(clips, PreprocessConfig(bandwidth_hz=None), SAMPLE_RATE // 2, cache_dir=cache, progress=False)
     assert len(list(cache.glob("*.npz"))) == 2  # other settings, other cache entry
+
+
+def test_the_training_windows_follow_the_training_hop_not_the_live_one(tmp_path: Path):
+    """A denser live hop must not re-cut (and re-embed, twice as many) training windows: only
+    window.training_hop_seconds keys the YAMNet features."""
+    from monitor.config import parse_config
+    from training.train_yamnet import HeadConfig, _feature_key
+    from training.yamnet_features import BaseModel
+
+    base_file = tmp_path / "yamnet.onnx"
+    base_file.write_bytes(b"stand-in bytes: only their hash enters the key")
+    base = BaseModel(base_file, batched=True)
+
+    def key(yaml: str) -> str:
+        return _feature_key([], np.array([]), parse_config(yaml), HeadConfig(), 0, base)
+
+    assert key("window:\n  hop_seconds: 0.25\n") == key("")
+    assert key("window:\n  training_hop_seconds: 0.25\n") != key("")
