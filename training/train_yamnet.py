@@ -28,11 +28,12 @@ import numpy as np
 
 from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
-from monitor.constants import ALERT_LABELS, LABELS, SAMPLE_RATE, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
+from monitor.constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
 from monitor.signal_helpers import softmax
+from monitor.windows import hop_samples_from_seconds
 
 from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
@@ -232,7 +233,7 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
             timing = json.loads(str(data["timing"]))
         log.info("features from cache %s", cache)
         return features, timing
-    hop = int(round(cfg.window.training_hop_seconds * SAMPLE_RATE))
+    hop = hop_samples_from_seconds(cfg.window.training_hop_seconds)
     windows = build_window_set(clips, cfg.preprocess, hop, cfg.gate, progress=progress)
     part = split_of_clip[windows.clip_index]
     train_mask = part == "train"
