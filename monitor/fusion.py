@@ -40,6 +40,9 @@ _IS_ALERT_ROW = np.isin(np.arange(len(LABELS)), ALERT_ROWS)
 _LABEL_INDEX = np.arange(len(LABELS))
 VETOES = tuple(YAMNET_VETO_CLASSES)
 """AudioSet veto categories, in the order of their columns in ``audioset_evidence`` (after the alert labels')."""
+VETO_OFF = 1.0
+"""A veto threshold at this turns the veto off (``veto_laughter: 1``); AudioSet's sigmoid can round to 1.0 itself, so
+the comparison alone would not."""
 AUDIOSET_ROWS = tuple(sorted({row for groups in (YAMNET_VOTER_CLASSES, YAMNET_VETO_CLASSES)
                               for rows in groups.values() for row in rows}))
 """The only AudioSet rows fusion reads (the sweep records just these per window)."""
@@ -246,7 +249,7 @@ def audioset_vetoes(evidence: np.ndarray, cfg: FusionConfig) -> np.ndarray:
     cry, vetoes = evidence[:, :len(ALERT_LABELS)].max(axis=1), evidence[:, len(ALERT_LABELS):]
     by_name = cfg.veto_thresholds()
     thresholds = np.array([by_name[name] for name in VETOES])
-    heard = (vetoes >= thresholds) & (vetoes > cfg.veto_margin * cry[:, None])
+    heard = (thresholds < VETO_OFF) & (vetoes >= thresholds) & (vetoes > cfg.veto_margin * cry[:, None])
     return np.where(heard.any(axis=1), np.argmax(heard, axis=1), -1)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from monitor.config import FusionConfig
 from monitor.constants import LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_VETO_CLASSES, YAMNET_VOTER_CLASSES
-from monitor.fusion import VETOES, audioset_evidence, audioset_vote, fuse_batch, fuse_window, majority_label
+from monitor.fusion import VETO_OFF, VETOES, audioset_evidence, audioset_vote, fuse_batch, fuse_window, majority_label
 
 CFG = FusionConfig().resolve()
 CRY, SCREAM, NORMAL = LABELS
@@ -170,6 +170,16 @@ def test_audioset_laughter_cat_or_animal_over_any_cry_vetoes_the_alert(alert_on,
     off = dataclasses.replace(cfg, veto_laughter=1.0, veto_cat=1.0, veto_animal=1.0)
     allowed = fuse_window(*HEADS_HEAR_A_CRY, audioset(crying=0.05, **heard), off)
     assert allowed.alert_label == CRY and allowed.vetoed_by is None
+
+
+def test_a_veto_set_to_one_is_off_even_when_audioset_saturates():
+    """``veto_laughter: 1`` is documented as off; AudioSet's sigmoid rounds to exactly 1.0 on a loud laugh, which
+    ``>=`` alone would still let veto."""
+    saturated = audioset(baby_laughter=1.0)
+    assert fuse_window(*HEADS_HEAR_A_CRY, saturated, VETOING).vetoed_by == "laughter"
+    off = dataclasses.replace(VETOING, veto_laughter=VETO_OFF)
+    allowed = fuse_window(*HEADS_HEAR_A_CRY, saturated, off)
+    assert allowed.alert_label == CRY and allowed.vetoed_by is None and allowed.heard_veto is None
 
 
 def test_a_veto_needs_its_threshold_and_the_margin_over_any_cry():
