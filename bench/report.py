@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from monitor.constants import ALERT_LABELS
 from monitor.model_manifest import LADDER_BUDGET
 
+from .misses import CAUSES
 from .score import Score, hours_to_show, round_or_none, rounded_interval
 from .tradeoff import MIN_SNR_DB, Targets
 
@@ -215,6 +216,26 @@ def _snr_table(doc: dict) -> list[str]:
     return lines + [""]
 
 
+def _miss_table(doc: dict) -> list[str]:
+    """Missed insertions per label and SNR by the stage that lost them (``bench.misses``)."""
+    by_label = doc["ours"].get("miss_causes") or {}
+    if not any(by_label.values()):
+        return []
+    lines = ["## Where the missed insertions were lost", "",
+             "Each miss put down to the first of: other_label = an alarm was raised on it with the other label; "
+             "gate = no window of it passed the gate; then the live windows replayed with the stages relaxed one "
+             "more at a time, and the first that catches it: veto = AudioSet's vetoes off; vote = the vote off too; "
+             "k_of_n = one alerting window enough too; threshold = still missed (the fused probability stayed under "
+             "the enter threshold). Each miss, with the best fused alert probability its windows reached: `misses` "
+             "in bench.json.", "",
+             f"| label | SNR | missed | {' | '.join(CAUSES)} |", "|---|---|---|" + "---|" * len(CAUSES)]
+    for label, per_snr in by_label.items():
+        for snr, causes in per_snr.items():
+            lines.append(f"| {label} | {snr} | {sum(causes.values())} | "
+                         + " | ".join(str(causes.get(cause, 0)) for cause in CAUSES) + " |")
+    return lines + [""]
+
+
 def _false_alarm_table(doc: dict) -> list[str]:
     ours, baseline = doc["ours"].get("false_alarms_by_source", {}), (doc.get("baseline") or {}).get(
         "false_alarms_by_source", {})
@@ -316,7 +337,7 @@ def _profile_section(profile: dict) -> list[str]:
 
 
 def render_markdown(doc: dict) -> str:
-    lines = _header(doc) + _main_table(doc) + _snr_table(doc) + _false_alarm_table(doc)
+    lines = _header(doc) + _main_table(doc) + _snr_table(doc) + _miss_table(doc) + _false_alarm_table(doc)
     if doc.get("tradeoff"):
         lines += _tradeoff_section(doc["tradeoff"])
     if doc.get("sensitivity"):

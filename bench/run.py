@@ -299,6 +299,17 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
             "carried_windows": run.get("carried_windows"), "vetoed_windows": run.get("vetoed_windows")}
 
 
+def _misses(files: BenchFiles, cfg: Config, fusion: FusionConfig, score: Score, spec: ScoreSpec,
+            versions: dict[str, str]) -> dict:
+    """The missed insertions, each with the stage that lost it (``bench.misses``) when the live window record is
+    there, and their counts per label, SNR and cause."""
+    from .misses import miss_causes
+
+    if not files.windows.is_file():
+        return {"misses": [t.to_dict() for t, hit in zip(score.truths, score.truth_hit, strict=True) if not hit]}
+    return miss_causes(load_window_record(files.windows), fusion, score, spec, versions, cfg.device_id)
+
+
 def _episode_figures(files: BenchFiles, run: dict) -> dict:
     """Episodes: did the alarm come while the baby was still crying, and how long after it began."""
     truths, seconds = read_truth(files.episode_truth)
@@ -326,6 +337,8 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
                                                                       decision_span_s(cfg, fusion))
     ours["cascade"] = _cascade_figures(ours_score, _score(truths, runs.full, stream_seconds, spec), runs.ours,
                                        runs.full)
+    missed = _misses(files, cfg, fusion, ours_score, spec, runs.ours["model_versions"])
+    ours["miss_causes"] = missed.get("by_label_snr")
     if runs.monitor:
         ours["monitor_peak_rss_mb"] = runs.monitor["peak_rss_mb"]
         ours["monitor"] = runs.monitor
@@ -343,7 +356,7 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
                       "window": dataclasses.asdict(cfg.window), "models": dataclasses.asdict(cfg.models),
                       "score": dataclasses.asdict(spec), "baseline": BaselineSpec().to_dict()},
            "bars": check_bars(ours, baseline, stream_seconds / SECONDS_PER_HOUR),
-           "misses": [t.to_dict() for t, hit in zip(truths, ours_score.truth_hit, strict=True) if not hit],
+           "misses": missed["misses"],
            "false_alarm_events": ours_false_alarms,
            "profile": {**runs.profile, "file": files.profile_text.name} if runs.profile else None}
     if files.windows_full.is_file():

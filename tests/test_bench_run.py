@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.misses import CAUSES
 from bench.run import main
 from monitor.config import FusionConfig
 from monitor.model_manifest import LADDER_BUDGET
@@ -61,6 +62,12 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     assert episodes["alert_recall_any_label"] > 0 and episodes["latency_p50_s"] is not None
     assert "episodes: recall at >= 10 dB" in (out / "bench.md").read_text()
     assert doc["tradeoff"]["reproduces_live"] is True
+    # every missed cry or scream is put down to a stage, and the counts add up to the list
+    missed = [m for m in doc["misses"] if m["label"] in ("Crying", "Screaming")]
+    assert all(m["cause"] in CAUSES for m in missed)
+    assert sum(n for per_snr in ours["miss_causes"].values() for causes in per_snr.values()
+               for n in causes.values()) == len(missed)
+    assert ("## Where the missed insertions were lost" in (out / "bench.md").read_text()) == bool(missed)
     assert {"YAMNet alone", "Wav2Vec2 alone"} <= set(doc["tradeoff"]["det_curves"])
     assert (out / "bench.md").read_text().startswith("# Event-level benchmark")
 

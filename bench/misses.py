@@ -1,0 +1,89 @@
+"""Why each missed cry or scream was missed: the stage that, relaxed, would have caught it.
+
+A recall says how many insertions were missed; whoever tunes or retrains needs to know where they were lost. The
+live window record is replayed through fusion and the event tracker (``bench.tradeoff.replay_tracker``, the
+monitor's own code, no model) with the stages relaxed one more at a time, and each miss is put down to the first
+of these that holds:
+
+- ``other_label``: an alarm was raised during it, named after the other alert label (a cry heard as a scream;
+  the parent was woken, the label was wrong);
+- ``gate``: no window of it passed the gate, so no model heard it;
+- ``veto``: with AudioSet's laughter, cat and animal vetoes off it would have been caught;
+- ``vote``: with the vote off as well;
+- ``k_of_n``: with one alerting window enough as well (its alerting windows never came k in n);
+- ``threshold``: none of these catch it: the models' fused probability stayed under the enter threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from monitor.config import FusionConfig
+from monitor.constants import ALERT_LABELS, WINDOW_SECONDS
+from monitor.fusion import VETO_OFF, VETOES
+
+from .score import CONFUSION, Score, ScoreSpec, TruthEvent, score_events, snr_key
+from .tradeoff import fuse_record, replay_tracker
+
+OTHER_LABEL, GATE, VETO, VOTE, K_OF_N, THRESHOLD = "other_label", "gate", "veto", "vote", "k_of_n", "threshold"
+CAUSES = (OTHER_LABEL, GATE, VETO, VOTE, K_OF_N, THRESHOLD)
+"""In the order ``miss_cause`` checks them."""
+
+
+def relaxations(fusion: FusionConfig) -> list[tuple[str, FusionConfig]]:
+    """Each stage with the live setting relaxed up to it: vetoes off; and the vote; and k of n at 1 of 1."""
+    unvetoed = dataclasses.replace(fusion, **{f"veto_{name}": VETO_OFF for name in VETOES})
+    unvoted = dataclasses.replace(unvetoed, require_vote=False)
+    single = dataclasses.replace(unvoted, k_windows=1, n_windows=1, min_duration_seconds=0.0)
+    return [(VETO, unvetoed), (VOTE, unvoted), (K_OF_N, single)]
+
+
+def insertion_rows(end_s: np.ndarray, passed: np.ndarray, truth: TruthEvent) -> np.ndarray:
+    """Indices of the gated windows that heard some of the insertion."""
+    return np.flatnonzero(passed & (end_s > truth.onset_s) & (end_s - WINDOW_SECONDS < truth.offset_s))
+
+
+def miss_cause(confused: bool, heard: bool, caught_when_relaxed: Sequence[tuple[str, bool]]) -> str:
+    """``confused``: an alarm of the other label was raised on it; ``heard``: a window of it passed the gate;
+    ``caught_when_relaxed``: (stage, caught with the setting relaxed up to that stage), in ``relaxations`` order."""
+    if confused:
+        return OTHER_LABEL
+    if not heard:
+        return GATE
+    return next((stage for stage, caught in caught_when_relaxed if caught), THRESHOLD)
+
+
+def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Score, spec: ScoreSpec,
+                versions: dict[str, str], device_id: str) -> dict:
+    """Every missed cry or scream of ``score`` (the live events scored) with its cause and the best fused alert
+    probability its windows reached, and the counts per label, SNR and cause."""
+    truths = score.truths
+    confused = [False] * len(truths)
+    for outcome in score.outcomes:
+        if outcome.kind == CONFUSION:
+            confused[outcome.truth_index] = True
+    caught = {stage: score_events(truths, replay_tracker(record, relaxed, versions, device_id, score.stream_seconds),
+                                  score.stream_seconds, spec).truth_hit
+              for stage, relaxed in relaxations(fusion)}
+    alert_mass = fuse_record(record, fusion).alert_mass
+    misses, counts = [], {label: {} for label in ALERT_LABELS}
+    for i, (truth, hit) in enumerate(zip(truths, score.truth_hit, strict=True)):
+        if hit or truth.label not in ALERT_LABELS:
+            continue
+        rows = insertion_rows(record["end_s"], record["passed"], truth)
+        cause = miss_cause(confused[i], rows.size > 0, [(stage, hits[i]) for stage, hits in caught.items()])
+        best = round(float(alert_mass[rows].max()), 4) if rows.size else None
+        misses.append({**truth.to_dict(), "cause": cause, "best_alert_probability": best})
+        counts[truth.label].setdefault(truth.snr_db, Counter())[cause] += 1
+    return {"misses": misses, "by_label_snr": {label: {
+        snr_key(snr): {cause: per_snr[snr][cause] for cause in CAUSES if per_snr[snr][cause]}
+        for snr in sorted(per_snr, key=_cleanest_first)} for label, per_snr in counts.items()}}
+
+
+def _cleanest_first(snr_db: float | None) -> float:
+    return -math.inf if snr_db is None else -snr_db
