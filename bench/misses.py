@@ -5,6 +5,8 @@ live window record is replayed through fusion and the event tracker (``bench.tra
 monitor's own code, no model) with the stages relaxed one more at a time, and each miss is put down to the first
 of these that holds:
 
+- ``open_event``: an alarm raised before it began was still on (a false alarm, or the previous cry's event): the
+  parent was already woken, but not by this cry, so it does not count as caught;
 - ``other_label``: an alarm was raised during it, named after the other alert label (a cry heard as a scream;
   the parent was woken, the label was wrong);
 - ``gate``: no window of it passed the gate, so no model heard it;
@@ -27,11 +29,12 @@ from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, WINDOW_SECONDS
 from monitor.fusion import VETO_OFF, VETOES
 
-from .score import CONFUSION, Score, ScoreSpec, TruthEvent, score_events, snr_key
+from .score import CONFUSION, DetectedEvent, Score, ScoreSpec, TruthEvent, score_events, snr_key
 from .tradeoff import fuse_record, replay_tracker
 
-OTHER_LABEL, GATE, VETO, VOTE, K_OF_N, THRESHOLD = "other_label", "gate", "veto", "vote", "k_of_n", "threshold"
-CAUSES = (OTHER_LABEL, GATE, VETO, VOTE, K_OF_N, THRESHOLD)
+OPEN_EVENT, OTHER_LABEL, GATE = "open_event", "other_label", "gate"
+VETO, VOTE, K_OF_N, THRESHOLD = "veto", "vote", "k_of_n", "threshold"
+CAUSES = (OPEN_EVENT, OTHER_LABEL, GATE, VETO, VOTE, K_OF_N, THRESHOLD)
 """In the order ``miss_cause`` checks them."""
 
 
@@ -48,9 +51,17 @@ def insertion_rows(end_s: np.ndarray, passed: np.ndarray, truth: TruthEvent) -> 
     return np.flatnonzero(passed & (end_s > truth.onset_s) & (end_s - WINDOW_SECONDS < truth.offset_s))
 
 
-def miss_cause(confused: bool, heard: bool, caught_when_relaxed: Sequence[tuple[str, bool]]) -> str:
-    """``confused``: an alarm of the other label was raised on it; ``heard``: a window of it passed the gate;
-    ``caught_when_relaxed``: (stage, caught with the setting relaxed up to that stage), in ``relaxations`` order."""
+def open_at_onset(events: Sequence[DetectedEvent], truth: TruthEvent, spec: ScoreSpec) -> bool:
+    """An alarm raised too early to count for ``truth`` was still on when it began."""
+    return any(e.raised_s < truth.onset_s - spec.tolerance_before_s < e.end_s for e in events)
+
+
+def miss_cause(already_on: bool, confused: bool, heard: bool, caught_when_relaxed: Sequence[tuple[str, bool]]) -> str:
+    """``already_on``: ``open_at_onset``; ``confused``: an alarm of the other label was raised on it; ``heard``: a
+    window of it passed the gate; ``caught_when_relaxed``: (stage, caught with the setting relaxed up to that
+    stage), in ``relaxations`` order."""
+    if already_on:
+        return OPEN_EVENT
     if confused:
         return OTHER_LABEL
     if not heard:
@@ -63,6 +74,7 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
     """Every missed cry or scream of ``score`` (the live events scored) with its cause and the best fused alert
     probability its windows reached, and the counts per label, SNR and cause."""
     truths = score.truths
+    events = [outcome.event for outcome in score.outcomes]
     confused = [False] * len(truths)
     for outcome in score.outcomes:
         if outcome.kind == CONFUSION:
@@ -76,7 +88,8 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
         if hit or truth.label not in ALERT_LABELS:
             continue
         rows = insertion_rows(record["end_s"], record["passed"], truth)
-        cause = miss_cause(confused[i], rows.size > 0, [(stage, hits[i]) for stage, hits in caught.items()])
+        cause = miss_cause(open_at_onset(events, truth, spec), confused[i], rows.size > 0,
+                           [(stage, hits[i]) for stage, hits in caught.items()])
         best = round(float(alert_mass[rows].max()), 4) if rows.size else None
         misses.append({**truth.to_dict(), "cause": cause, "best_alert_probability": best})
         counts[truth.label].setdefault(truth.snr_db, Counter())[cause] += 1

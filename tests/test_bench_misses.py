@@ -6,7 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.misses import GATE, K_OF_N, OTHER_LABEL, THRESHOLD, VETO, VOTE, insertion_rows, miss_cause, miss_causes
+from bench.misses import (
+    GATE,
+    K_OF_N,
+    OPEN_EVENT,
+    OTHER_LABEL,
+    THRESHOLD,
+    VETO,
+    VOTE,
+    insertion_rows,
+    miss_cause,
+    miss_causes,
+)
 from bench.score import ScoreSpec, TruthEvent, score_events
 from bench.tradeoff import replay_tracker
 from monitor.config import FusionConfig
@@ -112,10 +123,19 @@ def test_the_first_relaxation_that_catches_it_names_the_cause():
     """Every window but one vetoed: the one left alerts alone, but it was the vetoes that cost the event."""
     rec = record(BOTH_HEAR_A_CRY, BOTH_HEAR_A_CRY, {i: {LAUGHTER_ROW: 0.6} for i in CRY_ROWS if i != 13})
     assert cause_of(rec) == VETO
-    assert miss_cause(False, True, [(VETO, False), (VOTE, True), (K_OF_N, True)]) == VOTE
-    assert miss_cause(False, True, [(VETO, False), (VOTE, False), (K_OF_N, False)]) == THRESHOLD
-    assert miss_cause(True, False, []) == OTHER_LABEL, "woken with the wrong name comes before anything else"
-    assert miss_cause(False, False, [(VETO, True)]) == GATE
+    assert miss_cause(False, False, True, [(VETO, False), (VOTE, True), (K_OF_N, True)]) == VOTE
+    assert miss_cause(False, False, True, [(VETO, False), (VOTE, False), (K_OF_N, False)]) == THRESHOLD
+    assert miss_cause(False, True, False, []) == OTHER_LABEL, "woken with the wrong name comes before the stages"
+    assert miss_cause(True, True, True, [(VETO, True)]) == OPEN_EVENT, "woken before it began comes first"
+    assert miss_cause(False, False, False, [(VETO, True)]) == GATE
+
+
+def test_a_cry_that_begins_while_an_earlier_alarm_is_on_is_put_down_to_that_alarm():
+    """Both models hear a cry in the room tone two windows before the inserted one: that event is raised too early
+    to count and is still on when the insertion begins."""
+    rec = record({i: CRY for i in range(CRY_ROWS.start - 3, CRY_ROWS.stop)},
+                 {i: CRY for i in range(CRY_ROWS.start - 3, CRY_ROWS.stop)})
+    assert cause_of(rec) == OPEN_EVENT
 
 
 def test_miss_causes_lists_each_miss_and_counts_them_by_label_snr_and_cause():
