@@ -217,22 +217,24 @@ def _snr_table(doc: dict) -> list[str]:
 
 
 def _miss_table(doc: dict) -> list[str]:
-    """Missed insertions per label and SNR by the stage that lost them (``bench.misses``)."""
-    by_label = doc["ours"].get("miss_causes") or {}
-    if not any(by_label.values()):
+    """Missed insertions (and crying episodes) per label and SNR by the stage that lost them (``bench.misses``)."""
+    streams = [("single clips", doc["ours"].get("miss_causes") or {}),
+               ("30 s episodes", (doc["ours"].get("episodes") or {}).get("miss_causes") or {})]
+    rows = [(stream, label, snr, causes) for stream, by_label in streams for label, per_snr in by_label.items()
+            for snr, causes in per_snr.items()]
+    if not rows:
         return []
     lines = ["## Where the missed insertions were lost", "",
-             "Each miss put down to the first of: other_label = an alarm was raised on it with the other label; "
-             "gate = no window of it passed the gate; then the live windows replayed with the stages relaxed one "
-             "more at a time, and the first that catches it: veto = AudioSet's vetoes off; vote = the vote off too; "
-             "k_of_n = one alerting window enough too; threshold = still missed (the fused probability stayed under "
-             "the enter threshold). Each miss, with the best fused alert probability its windows reached: `misses` "
-             "in bench.json.", "",
-             f"| label | SNR | missed | {' | '.join(CAUSES)} |", "|---|---|---|" + "---|" * len(CAUSES)]
-    for label, per_snr in by_label.items():
-        for snr, causes in per_snr.items():
-            lines.append(f"| {label} | {snr} | {sum(causes.values())} | "
-                         + " | ".join(str(causes.get(cause, 0)) for cause in CAUSES) + " |")
+             "Each miss put down to the first of: open_event = an alarm raised before it began was still on; "
+             "other_label = an alarm was raised on it with the other label; gate = no window of it passed the gate; "
+             "then the live windows replayed with the stages relaxed one more at a time, and the first that catches "
+             "it: veto = AudioSet's vetoes off; vote = the vote off too; k_of_n = one alerting window enough too; "
+             "threshold = still missed (the fused probability stayed under the enter threshold). Each miss of the "
+             "single-clip stream, with the best fused alert probability its windows reached: `misses` in "
+             "bench.json.", "",
+             f"| stream | label | SNR | missed | {' | '.join(CAUSES)} |", "|---|---|---|---|" + "---|" * len(CAUSES)]
+    lines += [f"| {stream} | {label} | {snr} | {sum(causes.values())} | "
+              + " | ".join(str(causes.get(cause, 0)) for cause in CAUSES) + " |" for stream, label, snr, causes in rows]
     return lines + [""]
 
 

@@ -299,23 +299,27 @@ def _negative_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run:
             "carried_windows": run.get("carried_windows"), "vetoed_windows": run.get("vetoed_windows")}
 
 
-def _misses(files: BenchFiles, cfg: Config, fusion: FusionConfig, score: Score, spec: ScoreSpec,
+def _misses(windows: Path, cfg: Config, fusion: FusionConfig, score: Score, spec: ScoreSpec,
             versions: dict[str, str]) -> dict:
-    """The missed insertions, each with the stage that lost it (``bench.misses``) when the live window record is
-    there, and their counts per label, SNR and cause."""
+    """The missed insertions, each with the stage that lost it (``bench.misses``) when the stream's live window
+    record is there, and their counts per label, SNR and cause."""
     from .misses import miss_causes
 
-    if not files.windows.is_file():
+    if not windows.is_file():
         return {"misses": [t.to_dict() for t, hit in zip(score.truths, score.truth_hit, strict=True) if not hit]}
-    return miss_causes(load_window_record(files.windows), fusion, score, spec, versions, cfg.device_id)
+    return miss_causes(load_window_record(windows), fusion, score, spec, versions, cfg.device_id)
 
 
-def _episode_figures(files: BenchFiles, run: dict) -> dict:
-    """Episodes: did the alarm come while the baby was still crying, and how long after it began."""
+def _episode_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run: dict) -> dict:
+    """Episodes: did the alarm come while the baby was still crying, how long after it began, and where the
+    missed ones were lost."""
     truths, seconds = read_truth(files.episode_truth)
-    score = _score(truths, run, seconds, ScoreSpec())
+    spec = ScoreSpec()
+    score = _score(truths, run, seconds, spec)
     scored = figures(score, run)
-    return {"hours": round(seconds / SECONDS_PER_HOUR, 3), "episode_seconds": EPISODE_SECONDS,
+    missed = _misses(files.episode_windows, cfg, fusion, score, spec, run["model_versions"])
+    return {"miss_causes": missed.get("by_label_snr"), "hours": round(seconds / SECONDS_PER_HOUR, 3),
+            "episode_seconds": EPISODE_SECONDS,
             "episodes": len(truths), **{key: scored[key] for key in (
                 "recall_10db_up", "recall_by_snr", "alert_recall_any_label", "latency_p50_s", "latency_p95_s",
                 "false_alarms", "false_alarms_per_hour", "false_alarms_per_hour_interval", "recall_10db_up_interval",
@@ -337,7 +341,7 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
                                                                       decision_span_s(cfg, fusion))
     ours["cascade"] = _cascade_figures(ours_score, _score(truths, runs.full, stream_seconds, spec), runs.ours,
                                        runs.full)
-    missed = _misses(files, cfg, fusion, ours_score, spec, runs.ours["model_versions"])
+    missed = _misses(files.windows, cfg, fusion, ours_score, spec, runs.ours["model_versions"])
     ours["miss_causes"] = missed.get("by_label_snr")
     if runs.monitor:
         ours["monitor_peak_rss_mb"] = runs.monitor["peak_rss_mb"]
@@ -345,7 +349,7 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
     if runs.negative:
         ours["negative_stream"] = _negative_figures(files, cfg, fusion, runs.negative)
     if runs.episodes:
-        ours["episodes"] = _episode_figures(files, runs.episodes)
+        ours["episodes"] = _episode_figures(files, cfg, fusion, runs.episodes)
     baseline = None
     if runs.baseline:
         baseline_score = _score(truths, runs.baseline, stream_seconds, spec)

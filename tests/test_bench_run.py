@@ -68,6 +68,13 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     assert sum(n for per_snr in ours["miss_causes"].values() for causes in per_snr.values()
                for n in causes.values()) == len(missed)
     assert ("## Where the missed insertions were lost" in (out / "bench.md").read_text()) == bool(missed)
+    episode_causes = [(cause, n) for per_snr in ours["episodes"]["miss_causes"].values()
+                      for causes in per_snr.values() for cause, n in causes.items()]
+    assert all(cause in CAUSES for cause, _ in episode_causes)
+    missed_episodes = sum(n for _, n in episode_causes)
+    assert missed_episodes <= ours["episodes"]["episodes"]
+    if any(recall is not None and recall < 1 for recall in ours["episodes"]["recall_10db_up"].values()):
+        assert missed_episodes > 0, "an episode missed at >= 10 dB is put down to a cause"
     assert {"YAMNet alone", "Wav2Vec2 alone"} <= set(doc["tradeoff"]["det_curves"])
     assert (out / "bench.md").read_text().startswith("# Event-level benchmark")
 
