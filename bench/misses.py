@@ -98,5 +98,13 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
         for snr in sorted(per_snr, key=_cleanest_first)} for label, per_snr in counts.items()}}
 
 
+def replayed_miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, truths: Sequence[TruthEvent],
+                         stream_seconds: float, spec: ScoreSpec, versions: dict[str, str], device_id: str) -> dict:
+    """``miss_causes`` at a setting no monitor ran (the tuner's choice): its live events replayed first."""
+    score = score_events(truths, replay_tracker(record, fusion, versions, device_id, stream_seconds), stream_seconds,
+                         spec)
+    return miss_causes(record, fusion, score, spec, versions, device_id)
+
+
 def _cleanest_first(snr_db: float | None) -> float:
     return -math.inf if snr_db is None else -snr_db

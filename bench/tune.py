@@ -33,6 +33,7 @@ from monitor.config import Config, FusionConfig, default_yaml
 from monitor.constants import ALERT_LABELS
 from monitor.model_manifest import LADDER_BUDGET, describe_recall
 
+from .misses import replayed_miss_causes
 from .replay import WorkerPaths, load_window_record, run_worker
 from .run import decode_clips, write_planned_stream
 from .score import ScoreSpec
@@ -280,7 +281,9 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
     chosen, reason = choose(points, spec)
     if chosen is None:
         raise ValueError("the operating-point sweep produced no settings")
-    fusion = chosen.setting.fusion(live).operating_point()
+    chosen_fusion = chosen.setting.fusion(live)
+    fusion = chosen_fusion.operating_point()
+    misses = replayed_miss_causes(record, chosen_fusion, truths, seconds, ScoreSpec(), versions, cfg.device_id)
     write_plot(points, chosen, files.plot)
     negative_hours = sum(p[2] for p in parts[:-1]) / 3600.0
     result = {
@@ -288,6 +291,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
         "chosen": chosen.to_dict(), "setting": chosen.setting.describe(), "reason": reason,
         "budget_ladder": budget_ladder(points, spec, live),
         "recall_by_variant": recall_by_variant(points),
+        "miss_causes": misses["by_label_snr"],
         "tuned_on": {"hop_seconds": cfg.window.hop_seconds,
                      "negative_hours": round(negative_hours, 3), "positive_hours": round(parts[-1][2] / 3600.0, 3),
                      "splits": {"negative": list(TUNE_SPLITS), "positive": ["val"]},
@@ -302,4 +306,5 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
     log.info("operating point: %s; %.3g false alarms per hour, recall >= 10 dB %s, p95 latency %s s (%s)",
              chosen.setting.describe(), chosen.false_alarms_per_hour, describe_recall(chosen.recall_10db_up),
              chosen.latency_p95_s, reason)
+    log.info("where it loses the val insertions it misses (bench.misses): %s", misses["by_label_snr"])
     return result

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.misses import CAUSES
 from bench.tradeoff import Setting, SweepPoint
 from bench.tune import TuneSpec, choose
 from monitor.capture import FileReplaySource
@@ -304,6 +305,11 @@ def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: 
     assert all(t.clip.startswith("val-") for t in read_truth(files.positive[1])[0])
     assert sum(result["tuned_on"]["insertions"].values()) >= 3
     assert result["tuned_on"]["hop_seconds"] == cfg.window.hop_seconds
+    # every val insertion the chosen point misses is put down to a cause (bench.misses)
+    for label, count in result["tuned_on"]["insertions"].items():
+        causes = [(cause, n) for per_snr in result["miss_causes"][label].values() for cause, n in per_snr.items()]
+        assert all(cause in CAUSES for cause, _ in causes)
+        assert sum(n for _, n in causes) == round(count * (1 - result["chosen"]["recall"][label]))
 
 
 def test_without_cries_in_val_the_fallbacks_are_kept_and_said(tmp_path: Path):
