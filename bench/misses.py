@@ -29,8 +29,8 @@ from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, WINDOW_SECONDS
 from monitor.fusion import VETO_OFF, VETOES
 
-from .score import CONFUSION, DetectedEvent, Score, ScoreSpec, TruthEvent, score_events, snr_key
-from .tradeoff import fuse_record, replay_tracker
+from .score import DetectedEvent, Score, ScoreSpec, TruthEvent, score_events, snr_key
+from .tradeoff import fuse_record, replay_tracker, smoothed_record
 
 OPEN_EVENT, OTHER_LABEL, GATE = "open_event", "other_label", "gate"
 VETO, VOTE, K_OF_N, THRESHOLD = "veto", "vote", "k_of_n", "threshold"
@@ -75,20 +75,19 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
     probability its windows reached, and the counts per label, SNR and cause."""
     truths = score.truths
     events = [outcome.event for outcome in score.outcomes]
-    confused = [False] * len(truths)
-    for outcome in score.outcomes:
-        if outcome.kind == CONFUSION:
-            confused[outcome.truth_index] = True
-    caught = {stage: score_events(truths, replay_tracker(record, relaxed, versions, device_id, score.stream_seconds),
+    smoothed = smoothed_record(record, fusion.smooth_windows)  # the relaxations change no smoothing
+    caught = {stage: score_events(truths, replay_tracker(record, relaxed, versions, device_id, score.stream_seconds,
+                                                         fused=fuse_record(record, relaxed, smoothed)),
                                   score.stream_seconds, spec).truth_hit
               for stage, relaxed in relaxations(fusion)}
-    alert_mass = fuse_record(record, fusion).alert_mass
+    alert_mass = fuse_record(record, fusion, smoothed).alert_mass
     misses, counts = [], {label: {} for label in ALERT_LABELS}
     for i, (truth, hit) in enumerate(zip(truths, score.truth_hit, strict=True)):
         if hit or truth.label not in ALERT_LABELS:
             continue
         rows = insertion_rows(record["end_s"], record["passed"], truth)
-        cause = miss_cause(open_at_onset(events, truth, spec), confused[i], rows.size > 0,
+        confused = score.truth_alerted[i]  # alerted and missed: only an alarm of the other label does that
+        cause = miss_cause(open_at_onset(events, truth, spec), confused, rows.size > 0,
                            [(stage, hits[i]) for stage, hits in caught.items()])
         best = round(float(alert_mass[rows].max()), 4) if rows.size else None
         misses.append({**truth.to_dict(), "cause": cause, "best_alert_probability": best})
