@@ -13,6 +13,7 @@ from training.metrics import (
     confusion_matrix,
     grouped_accuracy,
     grouped_bootstrap,
+    normal_alert_shares,
     paired_bootstrap,
     roc_curves,
 )
@@ -163,3 +164,22 @@ def test_grouped_bootstrap_brackets_the_figure_and_draws_whole_groups():
     assert lo <= by_clip["accuracy"]["ci95"][0], "mistakes drawn together spread the figure at least as wide"
     with pytest.raises(ValueError):
         grouped_bootstrap(y_true, flawed[:-1], labels, groups)
+
+
+def test_normal_alert_shares_count_normal_windows_at_the_threshold_keeping_each_share_of_alerts():
+    alerts = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    normals = np.array([0.92, 0.75, 0.65, 0.56, 0.05])
+    scores = np.concatenate([alerts, normals])
+    is_alert = np.r_[np.ones(alerts.size, bool), np.zeros(normals.size, bool)]
+    # Keeping 20% of the alerts puts the threshold at 0.82 (numpy's linear quantile), 50% at 0.55 and all of
+    # them at 0.1: one, four and four of the five Normal windows reach them.
+    shares = normal_alert_shares(scores, is_alert, ~is_alert, (0.2, 0.5, 1.0))
+    assert shares == pytest.approx([0.2, 0.8, 0.8])
+    inactive = is_alert.copy()
+    inactive[:2] = False  # windows neither alert nor Normal (a cry's pauses) count for neither side: 0.66 now
+    assert normal_alert_shares(scores, inactive, ~is_alert, (0.2,))[0] == pytest.approx(0.4)
+
+
+def test_normal_alert_shares_are_zero_without_windows_to_judge():
+    assert normal_alert_shares(np.array([0.5, 0.6]), np.array([True, True]), np.array([False, False]),
+                               (0.8, 0.9)) == [0.0, 0.0]

@@ -193,3 +193,15 @@ def grouped_bootstrap(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequ
         lo, hi = np.percentile(sampled[0][i], [2.5, 97.5])
         out[metric] = {"value": float(observed[0][i][0]), "ci95": [float(lo), float(hi)]}
     return out
+
+
+def normal_alert_shares(alert: np.ndarray, is_alert: np.ndarray, is_normal: np.ndarray,
+                        keeps: Sequence[float]) -> list[float]:
+    """Per share in ``keeps``: the share of Normal windows scoring at least the threshold that keeps that share of
+    the alert windows. An alarm fires on the far tail of the alert probability, so this, not argmax accuracy, says
+    how often a head at a high threshold would wake someone for nothing; 0 when there are no windows to judge."""
+    alert = np.asarray(alert, dtype=np.float64)
+    positives, negatives = alert[np.asarray(is_alert, bool)], alert[np.asarray(is_normal, bool)]
+    if not positives.size or not negatives.size:
+        return [0.0 for _ in keeps]
+    return [float(np.mean(negatives >= np.quantile(positives, 1.0 - keep))) for keep in keeps]
