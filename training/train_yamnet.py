@@ -3,8 +3,8 @@
 Steps: clips -> grouped split -> conditioned windows (runtime chain, pauses of cry/scream clips dropped)
 -> augmented copies of the training windows (low-pass on every class, gain, shift, background mixing)
 -> ``prepare_window`` -> YAMNet embeddings (ONNX, cached) -> class-weighted head with early stopping on
-how few val Normal windows reach the val cries' alert probability -> temperature on val. The embeddings are cached as one feature file, so retraining the head with
-other settings takes seconds.
+how few val Normal windows reach the val cries' alert probability -> temperature on val. The embeddings are
+cached as one feature file, so retraining the head with other settings takes seconds.
 
     python -m training.train_yamnet [--manifest CSV|DIR] [--seed N] [--config config.yaml]
 """
