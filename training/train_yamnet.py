@@ -56,6 +56,10 @@ AUGMENTED = "train_aug"
 """``FeatureSet.part`` of augmented training rows (clean rows carry their split name)."""
 
 
+STOP_ON = ("alert_ranking", "macro_f1")
+"""``HeadConfig.stop_on``'s choices."""
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """Head architecture and optimisation; training-only, so not part of the runtime config."""
@@ -110,6 +114,11 @@ class HeadConfig:
     probability, which argmax accuracy does not watch: macro-F1 kept improving to epoch ~30 while the tail got
     worse after the first few epochs, on val and on test alike (the README has the figures)."""
     ranking_keeps: tuple[float, ...] = (0.8, 0.9, 0.95)
+
+    def __post_init__(self) -> None:
+        # Checked here, not in the fit: a typo should fail before minutes of embedding, not after.
+        if self.stop_on not in STOP_ON:
+            raise ValueError(f"HeadConfig.stop_on must be one of {STOP_ON}, got {self.stop_on!r}")
 
 
 @dataclass
@@ -270,9 +279,6 @@ def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     return classification_report(cm, LABELS)["macro_f1"]
 
 
-STOP_ON = ("alert_ranking", "macro_f1")
-
-
 def stopping_score(val_logits: np.ndarray, y_val: np.ndarray, val_active: np.ndarray, head_cfg: HeadConfig) -> float:
     """Higher is better (``HeadConfig.stop_on``): minus the mean Normal alert share, or the macro-F1."""
     if head_cfg.stop_on == "macro_f1":
@@ -287,8 +293,6 @@ def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndar
     """One class- and sample-weighted cross-entropy fit, Adam, early stopping on ``stopping_score`` (ties: lower
     val loss); ``val_active``: the val windows that carry their clip's label (all when None). ``x`` is standardised
     here; the scaling is folded into the returned weights."""
-    if head_cfg.stop_on not in STOP_ON:
-        raise ValueError(f"HeadConfig.stop_on must be one of {STOP_ON}, got {head_cfg.stop_on!r}")
     val_active = np.ones(len(y_val), bool) if val_active is None else val_active
     import torch
     from torch import nn
