@@ -329,6 +329,25 @@ def test_the_same_seed_trains_the_same_model(trained, split, tmp_path):
         assert torch.equal(tensor, again[name]), name
 
 
+def test_the_kept_epoch_is_the_best_by_the_chosen_criterion_and_the_training_is_the_same(trained, split, tmp_path):
+    """Both criteria are recorded every epoch; ``stop_on`` only picks which epoch's weights are kept."""
+    _, by_f1 = trained
+    history = by_f1["history"]
+    assert all(0.0 <= e["val_normal_alert_share"] <= 1.0 for e in history)
+    assert by_f1["settings"]["stop_on"] == "macro_f1"
+    assert by_f1["best_epoch"] == 1 + int(np.argmax([e["val_macro_f1"] for e in history]))
+    settings = dataclasses.replace(QUICK, stop_on="alert_ranking")
+    by_ranking = tw.train_wav2vec2(split, tmp_path / "ranking", max_minutes=3, seed=7, tiny=True, settings=settings,
+                                   window_cache_dir=tmp_path / "cache", progress=False, pretraining=None)
+    def without_clock(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in records]
+
+    assert without_clock(by_ranking["history"]) == without_clock(history)  # the same run, to the bit
+    assert by_ranking["best_epoch"] == 1 + int(np.argmin([e["val_normal_alert_share"] for e in history]))
+    with pytest.raises(ValueError, match="TrainSettings.stop_on"):
+        dataclasses.replace(QUICK, stop_on="accuracy")
+
+
 def test_a_run_cut_by_its_wall_clock_cap_says_it_is_not_repeatable(split, tmp_path, caplog):
     metadata = tw.train_wav2vec2(split, tmp_path / "cut", max_minutes=1e-4, seed=7, tiny=True, settings=QUICK,
                                  window_cache_dir=tmp_path / "cache", progress=False, pretraining=None)

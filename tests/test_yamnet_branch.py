@@ -168,31 +168,6 @@ def test_head_members_are_seeded_alone_whether_fitted_in_parallel_or_not():
     assert not np.array_equal(by_hand.w1[:, :8], by_hand.w1[:, 8:]), "members differ by seed"
 
 
-def test_stopping_on_the_alert_ranking_prefers_the_head_whose_normal_windows_stay_under_the_alerts():
-    from training.train_yamnet import HeadConfig, stopping_score
-
-    crying, normal = LABELS.index("Crying"), LABELS.index("Normal")
-    labels = np.array([crying] * 4 + [normal] * 4)
-    active = np.array([True, True, True, False] + [True] * 4)
-    separated = np.zeros((8, len(LABELS)))
-    separated[:4] = (0.2, -3.0, 0.0)  # cries, just: alert probability 0.56
-    separated[4:] = (0.0, 0.0, 4.0)  # clearly Normal: 0.035
-    tail = separated.copy()
-    tail[4] = (1.0, 1.0, 1.1)  # still Normal by argmax, but at 0.64 above every cry: a false alarm at any threshold
-    ranking = HeadConfig()
-    assert stopping_score(separated, labels, active, ranking) == 0.0
-    assert stopping_score(tail, labels, active, ranking) == pytest.approx(-0.25)
-    by_f1 = dataclasses.replace(ranking, stop_on="macro_f1")  # argmax cannot tell the two apart
-    assert stopping_score(tail, labels, active, by_f1) == stopping_score(separated, labels, active, by_f1) > 0
-    # The inactive cry window (a pause) sets no threshold: keeping every alert window, its 0.02 would let all
-    # four Normal windows through.
-    paused = separated.copy()
-    paused[3] = (-2.0, -3.0, 2.0)
-    keep_all = dataclasses.replace(ranking, ranking_keeps=(1.0,))
-    assert stopping_score(paused, labels, active, keep_all) == 0.0
-    assert stopping_score(paused, labels, np.ones(8, bool), keep_all) == -1.0
-
-
 @pytest.mark.train
 @pytest.mark.skipif(not HAVE_TRAIN_DEPS, reason="needs torch")
 def test_head_fit_keeps_the_epoch_with_the_best_stopping_score_and_rejects_an_unknown_criterion():

@@ -28,7 +28,7 @@ import numpy as np
 
 from monitor.command import add_config_option, setup_logging
 from monitor.config import Config, load_config
-from monitor.constants import ALERT_LABELS, LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
+from monitor.constants import LABELS, YAMNET_AUDIOSET_CLASSES, YAMNET_EMBEDDING_SIZE
 from monitor.model_manifest import sha256_file
 from monitor.paths import build_dir, default_manifest_csv
 from monitor.preprocess import prepare_batch
@@ -39,7 +39,8 @@ from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
 from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
-from .metrics import classification_report, confusion_matrix, normal_alert_shares
+from .early_stopping import ALERT_COLUMNS, RANKING_KEEPS, check_stop_on, stopping_score, window_macro_f1
+from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SPLIT_SEED, dataset_split, split_summary
 from .windows import WindowSet, build_window_set, concat_rows, gate_settings_used
 from .yamnet_features import BaseModel, convert_yamnet, extract_embeddings
@@ -51,13 +52,8 @@ WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 FEATURES_VERSION = 1
 """Part of the feature cache key: bump when feature building changes."""
-ALERT_COLUMNS = [LABELS.index(label) for label in ALERT_LABELS]
 AUGMENTED = "train_aug"
 """``FeatureSet.part`` of augmented training rows (clean rows carry their split name)."""
-
-
-STOP_ON = ("alert_ranking", "macro_f1")
-"""``HeadConfig.stop_on``'s choices."""
 
 
 @dataclass(frozen=True)
@@ -108,17 +104,15 @@ class HeadConfig:
     member_processes: int = 3
     """Members fitted at once, one process and one torch thread each: three on 2 cores take 1.5 times one fit."""
     stop_on: str = "alert_ranking"
-    """What early stopping keeps the best epoch of: ``alert_ranking``, the mean share of val Normal windows that
-    alert at the thresholds keeping ``ranking_keeps`` of the val cry and scream windows (``normal_alert_shares``;
-    lower is better), or ``macro_f1``, val window macro-F1 of the argmax. Alarms fire on the tail of the alert
+    """What early stopping keeps the best epoch of (``training.early_stopping``): ``alert_ranking``, the mean share
+    of val Normal windows that alert at the thresholds keeping ``ranking_keeps`` of the val cry and scream windows
+    (lower is better), or ``macro_f1``, val window macro-F1 of the argmax. Alarms fire on the tail of the alert
     probability, which argmax accuracy does not watch: macro-F1 kept improving to epoch ~30 while the tail got
     worse after the first few epochs, on val and on test alike (the README has the figures)."""
-    ranking_keeps: tuple[float, ...] = (0.8, 0.9, 0.95)
+    ranking_keeps: tuple[float, ...] = RANKING_KEEPS
 
     def __post_init__(self) -> None:
-        # Checked here, not in the fit: a typo should fail before minutes of embedding, not after.
-        if self.stop_on not in STOP_ON:
-            raise ValueError(f"HeadConfig.stop_on must be one of {STOP_ON}, got {self.stop_on!r}")
+        check_stop_on(self.stop_on, "HeadConfig")
 
 
 @dataclass
@@ -273,21 +267,6 @@ def build_features(clips: list[Clip], split: dict[str, list[Clip]], cfg: Config,
 
 # --- head training -------------------------------------------------------------------------------
 
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    names = list(LABELS)
-    cm = confusion_matrix([names[i] for i in labels], [names[i] for i in predicted], LABELS)
-    return classification_report(cm, LABELS)["macro_f1"]
-
-
-def stopping_score(val_logits: np.ndarray, y_val: np.ndarray, val_active: np.ndarray, head_cfg: HeadConfig) -> float:
-    """Higher is better (``HeadConfig.stop_on``): minus the mean Normal alert share, or the macro-F1."""
-    if head_cfg.stop_on == "macro_f1":
-        return _macro_f1(y_val, val_logits.argmax(axis=1))
-    alert = softmax(val_logits)[:, ALERT_COLUMNS].sum(axis=1)
-    normal = y_val == LABELS.index("Normal")
-    return -float(np.mean(normal_alert_shares(alert, ~normal & val_active, normal, head_cfg.ranking_keeps)))
-
-
 def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
          head_cfg: HeadConfig, seed: int, val_active: np.ndarray | None = None) -> tuple[HeadWeights, int, list[dict]]:
     """One class- and sample-weighted cross-entropy fit, Adam, early stopping on ``stopping_score`` (ties: lower
@@ -325,8 +304,8 @@ def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndar
             val_logits = model(val_inputs)
             val_loss = float(nn.functional.cross_entropy(val_logits, val_targets, weight=class_weight))
         logits = val_logits.numpy()
-        f1 = _macro_f1(y_val, logits.argmax(axis=1))
-        score = stopping_score(logits, y_val, val_active, head_cfg)
+        f1 = window_macro_f1(y_val, logits.argmax(axis=1))
+        score = stopping_score(logits, y_val, val_active, head_cfg.stop_on, head_cfg.ranking_keeps)
         history.append({"epoch": epoch, "val_loss": round(val_loss, 5), "val_macro_f1": round(f1, 5),
                         "val_score": round(score, 5)})
         if (score, -val_loss) > (best[0], -best[1]):
