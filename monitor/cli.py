@@ -20,6 +20,7 @@ EPILOG = """examples:
   nursery-monitor build-models --data ../shared/data/manifest.csv --data state/feedback    retrain with it
   nursery-monitor build-models                                      train + export from ../shared
   nursery-monitor evaluate --out build/reports/eval                 metrics on the test split
+  nursery-monitor audit-labels --manifest my-recordings/            clips whose label AudioSet contradicts
   nursery-monitor bench --hours 2                                   event-level benchmark
   mosquitto_sub -t 'nursery/#' -v                                   watch what is published
 """
@@ -29,6 +30,8 @@ DELEGATED = {
     "build-models": "Train and export the models from labelled audio (needs the train extra).",
     "evaluate": "Evaluate the models on a manifest; writes metrics.json, plots, report.",
     "bench": "Event-level benchmark on a long synthetic household stream.",
+    "audit-labels": "List the clips whose label YAMNet's AudioSet scores contradict, to listen to (needs the train "
+                    "extra).",
 }
 """Commands handled by training / export / bench modules with their own option parsers."""
 
@@ -78,6 +81,8 @@ def _delegate(command: str, argv: list[str]) -> int:
         from export.build import main as delegated
     elif command == "evaluate":
         from training.evaluate import main as delegated
+    elif command == "audit-labels":
+        from training.audit import main as delegated
     else:
         from bench.run import main as delegated
     return int(delegated(argv) or 0)

@@ -18,6 +18,7 @@ COMMANDS = {
     "classify": ["classify", "never-opened.wav"],
     "check-config": ["check-config"],
     "evaluate": ["evaluate"],
+    "audit-labels": ["audit-labels"],
     "build-models": ["build-models"],
     "bench": ["bench", "--hours", "0.01"],
 }

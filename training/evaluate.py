@@ -383,20 +383,25 @@ def evaluate_feedback(manifest: Path, classifiers: Classifiers, cfg: Config, out
     return report
 
 
+def add_selection_options(parser: argparse.ArgumentParser, split_default: str | None, split_help: str) -> None:
+    """``--manifest``, ``--split``, ``--seed``: which labelled clips (``select_clips``), for every command that
+    reads them."""
+    parser.add_argument("--manifest", type=Path, metavar="CSV|DIR",
+                        help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
+    parser.add_argument("--split", choices=(*SPLITS, ALL_CLIPS), default=split_default, help=split_help)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (must match the build's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nursery-monitor evaluate",
         description="Classify labelled clips with the built models (as `nursery-monitor classify` does) and write "
                     "metrics.json, ROC curves, confusion-matrix PNGs, report.md and errors.csv.")
-    parser.add_argument("--manifest", type=Path, metavar="CSV|DIR",
-                        help="labelled clips: a manifest CSV or a <label>/*.wav folder (default: the shared data)")
-    parser.add_argument("--split", choices=(*SPLITS, ALL_CLIPS),
-                        help="which clips (default: test for the shared data, all for any other manifest)")
+    add_selection_options(parser, None, "which clips (default: test for the shared data, all for any other manifest)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: build/reports/eval)")
     add_config_option(parser)
     parser.add_argument("--models", type=Path, metavar="MANIFEST_JSON",
                         help="model manifest to evaluate (default: the config's models.manifest)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (must match the build's)")
     return parser
 
 
