@@ -13,6 +13,7 @@ from training.metrics import (
     confusion_matrix,
     grouped_accuracy,
     grouped_bootstrap,
+    index_report,
     normal_alert_shares,
     paired_bootstrap,
     roc_curves,
@@ -183,3 +184,11 @@ def test_normal_alert_shares_count_normal_windows_at_the_threshold_keeping_each_
 def test_normal_alert_shares_are_zero_without_windows_to_judge():
     assert normal_alert_shares(np.array([0.5, 0.6]), np.array([True, True]), np.array([False, False]),
                                (0.8, 0.9)) == [0.0, 0.0]
+
+
+def test_index_report_reads_argmax_indices_as_the_labels_they_point_to():
+    true_idx, pred_idx = [0, 0, 1, 2, 2], [0, 2, 1, 2, 1]
+    by_name = classification_report(confusion_matrix([LABELS[i] for i in true_idx], [LABELS[i] for i in pred_idx],
+                                                     LABELS), LABELS)
+    assert index_report(np.array(true_idx), np.array(pred_idx), LABELS) == by_name
+    assert by_name["accuracy"] == pytest.approx(3 / 5)

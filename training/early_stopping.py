@@ -14,7 +14,7 @@ import numpy as np
 from monitor.constants import ALERT_LABELS, LABELS
 from monitor.signal_helpers import softmax
 
-from .metrics import classification_report, confusion_matrix, normal_alert_shares
+from .metrics import index_report, normal_alert_shares
 
 STOP_ON = ("alert_ranking", "macro_f1")
 """The criteria: ``HeadConfig.stop_on`` and ``TrainSettings.stop_on``."""
@@ -32,9 +32,7 @@ def check_stop_on(stop_on: str, owner: str) -> None:
 
 def window_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Macro-F1 over the three labels, from label indices."""
-    names = list(LABELS)
-    cm = confusion_matrix([names[i] for i in labels], [names[i] for i in predicted], LABELS)
-    return classification_report(cm, LABELS)["macro_f1"]
+    return index_report(labels, predicted, LABELS)["macro_f1"]
 
 
 def normal_alert_share(logits: np.ndarray, labels: np.ndarray, active: np.ndarray,

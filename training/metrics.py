@@ -71,6 +71,13 @@ def classification_report(cm: np.ndarray, labels: Sequence[str]) -> dict:
     }
 
 
+def index_report(true_idx: Sequence[int], pred_idx: Sequence[int], labels: Sequence[str]) -> dict:
+    """``classification_report`` of labels given as indices into ``labels``, as argmax gives them."""
+    names = list(labels)
+    return classification_report(confusion_matrix([names[i] for i in true_idx], [names[i] for i in pred_idx], names),
+                                 names)
+
+
 def binary_roc(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) for ``score >= threshold`` decisions, one point per distinct score.
 

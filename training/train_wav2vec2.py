@@ -60,7 +60,7 @@ from .calibration import expected_calibration_error, fit_temperature
 from .contrastive import ContrastiveObjective, ContrastiveSettings
 from .data import Clip, class_weights
 from .early_stopping import RANKING_KEEPS, STOP_ON, check_stop_on, normal_alert_share, stopping_score
-from .metrics import classification_report, confusion_matrix
+from .metrics import index_report
 from .pretraining import PRETRAIN_STEPS, PretrainSettings, pretraining_windows
 from .split import SPLITS, dataset_split
 from .teacher_targets import Teacher, TeacherTargets, YamnetTeacher, teacher_targets
@@ -303,12 +303,6 @@ def predict_logits(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
 
-def _report(true_idx: np.ndarray, pred_idx: np.ndarray) -> dict:
-    names = list(LABELS)
-    return classification_report(confusion_matrix([names[i] for i in true_idx], [names[i] for i in pred_idx], names),
-                                 names)
-
-
 def clip_probabilities(probs: np.ndarray, clip_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first window of each clip, mean window probability per clip): the clip-level decision."""
     _, first, inverse = np.unique(clip_index, return_index=True, return_inverse=True)
@@ -324,8 +318,8 @@ def split_metrics(pred: Predictions, temperature: float = 1.0) -> dict:
     return {
         "windows": int(len(pred.labels)),
         "clips": int(len(first)),
-        "window": _report(pred.labels, probs.argmax(axis=1)),
-        "clip": _report(pred.labels[first], clip_probs.argmax(axis=1)),
+        "window": index_report(pred.labels, probs.argmax(axis=1), LABELS),
+        "clip": index_report(pred.labels[first], clip_probs.argmax(axis=1), LABELS),
         "ece": expected_calibration_error(probs, pred.labels),
     }
 
@@ -425,7 +419,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
         eval_start = time.monotonic()
         val_logits = predict_logits(model, val_inputs, settings.eval_batch_size)
         budget.note_evaluation(time.monotonic() - eval_start)
-        report = _report(val_labels, val_logits.argmax(axis=1))
+        report = index_report(val_labels, val_logits.argmax(axis=1), LABELS)
         share = normal_alert_share(val_logits, val_labels, val_active, settings.ranking_keeps)
         history.append(EpochRecord(epoch, step, float(np.mean(losses)), report["accuracy"], report["macro_f1"], share,
                                    lr, time.monotonic() - epoch_start))
