@@ -14,6 +14,11 @@ of these that holds:
 - ``vote``: with the vote off as well;
 - ``k_of_n``: with one alerting window enough as well (its alerting windows never came k in n);
 - ``threshold``: none of these catch it: the models' fused probability stayed under the enter threshold.
+
+Each miss also carries the best AudioSet cry or scream score its windows reached, and the misses that AudioSet
+itself did not hear (under ``AUDIOSET_HEARS_ALERT`` in every window) are counted apart: a cry no window of which
+sounds like one even to AudioSet is a hard case or a doubtful label (``nursery-monitor audit-labels``), not only
+a weakness of our models.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from monitor.config import FusionConfig
-from monitor.constants import ALERT_LABELS, WINDOW_SECONDS
-from monitor.fusion import VETO_OFF, VETOES
+from monitor.constants import ALERT_LABELS, AUDIOSET_HEARS_ALERT, WINDOW_SECONDS
+from monitor.fusion import AUDIOSET_ROWS, VETO_OFF, VETOES, audioset_evidence
 
 from .score import DetectedEvent, Score, ScoreSpec, TruthEvent, score_events, snr_key
 from .tradeoff import fuse_record, replay_tracker, smoothed_record
@@ -72,7 +77,8 @@ def miss_cause(already_on: bool, confused: bool, heard: bool, caught_when_relaxe
 def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Score, spec: ScoreSpec,
                 versions: dict[str, str], device_id: str) -> dict:
     """Every missed cry or scream of ``score`` (the live events scored) with its cause and the best fused alert
-    probability its windows reached, and the counts per label, SNR and cause."""
+    probability and AudioSet cry or scream score its windows reached; the counts per label, SNR and cause; and per
+    label and SNR, how many of the misses AudioSet did not hear either."""
     truths = score.truths
     events = [outcome.event for outcome in score.outcomes]
     smoothed = smoothed_record(record, fusion.smooth_windows)  # the relaxations change no smoothing
@@ -81,7 +87,9 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
                                   score.stream_seconds, spec).truth_hit
               for stage, relaxed in relaxations(fusion)}
     alert_mass = fuse_record(record, fusion, smoothed).alert_mass
+    audioset_alert = audioset_alert_scores(record)
     misses, counts = [], {label: {} for label in ALERT_LABELS}
+    unheard = {label: Counter() for label in ALERT_LABELS}
     for i, (truth, hit) in enumerate(zip(truths, score.truth_hit, strict=True)):
         if hit or truth.label not in ALERT_LABELS:
             continue
@@ -90,11 +98,24 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
         cause = miss_cause(open_at_onset(events, truth, spec), confused, rows.size > 0,
                            [(stage, hits[i]) for stage, hits in caught.items()])
         best = round(float(alert_mass[rows].max()), 4) if rows.size else None
-        misses.append({**truth.to_dict(), "cause": cause, "best_alert_probability": best})
+        heard = round(float(audioset_alert[rows].max()), 4) if rows.size else None
+        misses.append({**truth.to_dict(), "cause": cause, "best_alert_probability": best,
+                       "best_audioset_alert": heard})
         counts[truth.label].setdefault(truth.snr_db, Counter())[cause] += 1
-    return {"misses": misses, "by_label_snr": {label: {
-        snr_key(snr): {cause: per_snr[snr][cause] for cause in CAUSES if per_snr[snr][cause]}
-        for snr in sorted(per_snr, key=_cleanest_first)} for label, per_snr in counts.items()}}
+        unheard[truth.label][truth.snr_db] += heard is None or heard < AUDIOSET_HEARS_ALERT
+    order = {label: sorted(per_snr, key=_cleanest_first) for label, per_snr in counts.items()}
+    return {"misses": misses,
+            "by_label_snr": {label: {snr_key(snr): {cause: counts[label][snr][cause] for cause in CAUSES
+                                                    if counts[label][snr][cause]} for snr in snrs}
+                             for label, snrs in order.items()},
+            "unheard_by_label_snr": {label: {snr_key(snr): unheard[label][snr] for snr in snrs}
+                                     for label, snrs in order.items()}}
+
+
+def audioset_alert_scores(record: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) per recorded window: AudioSet's best cry or scream score (0 where the gate skipped the window)."""
+    evidence = audioset_evidence(np.nan_to_num(record["audioset"]), AUDIOSET_ROWS)[:, :len(ALERT_LABELS)]
+    return np.where(record["passed"], evidence.max(axis=1), 0.0)
 
 
 def replayed_miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, truths: Sequence[TruthEvent],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.constants import ALERT_LABELS
+from monitor.constants import ALERT_LABELS, AUDIOSET_HEARS_ALERT
 from monitor.model_manifest import LADDER_BUDGET
 
 from .misses import CAUSES
@@ -218,9 +218,11 @@ def _snr_table(doc: dict) -> list[str]:
 
 def _miss_table(doc: dict) -> list[str]:
     """Missed insertions (and crying episodes) per label and SNR by the stage that lost them (``bench.misses``)."""
-    streams = [("single clips", doc["ours"].get("miss_causes") or {}),
-               ("30 s episodes", (doc["ours"].get("episodes") or {}).get("miss_causes") or {})]
-    rows = [(stream, label, snr, causes) for stream, by_label in streams for label, per_snr in by_label.items()
+    episodes = doc["ours"].get("episodes") or {}
+    streams = [("single clips", doc["ours"].get("miss_causes") or {}, doc["ours"].get("misses_unheard_by_audioset")),
+               ("30 s episodes", episodes.get("miss_causes") or {}, episodes.get("misses_unheard_by_audioset"))]
+    rows = [(stream, label, snr, causes, lookup(unheard or {}, f"{label}.{snr}"))
+            for stream, by_label, unheard in streams for label, per_snr in by_label.items()
             for snr, causes in per_snr.items()]
     if not rows:
         return []
@@ -229,12 +231,16 @@ def _miss_table(doc: dict) -> list[str]:
              "other_label = an alarm was raised on it with the other label; gate = no window of it passed the gate; "
              "then the live windows replayed with the stages relaxed one more at a time, and the first that catches "
              "it: veto = AudioSet's vetoes off; vote = the vote off too; k_of_n = one alerting window enough too; "
-             "threshold = still missed (the fused probability stayed under the enter threshold). Each miss of the "
-             "single-clip stream, with the best fused alert probability its windows reached: `misses` in "
-             "bench.json.", "",
-             f"| stream | label | SNR | missed | {' | '.join(CAUSES)} |", "|---|---|---|---|" + "---|" * len(CAUSES)]
+             "threshold = still missed (the fused probability stayed under the enter threshold). Unheard by "
+             f"AudioSet = of those misses, the ones whose windows AudioSet scored under {AUDIOSET_HEARS_ALERT:g} as a "
+             "cry or scream throughout (hard cases or doubtful labels: `nursery-monitor audit-labels`). Each miss of "
+             "the single-clip stream, with the best fused alert probability and AudioSet score its windows reached: "
+             "`misses` in bench.json.", "",
+             f"| stream | label | SNR | missed | {' | '.join(CAUSES)} | unheard by AudioSet |",
+             "|---|---|---|---|" + "---|" * (len(CAUSES) + 1)]
     lines += [f"| {stream} | {label} | {snr} | {sum(causes.values())} | "
-              + " | ".join(str(causes.get(cause, 0)) for cause in CAUSES) + " |" for stream, label, snr, causes in rows]
+              + " | ".join(str(causes.get(cause, 0)) for cause in CAUSES) + f" | {fmt(unheard)} |"
+              for stream, label, snr, causes, unheard in rows]
     return lines + [""]
 
 

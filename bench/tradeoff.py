@@ -239,17 +239,20 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
     Every window is fused at once (``fuse_record``; pass ``fused`` to reuse it for settings that differ only in
     the tracker's k-of-n); a window whose Wav2Vec2 scores
     are missing (the cascade skipped it, or Wav2Vec2 was off) is fused without them, as it was live. While the
-    tracker is idle, windows that are a hit for no label change nothing (``EventTracker.idle``), so the replay
-    jumps from one alerting window to the next: a long quiet stream costs only its alerting windows. The
+    tracker is idle, windows that are a hit for no label and count towards no sustained cry change nothing
+    (``EventTracker.idle``), so the replay jumps from one such window to the next: a long quiet stream costs only
+    its alerting windows. The
     models' own scores only fill the messages' statistics, which scoring does not read, so they are left out.
     """
     from monitor.events import EventTracker
+    from monitor.fusion import sustained_windows
 
     tracker = EventTracker(fusion, device_id, versions, STREAM_EPOCH)
     events = EventLog()
     end_s, level, passed = record["end_s"], record["level_dbfs"], record["passed"]
     fused = fuse_record(record, fusion) if fused is None else fused
-    candidates = np.flatnonzero(passed & (fused.alert_label >= 0))
+    counted = passed & sustained_windows(fused.alert_mass, fused.heard_veto, fusion)
+    candidates = np.flatnonzero((passed & (fused.alert_label >= 0)) | sustained_that_matter(end_s, counted, fusion))
     i, count = 0, len(passed)
     while i < count:
         if tracker.idle:
@@ -264,6 +267,24 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
     for event in tracker.finish(stream_seconds):
         events.record(stream_seconds, event.to_payload())
     return events.finish(stream_seconds)
+
+
+def sustained_that_matter(end_s: np.ndarray, counted: np.ndarray, fusion: FusionConfig) -> np.ndarray:
+    """(N,) the windows counting towards a sustained cry (``counted``) that the tracker must see: those within
+    ``sustained_seconds`` before a counted window with ``sustained_windows`` counted ones in its span, the only
+    windows where a sustained cry can start. Any other counted window has left every such span before it could be
+    counted in one, so skipping it changes nothing, and a long stream of lingering Normal sound stays cheap."""
+    if not fusion.sustained or not counted.any():
+        return np.zeros(len(end_s), bool)
+    times = np.asarray(end_s, dtype=np.float64)[counted]
+    in_span = np.arange(1, len(times) + 1) - np.searchsorted(times, times - fusion.sustained_seconds, side="right")
+    can_start = times[in_span >= fusion.sustained_windows]
+    following = np.searchsorted(can_start, times, side="left")
+    near = following < len(can_start)
+    near[near] = can_start[following[near]] - times[near] < fusion.sustained_seconds
+    out = np.zeros(len(end_s), bool)
+    out[np.flatnonzero(counted)[near]] = True
+    return out
 
 
 def default_settings(record: dict[str, np.ndarray], live: FusionConfig) -> list[Setting]:

@@ -291,7 +291,7 @@ def tune_operating_point(split: dict[str, list], staged_manifest: Path, cfg: Con
         "chosen": chosen.to_dict(), "setting": chosen.setting.describe(), "reason": reason,
         "budget_ladder": budget_ladder(points, spec, live),
         "recall_by_variant": recall_by_variant(points),
-        "miss_causes": misses["by_label_snr"],
+        "miss_causes": misses["by_label_snr"], "misses_unheard_by_audioset": misses["unheard_by_label_snr"],
         "tuned_on": {"hop_seconds": cfg.window.hop_seconds,
                      "negative_hours": round(negative_hours, 3), "positive_hours": round(parts[-1][2] / 3600.0, 3),
                      "splits": {"negative": list(TUNE_SPLITS), "positive": ["val"]},

@@ -43,6 +43,10 @@ YAMNET_VOTER_CLASSES = {
     "Screaming": (11,),  # "Screaming"
 }
 """AudioSet rows that make YAMNet's own scores a third voter (and the Frigate-style baseline)."""
+AUDIOSET_HEARS_ALERT = 0.1
+"""From this score on one of those rows, YAMNet's own AudioSet scores count as hearing a cry or scream at all: the
+label audit lists a cry clip none of whose windows reaches it, and the bench counts the missed insertions none of
+whose windows did (no model of ours could be blamed alone for those)."""
 YAMNET_VETO_CLASSES = {
     "laughter": (13, 14, 15, 16, 17, 18),  # Laughter, Baby laughter, Giggle, Snicker, Belly laugh, Chuckle
     "cat": (76, 77, 78, 79, 80),  # Cat, Purr, Meow, Hiss, Caterwaul

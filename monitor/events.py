@@ -10,6 +10,11 @@ Per label:
   ``update`` every ``update_interval_seconds``; ``end`` after ``hold_seconds`` with no window
   >= ``exit_threshold``, after which the label is quiet for ``cooldown_seconds``.
 
+Across labels, a second way in for a cry that lasts but never reaches the enter thresholds
+(``fusion.sustained_seconds``): while no event is open, ``sustained_windows`` windows of the last
+``sustained_seconds`` (the current one among them) with Crying + Screaming at ``sustained_threshold`` and no
+AudioSet veto open a candidate of the likelier label over them, which then lives and ends like any other.
+
 Times are the audio clock (seconds since the stream started); wall-clock times in the payload are
 mapped from it through the capture's wall-time stamps (``monitor.wallclock``), so they are the times the
 audio was heard even after a microphone outage, and a replay without stamps yields the same events at
@@ -31,7 +36,7 @@ import numpy as np
 
 from .config import FusionConfig, require_resolved
 from .constants import ALERT_LABELS, ALERT_ON_SUM, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
-from .fusion import MODEL_NAMES, FusedWindow, as_probabilities
+from .fusion import ALERT_ROWS, MODEL_NAMES, FusedWindow, as_probabilities, sustained_windows
 from .wallclock import WallClockMap
 
 log = logging.getLogger(__name__)
@@ -211,6 +216,9 @@ class EventTracker:
         self.wall_clock = WallClockMap(stream_start_wall)
         self._new_id = id_factory
         self._tracks = [_LabelTrack(label, deque(maxlen=cfg.n_windows)) for label in ALERT_LABELS]
+        self._sustained: deque[tuple[float, np.ndarray]] = deque()
+        """(end time, each alert label's fused probability) of the recent windows that count towards a sustained
+        cry, oldest first."""
         self._last_time = -math.inf
 
     def heard_at(self, audio_seconds: float, wall: datetime) -> None:
@@ -219,8 +227,9 @@ class EventTracker:
 
     @property
     def idle(self) -> bool:
-        """No event open and no hit waiting in a k-of-n count: a window that is a hit for no label then changes
-        nothing (it only feeds counts that hold no hit), so a replay over recorded scores may skip it."""
+        """No event open and no hit waiting in a k-of-n count: a window that is a hit for no label and does not count
+        towards a sustained cry (``fusion.sustained_windows``) then changes nothing (it only feeds counts that hold no
+        hit; the sustained count forgets by time), so a replay over recorded scores may skip it."""
         return all(t.open is None and not any(e.hit for e in t.recent) for t in self._tracks)
 
     @property
@@ -230,7 +239,8 @@ class EventTracker:
 
     def update(self, window_end_seconds: float, fused: FusedWindow | None, level_dbfs: float,
                model_probs: dict[str, np.ndarray] | None = None) -> list[Event]:
-        """One window -> the messages it causes (usually none), in ALERT_LABELS order."""
+        """One window -> the messages it causes (usually none), in ALERT_LABELS order (a sustained cry's start,
+        which needs every label idle, last)."""
         if not math.isfinite(level_dbfs):
             raise ValueError(f"window level must be a finite dBFS value, got {level_dbfs}")
         now = self._advance_clock(window_end_seconds)
@@ -242,7 +252,39 @@ class EventTracker:
                 track.recent.clear()  # one alert per episode: a scream turning into sobbing is not two alarms
                 continue
             events.extend(self._step(track, now, evidence))
+        sustained = self._sustained_track(now, fused)
+        if sustained is not None:
+            track, start_s = sustained
+            self._open(track, [_evidence(track.label, now, fused, level_dbfs, model_probs)],
+                       f"sustained: {self.cfg.sustained_windows}+ windows of the last {self.cfg.sustained_seconds:g} s "
+                       f">= {self.cfg.sustained_threshold:.2f} (Crying + Screaming)", start_s)
+            events.extend(self._publish_due(track, now))
         return events
+
+    def _sustained_track(self, now: float, fused: FusedWindow | None) -> tuple[_LabelTrack, float] | None:
+        """The sustained-cry path: count this window if it qualifies; when enough did, no event is open and the
+        likelier label is not cooling down, that label's track and where the counted audio began (the count then
+        starts again)."""
+        cfg = self.cfg
+        if not cfg.sustained:
+            return None
+        if any(t.open is not None for t in self._tracks):
+            self._sustained.clear()  # counts only what was heard since the last alarm: an episode's own windows
+            return None  # must not start a second alarm just after it
+        while self._sustained and self._sustained[0][0] <= now - cfg.sustained_seconds:
+            self._sustained.popleft()
+        heard_veto = None if fused is None or fused.heard_veto is None else np.zeros(1)
+        if fused is None or not sustained_windows(np.array([fused.alert_mass]), heard_veto, cfg)[0]:
+            return None
+        self._sustained.append((now, fused.probs[ALERT_ROWS]))
+        if len(self._sustained) < cfg.sustained_windows:
+            return None
+        track = self._tracks[int(np.argmax(np.sum([probs for _, probs in self._sustained], axis=0)))]
+        if now < track.quiet_until_s:
+            return None
+        start_s = self._sustained[0][0] - WINDOW_SECONDS
+        self._sustained.clear()
+        return track, start_s
 
     def _another_episode_open(self, track: _LabelTrack) -> bool:
         return self.cfg.one_episode_at_a_time and any(
@@ -292,17 +334,23 @@ class EventTracker:
             return False
         first = next(i for i, e in enumerate(track.recent) if e.hit)
         windows = list(track.recent)[first:]
-        track.recent.clear()
         votes = " ".join(f"{voter}={label}" for voter, label in hits[-1].votes.items())
         summed = " (Crying + Screaming)" if self.cfg.alert_on == ALERT_ON_SUM else ""
         reason = (f"{len(hits)}/{self.cfg.n_windows} windows >= {self.cfg.enter_threshold_of(track.label):.2f}"
                   f"{summed}; votes {votes}")
-        candidate = _OpenEvent(event_id=self._new_id(), start_s=windows[0].end_s - WINDOW_SECONDS,
+        self._open(track, windows, reason)
+        return True
+
+    def _open(self, track: _LabelTrack, windows: list[_Evidence], reason: str, start_s: float | None = None) -> None:
+        """A candidate event of ``track`` from ``windows`` (oldest first), starting with the first window's audio
+        unless ``start_s`` says earlier; no k-of-n count survives it."""
+        first = windows[0].end_s - WINDOW_SECONDS
+        candidate = _OpenEvent(event_id=self._new_id(), start_s=first if start_s is None else min(start_s, first),
                                last_active_s=windows[0].end_s, reason=reason)
         for window in windows:
             candidate.absorb(window)
         track.open = candidate
-        return True
+        track.recent.clear()
 
     def _publish_due(self, track: _LabelTrack, now: float) -> list[Event]:
         event = track.open

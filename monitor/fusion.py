@@ -169,15 +169,28 @@ def wav2vec2_decisive_from(fusion: FusionConfig) -> float:
     """YAMNet's total alert probability (Crying + Screaming) below which Wav2Vec2 cannot change a window's outcome.
 
     There, even a Wav2Vec2 certain of an alert label leaves the fused probability of every alert label (and of both
-    together) under ``exit_threshold`` <= ``enter_threshold``: the window is a miss for the event tracker with or
-    without it, and the events are the same. Without Wav2Vec2 the fused probabilities are YAMNet's own, which are
-    under the bar too. -inf (always run it) when YAMNet has no weight.
+    together) under ``exit_threshold`` <= ``enter_threshold`` and under ``sustained_threshold``: the window is a miss
+    for the event tracker with or without it, counts towards no sustained cry, and the events are the same. Without
+    Wav2Vec2 the fused probabilities are YAMNet's own, which are under the bar too. -inf (always run it) when YAMNet
+    has no weight.
     """
     total = fusion.weight_yamnet + fusion.weight_wav2vec2
     share_yamnet = fusion.weight_yamnet / total if total > 0 else 0.5
     if share_yamnet <= 0:
         return float("-inf")
-    return (fusion.exit_threshold - (1.0 - share_yamnet)) / share_yamnet
+    bar = min(fusion.exit_threshold, fusion.sustained_threshold) if fusion.sustained else fusion.exit_threshold
+    return (bar - (1.0 - share_yamnet)) / share_yamnet
+
+
+def sustained_windows(alert_mass: np.ndarray, heard_veto: np.ndarray | None, cfg: FusionConfig) -> np.ndarray:
+    """(N,) per fused window: does it count towards a sustained cry (``fusion.sustained_seconds``)? Crying +
+    Screaming at ``sustained_threshold`` or more, and no AudioSet veto category heard over the cry. All False when
+    the path is off."""
+    mass = np.asarray(alert_mass, dtype=np.float64)
+    if not cfg.sustained:
+        return np.zeros(mass.shape, bool)
+    unvetoed = np.ones(mass.shape, bool) if heard_veto is None else np.asarray(heard_veto) < 0
+    return (mass >= cfg.sustained_threshold) & unvetoed
 
 
 def alert_probability(probs: np.ndarray) -> np.ndarray:

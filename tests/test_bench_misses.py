@@ -21,7 +21,7 @@ from bench.misses import (
 from bench.score import ScoreSpec, TruthEvent, score_events
 from bench.tradeoff import replay_tracker
 from monitor.config import FusionConfig
-from monitor.constants import WINDOW_SECONDS, YAMNET_VETO_CLASSES, YAMNET_VOTER_CLASSES
+from monitor.constants import AUDIOSET_HEARS_ALERT, WINDOW_SECONDS, YAMNET_VETO_CLASSES, YAMNET_VOTER_CLASSES
 from monitor.fusion import AUDIOSET_ROWS
 
 HOP_S = 0.5
@@ -97,7 +97,8 @@ def test_the_windows_of_an_insertion_are_those_that_heard_some_of_it():
 def test_a_cry_the_tracker_catches_is_not_a_miss():
     rec = record(BOTH_HEAR_A_CRY, BOTH_HEAR_A_CRY, AUDIOSET_HEARS_A_CRY)
     assert [e.label for e in replay_tracker(rec, LIVE, {"yamnet": "t"}, "dev", STREAM_S)] == ["Crying"]
-    assert causes_of(rec, [cry_truth(rec)]) == {"misses": [], "by_label_snr": {"Crying": {}, "Screaming": {}}}
+    assert causes_of(rec, [cry_truth(rec)]) == {"misses": [], "by_label_snr": {"Crying": {}, "Screaming": {}},
+                                                "unheard_by_label_snr": {"Crying": {}, "Screaming": {}}}
 
 
 @pytest.mark.parametrize(("name", "rec", "cause"), [
@@ -153,3 +154,24 @@ def test_miss_causes_lists_each_miss_and_counts_them_by_label_snr_and_cause():
     assert out["misses"][0]["best_alert_probability"] == pytest.approx(0.95, abs=1e-4)
     assert out["by_label_snr"] == {"Crying": {"clean": {VETO: 1}, "10dB": {VETO: 1}}, "Screaming": {}}
     assert list(out["by_label_snr"]["Crying"]) == ["clean", "10dB"], "cleanest first, as the recall table reads"
+    assert [m["best_audioset_alert"] for m in out["misses"]] == [0.0, 0.0]
+    assert out["unheard_by_label_snr"] == {"Crying": {"clean": 1, "10dB": 1}, "Screaming": {}}
+
+
+def test_misses_audioset_heard_are_told_from_those_it_did_not():
+    """Two cries lost to the threshold: AudioSet heard the first (one window at 0.3, its cry row), not the second
+    (0.05 at most, under AUDIOSET_HEARS_ALERT); only the second counts as unheard, and only the insertion's own
+    windows count (a loud AudioSet cry long before it does not)."""
+    unsure = np.array([0.5, 0.1, 0.4], np.float32)
+    later = [i + LATER for i in CRY_ROWS]
+    cry_row = YAMNET_VOTER_CLASSES["Crying"][1]
+    audioset = {12: {cry_row: 0.3}, later[2]: {cry_row: 0.05}, 2: {cry_row: 0.9}}
+    rec = record({i: unsure for i in [*CRY_ROWS, *later]}, {i: unsure for i in [*CRY_ROWS, *later]}, audioset)
+    heard = cry_truth(rec)
+    shift = LATER * HOP_S
+    unheard = TruthEvent("Crying", heard.onset_s + shift, heard.offset_s + shift, 10.0, "quiet-cry.wav")
+    out = causes_of(rec, [heard, unheard])
+    assert [(m["cause"], m["best_audioset_alert"]) for m in out["misses"]] == [
+        (THRESHOLD, pytest.approx(0.3)), (THRESHOLD, pytest.approx(0.05))]
+    assert AUDIOSET_HEARS_ALERT == pytest.approx(0.1)
+    assert out["unheard_by_label_snr"] == {"Crying": {"10dB": 1}, "Screaming": {}}

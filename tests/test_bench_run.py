@@ -30,8 +30,10 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
         {LADDER_BUDGET: 0.1, "fusion": deaf, "false_alarms_per_hour": 0.0}, {LADDER_BUDGET: 5.0, "fusion": live}]}
     models.write_text(json.dumps(doc))
     config = tmp_path / "config.yaml"
-    # the fake Wav2Vec2 always says Normal: without the vote the fake YAMNet's tones raise events
-    config.write_text(f"models:\n  manifest: {models}\nfusion:\n  require_vote: false\nmqtt:\n  enabled: false\n")
+    # the fake Wav2Vec2 always says Normal: without the vote the fake YAMNet's tones raise events; the steady tones
+    # would also start sustained-cry events under the deaf row's thresholds, so that path is off here
+    config.write_text(f"models:\n  manifest: {models}\nfusion:\n  require_vote: false\n  sustained_seconds: 0\n"
+                      "mqtt:\n  enabled: false\n")
     out = tmp_path / "bench"
     code = main(["--manifest", str(manifest_csv), "--split", "all", "--hours", "0.06", "--negative-hours", "0.03",
                  "--episode-hours", "0.06", "--no-baseline", "--profile-seconds", "0", "--out", str(out),
@@ -68,6 +70,10 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     assert sum(n for per_snr in ours["miss_causes"].values() for causes in per_snr.values()
                for n in causes.values()) == len(missed)
     assert ("## Where the missed insertions were lost" in (out / "bench.md").read_text()) == bool(missed)
+    # each miss says how strongly AudioSet heard it; those it did not hear are counted per label and SNR
+    assert all(m["best_audioset_alert"] is None or 0 <= m["best_audioset_alert"] <= 1 for m in missed)
+    unheard = [m for m in missed if m["best_audioset_alert"] is None or m["best_audioset_alert"] < 0.1]
+    assert sum(n for per_snr in ours["misses_unheard_by_audioset"].values() for n in per_snr.values()) == len(unheard)
     episode_causes = [(cause, n) for per_snr in ours["episodes"]["miss_causes"].values()
                       for causes in per_snr.values() for cause, n in causes.items()]
     assert all(cause in CAUSES for cause, _ in episode_causes)

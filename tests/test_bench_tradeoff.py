@@ -21,6 +21,7 @@ from bench.tradeoff import (
     pareto_frontier,
     recommend,
     replay_tracker,
+    sustained_that_matter,
 )
 from monitor.config import FusionConfig
 from monitor.constants import LABELS, YAMNET_VETO_CLASSES
@@ -189,6 +190,36 @@ def test_sweep_replay_gives_the_live_events(seed: int):
         assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
         assert expected, "the random record should raise events under every setting"
         assert (fuse_record(record, cfg).vetoed_by >= 0).any(), "and AudioSet should veto some alerts"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sweep_replay_gives_the_live_sustained_cry_events(seed: int):
+    """The sustained-cry path (windows that alert for no label, counted over a span) replayed as live, skipping idle
+    windows that count for nothing; with enter thresholds out of reach it raises every event."""
+    rng = np.random.default_rng(seed)
+    record = random_record(rng, 600)
+    seconds = float(record["end_s"][-1]) + 1.0
+    for smooth, alert_on in [(1, "label"), (2, "sum")]:
+        cfg = Setting(0.7, False, 0.99, 2, 2, smooth_windows=smooth, alert_on=alert_on).fusion(fusion(
+            hold_seconds=2.0, cooldown_seconds=3.0, sustained_seconds=4.0, sustained_windows=5,
+            sustained_threshold=0.45))
+        expected = _replay_every_window(record, cfg, seconds)
+        assert expected, "the random record's bursts should last long enough"
+        assert replay_tracker(record, cfg, {"yamnet": "test"}, "dev", seconds) == expected
+        assert _replay_every_window(record, dataclasses.replace(cfg, sustained_seconds=0.0), seconds) != expected
+
+
+def test_only_counted_windows_near_a_possible_sustained_start_are_replayed():
+    """3 counted windows in 2 s start a sustained cry: a lone counted window far from the rest never matters; the
+    two before a full span and the full span's do; nothing without the path."""
+    cfg = fusion(sustained_seconds=2.0, sustained_windows=3)
+    end_s = 0.975 + HOP_S * np.arange(20)
+    counted = np.zeros(20, bool)
+    counted[[1, 10, 11, 12, 16]] = True
+    assert np.flatnonzero(sustained_that_matter(end_s, counted, cfg)).tolist() == [10, 11, 12]
+    counted[13] = True
+    assert np.flatnonzero(sustained_that_matter(end_s, counted, cfg)).tolist() == [10, 11, 12, 13]
+    assert not sustained_that_matter(end_s, counted, dataclasses.replace(cfg, sustained_seconds=0.0)).any()
 
 
 def test_concatenated_records_keep_their_events_apart():

@@ -223,3 +223,71 @@ def test_a_new_label_can_start_once_the_previous_episode_ended():
     quiet = [MISS] * int(CFG.hold_seconds / WINDOW_SECONDS + 4)
     one_episode = dataclasses.replace(CFG, one_episode_at_a_time=True)
     assert start_labels(one_episode, [(0.1, 0.8)] * 3 + quiet + [(0.8, 0.1)] * 3) == [SCREAM, CRY]
+
+
+# --- the sustained-cry path (fusion.sustained_seconds) ---
+
+SHORT_SPAN = dataclasses.replace(CFG, sustained_seconds=5.0, sustained_windows=8, sustained_threshold=0.5)
+"""8 qualifying windows within 5 s (10 windows at the 0.5 s hop) start an event."""
+LINGERING = (0.45, 0.1)
+"""Crying + Screaming 0.55: never an alerting window, but one that counts towards a sustained cry."""
+
+
+def test_a_cry_under_the_enter_threshold_raises_an_alarm_once_it_lasts():
+    events = feed(tracker(SHORT_SPAN), [MISS] * 3 + [LINGERING] * 20)
+    assert [(i, e.phase, e.label) for i, e in events] == [(10, PHASE_START, CRY), (20, PHASE_UPDATE, CRY)], (
+        "starts at the 8th lingering window, which keep it alive (>= exit_threshold)")
+    start = events[0][1]
+    assert start.reason.startswith("sustained: 8+ windows of the last 5 s >= 0.50")
+    assert start.start_audio_s == pytest.approx(end_time(3) - WINDOW_SECONDS), "from the first counted window"
+    assert feed(tracker(SHORT_SPAN), [MISS] * 3 + [LINGERING] * 7) == [], "one window short"
+
+
+def test_only_recent_qualifying_windows_of_an_idle_tracker_count():
+    spaced = [LINGERING, MISS] * 30
+    assert feed(tracker(SHORT_SPAN), spaced) == [], "5 of every 10 windows: never 8 within the span"
+    under = (0.4, 0.05)
+    assert feed(tracker(SHORT_SPAN), [under] * 30) == [], "0.45 is under sustained_threshold"
+    gated = [LINGERING if i % 2 else SKIPPED for i in range(40)]
+    assert feed(tracker(SHORT_SPAN), gated) == [], "a window the gate skipped counts for nothing"
+    off = dataclasses.replace(SHORT_SPAN, sustained_seconds=0.0)
+    assert feed(tracker(off), [LINGERING] * 40) == [] and not off.sustained
+
+
+def test_a_sustained_cry_is_named_after_the_likelier_label_and_respects_its_cooldown():
+    screams = [(0.1, 0.45)] * 8
+    (index, start), = feed(tracker(SHORT_SPAN), screams)
+    assert (index, start.phase, start.label) == (7, PHASE_START, SCREAM)
+    t = tracker(SHORT_SPAN)
+    first = feed(t, [HIT] * 3 + [MISS] * 8)
+    assert phases(first) == [PHASE_START, PHASE_END]
+    ended_at = first[-1][0]
+    quiet_until = end_time(ended_at) + SHORT_SPAN.cooldown_seconds
+    later = feed(t, [LINGERING] * 20, start_index=ended_at + 1)
+    assert later and later[0][1].reason.startswith("sustained")
+    assert end_time(later[0][0]) >= quiet_until, "not while the label cools down"
+
+
+def test_an_alarm_already_on_is_not_doubled_and_a_vetoed_window_does_not_count():
+    t = tracker(SHORT_SPAN)
+    events = feed(t, [HIT, HIT] + [LINGERING] * 30)
+    assert [e.phase for _, e in events if e.phase == PHASE_START] == [PHASE_START], "one alarm, kept alive"
+    laughing = np.zeros(521)
+    laughing[14] = 0.9  # AudioSet's "Baby laughter" over a lingering cry
+    vetoed = tracker(SHORT_SPAN)
+    p = probs(*LINGERING)
+    for i in range(30):
+        fused = fuse_window(p, p, laughing, vetoed.cfg)
+        assert fused.heard_veto == "laughter"
+        assert vetoed.update(end_time(i), fused, -30.0, {"yamnet": p, "wav2vec2": p}) == []
+
+
+def test_an_alarms_own_windows_never_count_towards_the_next_one():
+    """A cry alarmed by k of n lingers for 10 s, then stops; 8 s later (after hold and cooldown) two lingering windows
+    of something else, well within a 20 s span of the alarm's lingering: without counting the alarm's own windows,
+    nothing starts."""
+    t = tracker(dataclasses.replace(SHORT_SPAN, sustained_seconds=20.0))
+    alarm = feed(t, [HIT, HIT] + [LINGERING] * 20 + [MISS] * 16)
+    assert phases(alarm)[0] == PHASE_START and phases(alarm)[-1] == PHASE_END
+    assert feed(t, [LINGERING] * 2, start_index=38) == []
+    assert feed(t, [LINGERING] * 6, start_index=40)[0][1].reason.startswith("sustained"), "8 fresh ones do"

@@ -20,7 +20,7 @@ from monitor.capture import FileReplaySource
 from monitor.classify import load_classifiers
 from monitor.config import OPERATING_POINT_KEYS, ConfigError, FusionConfig, parse_config
 from monitor.constants import ALERT_LABELS
-from monitor.fusion import alert_probability, fuse_window, wav2vec2_decisive_from
+from monitor.fusion import alert_probability, fuse_window, sustained_windows, wav2vec2_decisive_from
 from monitor.model_manifest import LADDER_BUDGET, ModelError, describe_recall, read_manifest
 from monitor.pipeline import Pipeline
 from tests.helpers.fake_models import write_fake_models, write_tone
@@ -170,16 +170,18 @@ probabilities = st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(lam
 
 @settings(max_examples=300, deadline=None)
 @given(yamnet=probabilities, wav2vec2=probabilities, weight=st.floats(0.05, 1.0), exit_=st.floats(0.05, 0.9),
-       vote=st.booleans())
-def test_below_the_bar_wav2vec2_cannot_change_the_window(yamnet, wav2vec2, weight, exit_, vote):
+       vote=st.booleans(), sustained=st.floats(0.05, 1.0), span=st.sampled_from([0.0, 30.0]))
+def test_below_the_bar_wav2vec2_cannot_change_the_window(yamnet, wav2vec2, weight, exit_, vote, sustained, span):
     cfg = FusionConfig(weight_yamnet=weight, weight_wav2vec2=1 - weight, exit_threshold=exit_,
-                       enter_threshold=max(exit_, 0.55), require_vote=vote).resolve()
+                       enter_threshold=max(exit_, 0.55), require_vote=vote, sustained_threshold=sustained,
+                       sustained_seconds=span).resolve()
     if alert_probability(yamnet) >= wav2vec2_decisive_from(cfg):
         return
     audioset = np.zeros(521)
     for fused in (fuse_window(yamnet, wav2vec2, audioset, cfg), fuse_window(yamnet, None, audioset, cfg)):
         assert fused.alert_label is None
         assert all(fused.prob(label) < cfg.exit_threshold for label in ALERT_LABELS)
+        assert not sustained_windows(np.array([fused.alert_mass]), None, cfg)[0], "nor counts towards a lasting cry"
 
 
 def test_the_bar_is_tight():
@@ -310,6 +312,9 @@ def test_tuning_uses_train_and_val_only_and_writes_an_operating_point(tmp_path: 
         causes = [(cause, n) for per_snr in result["miss_causes"][label].values() for cause, n in per_snr.items()]
         assert all(cause in CAUSES for cause, _ in causes)
         assert sum(n for _, n in causes) == round(count * (1 - result["chosen"]["recall"][label]))
+        unheard = result["misses_unheard_by_audioset"][label]
+        assert set(unheard) == set(result["miss_causes"][label])
+        assert all(0 <= unheard[snr] <= sum(result["miss_causes"][label][snr].values()) for snr in unheard)
 
 
 def test_without_cries_in_val_the_fallbacks_are_kept_and_said(tmp_path: Path):

@@ -24,7 +24,7 @@ import numpy as np
 
 from monitor.command import EXIT_CONFIG, EXIT_OK, add_config_option, fail, load_command_config, setup_logging
 from monitor.config import Config
-from monitor.constants import ALERT_LABELS, YAMNET_VOTER_CLASSES
+from monitor.constants import ALERT_LABELS, AUDIOSET_HEARS_ALERT, YAMNET_VOTER_CLASSES
 from monitor.paths import build_dir, default_manifest_csv, default_yamnet_tflite
 from monitor.preprocess import prepare_batch
 from monitor.windows import hop_samples_from_seconds
@@ -45,7 +45,7 @@ ALERT_ROWS = tuple(sorted({row for rows in YAMNET_VOTER_CLASSES.values() for row
 class AuditSettings:
     """Where AudioSet's evidence contradicts a label; training-only, like ``HeadConfig``."""
 
-    min_alert_evidence: float = 0.1
+    min_alert_evidence: float = AUDIOSET_HEARS_ALERT
     """A Crying or Screaming clip is listed when no window's AudioSet score for a cry or scream reaches this."""
     max_normal_evidence: float = 0.5
     """A Normal clip is listed when a window's AudioSet score for a cry or scream reaches this: AudioSet's own
