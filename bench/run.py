@@ -310,12 +310,6 @@ def _misses(windows: Path, cfg: Config, fusion: FusionConfig, score: Score, spec
     return miss_causes(load_window_record(windows), fusion, score, spec, versions, cfg.device_id)
 
 
-def _miss_counts(missed: dict) -> tuple[dict | None, dict | None]:
-    """Per label and SNR: the misses by cause, and how many of them AudioSet did not hear either (None without a
-    window record)."""
-    return missed.get("by_label_snr"), missed.get("unheard_by_label_snr")
-
-
 def _episode_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run: dict) -> dict:
     """Episodes: did the alarm come while the baby was still crying, how long after it began, and where the
     missed ones were lost."""
@@ -323,8 +317,9 @@ def _episode_figures(files: BenchFiles, cfg: Config, fusion: FusionConfig, run: 
     spec = ScoreSpec()
     score = _score(truths, run, seconds, spec)
     scored = figures(score, run)
-    causes, unheard = _miss_counts(_misses(files.episode_windows, cfg, fusion, score, spec, run["model_versions"]))
-    return {"miss_causes": causes, "misses_unheard_by_audioset": unheard, "hours": round(seconds / SECONDS_PER_HOUR, 3),
+    missed = _misses(files.episode_windows, cfg, fusion, score, spec, run["model_versions"])
+    return {"miss_causes": missed.get("by_label_snr"), "misses_unheard_by_audioset": missed.get("unheard_by_label_snr"),
+            "hours": round(seconds / SECONDS_PER_HOUR, 3),
             "episode_seconds": EPISODE_SECONDS,
             "episodes": len(truths), **{key: scored[key] for key in (
                 "recall_10db_up", "recall_by_snr", "alert_recall_any_label", "latency_p50_s", "latency_p95_s",
@@ -348,7 +343,8 @@ def evaluate(files: BenchFiles, cfg: Config, fusion: FusionConfig, runs: Runs, s
     ours["cascade"] = _cascade_figures(ours_score, _score(truths, runs.full, stream_seconds, spec), runs.ours,
                                        runs.full)
     missed = _misses(files.windows, cfg, fusion, ours_score, spec, runs.ours["model_versions"])
-    ours["miss_causes"], ours["misses_unheard_by_audioset"] = _miss_counts(missed)
+    ours["miss_causes"] = missed.get("by_label_snr")
+    ours["misses_unheard_by_audioset"] = missed.get("unheard_by_label_snr")
     if runs.monitor:
         ours["monitor_peak_rss_mb"] = runs.monitor["peak_rss_mb"]
         ours["monitor"] = runs.monitor

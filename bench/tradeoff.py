@@ -245,13 +245,12 @@ def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions
     models' own scores only fill the messages' statistics, which scoring does not read, so they are left out.
     """
     from monitor.events import EventTracker
-    from monitor.fusion import sustained_windows
 
     tracker = EventTracker(fusion, device_id, versions, STREAM_EPOCH)
     events = EventLog()
     end_s, level, passed = record["end_s"], record["level_dbfs"], record["passed"]
     fused = fuse_record(record, fusion) if fused is None else fused
-    counted = passed & sustained_windows(fused.alert_mass, fused.heard_veto, fusion)
+    counted = passed & fused.sustained
     candidates = np.flatnonzero((passed & (fused.alert_label >= 0)) | sustained_that_matter(end_s, counted, fusion))
     i, count = 0, len(passed)
     while i < count:

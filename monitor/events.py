@@ -36,7 +36,7 @@ import numpy as np
 
 from .config import FusionConfig, require_resolved
 from .constants import ALERT_LABELS, ALERT_ON_SUM, EVENT_SCHEMA, LABELS, WINDOW_SECONDS
-from .fusion import ALERT_ROWS, MODEL_NAMES, FusedWindow, as_probabilities, sustained_windows
+from .fusion import ALERT_ROWS, MODEL_NAMES, FusedWindow, as_probabilities
 from .wallclock import WallClockMap
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,7 @@ class EventTracker:
             return None  # must not start a second alarm just after it
         while self._sustained and self._sustained[0][0] <= now - cfg.sustained_seconds:
             self._sustained.popleft()
-        heard_veto = None if fused is None or fused.heard_veto is None else np.zeros(1)
-        if fused is None or not sustained_windows(np.array([fused.alert_mass]), heard_veto, cfg)[0]:
+        if fused is None or not fused.sustained:
             return None
         self._sustained.append((now, fused.probs[ALERT_ROWS]))
         if len(self._sustained) < cfg.sustained_windows:

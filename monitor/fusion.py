@@ -70,6 +70,8 @@ class FusedWindow:
     """The ``VETOES`` category AudioSet heard over any cry or scream, which kept the window from alerting."""
     heard_veto: str | None = None
     """The ``VETOES`` category AudioSet hears over any cry or scream, whether or not the window would alert."""
+    sustained: bool = False
+    """The window counts towards a sustained cry (``sustained_windows``)."""
 
     def prob(self, label: str) -> float:
         return float(self.probs[LABELS.index(label)])
@@ -219,6 +221,8 @@ class FusedBatch:
     scores."""
     heard_veto: np.ndarray | None = None
     """(N,) index into VETOES of the category AudioSet hears over any cry or scream, alerting or not; -1 for none."""
+    sustained: np.ndarray | None = None
+    """(N,) bool: the window counts towards a sustained cry (``sustained_windows``)."""
 
     def window(self, i: int) -> FusedWindow:
         votes = {voter: LABELS[int(labels[i])] for voter, labels in self.votes.items() if labels[i] >= 0}
@@ -227,7 +231,8 @@ class FusedBatch:
                            vote_label=LABELS[int(self.vote_label[i])],
                            alert_label=LABELS[alert] if alert >= 0 else None, alert_score=float(self.alert_score[i]),
                            alert_mass=float(self.alert_mass[i]), summed=self.summed,
-                           vetoed_by=_veto_name(self.vetoed_by, i), heard_veto=_veto_name(self.heard_veto, i))
+                           vetoed_by=_veto_name(self.vetoed_by, i), heard_veto=_veto_name(self.heard_veto, i),
+                           sustained=bool(self.sustained is not None and self.sustained[i]))
 
 
 def _veto_name(categories: np.ndarray | None, i: int) -> str | None:
@@ -302,7 +307,8 @@ def fuse_batch(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None, audi
     alert_score = score if summed else np.where(alerting, score, probs[:, _ALERT_INDEX].max(axis=1))
     return FusedBatch(probs=probs, votes=votes, vote_label=vote_label, alert_label=np.where(alerting, candidate, -1),
                       alert_score=alert_score, average_label=average, alert_mass=alert_mass, summed=summed,
-                      vetoed_by=vetoed_by, heard_veto=heard_veto)
+                      vetoed_by=vetoed_by, heard_veto=heard_veto,
+                      sustained=sustained_windows(alert_mass, heard_veto, cfg))
 
 
 def fuse_window(yamnet_probs: np.ndarray, wav2vec2_probs: np.ndarray | None,
