@@ -284,6 +284,7 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
         lines += [f"Recommended default: {tradeoff['recommended_text']}: {chosen['false_alarms_per_hour']:g} false "
                   f"alarms/h, recall at >= {MIN_SNR_DB:g} dB {fmt(chosen['recall_10db_up'])}, "
                   f"latency p95 {fmt(chosen['latency_p95_s'])} s. Why: {tradeoff['reason']}.", ""]
+    lines += _ceiling_lines(tradeoff.get("ceiling"))
     lines += ["Pareto frontier (one row per distinct result) and the live setting:", "",
               "| fusion | vote | mean of | enter (cry / scream) | k of n | FA/h | recall Crying >= 10 dB "
               "| recall Screaming >= 10 dB | latency p95 (s) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -295,6 +296,23 @@ def _tradeoff_section(tradeoff: dict) -> list[str]:
                      f"{fmt(p['recall_10db_up']['Crying'])} | {fmt(p['recall_10db_up']['Screaming'])} | "
                      f"{fmt(p['latency_p95_s'])} |")
     return lines + [""] + _variant_table(tradeoff.get("recall_by_variant"))
+
+
+def _ceiling_lines(ceiling: dict | None) -> list[str]:
+    """Each event bar against the best any swept setting reaches for it alone (``tradeoff.decision_ceiling``)."""
+    if not ceiling:
+        return []
+    targets = event_targets()
+    cost = ceiling["fewest_false_alarms_per_hour_meeting_recall_bars"]
+    return [f"Out of reach of tuning? Of the {ceiling['settings']} settings, the best within "
+            f"{targets.false_alarms_per_hour:g} false alarms/h reach recall at >= {MIN_SNR_DB:g} dB "
+            f"{fmt(ceiling['best_recall_10db_up_within_false_alarm_bar'])} (bars {fmt(targets.recall_10db_up)}); "
+            + ("no setting meets both recall bars" if cost is None else
+               f"meeting both recall bars costs at least {cost:g} false alarms/h")
+            + f"; the fastest latency p95 of any setting is {fmt(ceiling['fastest_latency_p95_s'])} s "
+            f"({fmt(ceiling['fastest_latency_p95_s_within_false_alarm_bar'])} s within the false-alarm bar; bar "
+            f"{targets.latency_p95_s:g} s). A bar its own best setting misses needs better models, not other "
+            "thresholds.", ""]
 
 
 def _variant_table(variants: dict | None) -> list[str]:

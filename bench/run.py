@@ -182,6 +182,7 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
               baseline: dict | None, truths, stream_seconds: float, spec: ScoreSpec, progress: bool) -> dict:
     """The sweep over the full record (Wav2Vec2 on every gated window, so every fusion can be re-run)."""
     from .tradeoff import (
+        decision_ceiling,
         det_curves,
         pareto_frontier,
         points_to_json,
@@ -197,7 +198,8 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
     points = sweep(record, fusion, versions, cfg.device_id, truths, stream_seconds, spec, progress)
     again = replay_tracker(record, fusion, versions, cfg.device_id, stream_seconds)
     live_again = replay_tracker(load_window_record(files.windows), fusion, versions, cfg.device_id, stream_seconds)
-    chosen, reason = recommend(points, event_targets(), baseline["false_alarms_per_hour"] if baseline else None)
+    targets = event_targets()
+    chosen, reason = recommend(points, targets, baseline["false_alarms_per_hour"] if baseline else None)
     plotted = write_plot(points, chosen, files.tradeoff_png)
     tradeoff = {"file": files.tradeoff_json.name, "plot": files.tradeoff_png.name if plotted else None,
                 "reproduces_live": ([e.to_dict() for e in again] == full_run["events"]
@@ -206,6 +208,7 @@ def _tradeoff(files: BenchFiles, cfg: Config, fusion: FusionConfig, ours_run: di
                 "recommended_text": chosen.setting.describe() if chosen else None, "reason": reason,
                 "frontier": [p.to_dict() for p in pareto_frontier(points)],
                 "recall_by_variant": recall_by_variant(points),
+                "ceiling": decision_ceiling(points, targets),
                 "det_curves": {family: [p.to_dict() for p in curve] for family, curve in det_curves(points).items()}}
     files.tradeoff_json.write_text(json.dumps({**tradeoff, **points_to_json(points)}, indent=1),
                                    encoding="utf-8")

@@ -461,6 +461,27 @@ def recommend(points: Sequence[SweepPoint], targets: Targets,
                   "alarms")
 
 
+def decision_ceiling(points: Sequence[SweepPoint], targets: Targets) -> dict:
+    """How near any swept setting comes to each event bar when the others are set aside. A bar that even its own best
+    setting misses is out of reach of every fusion and tracker setting swept, with these models on this stream: only
+    better models (or data) can meet it, not tuning."""
+    quiet = [p for p in points if p.false_alarms_per_hour <= targets.false_alarms_per_hour]
+    recall_bars_met = [p for p in points if all((p.recall_10db_up.get(label) or 0.0) >= bar
+                                                for label, bar in targets.recall_10db_up.items())]
+
+    def fastest(chosen: Sequence[SweepPoint]) -> float | None:
+        return min((p.latency_p95_s for p in chosen if p.latency_p95_s is not None), default=None)
+
+    return {"settings": len(points),
+            "best_recall_10db_up_within_false_alarm_bar": {
+                label: max((p.recall_10db_up.get(label) or 0.0 for p in quiet), default=None)
+                for label in targets.recall_10db_up},
+            "fewest_false_alarms_per_hour_meeting_recall_bars": min(
+                (p.false_alarms_per_hour for p in recall_bars_met), default=None),
+            "fastest_latency_p95_s": fastest(points),
+            "fastest_latency_p95_s_within_false_alarm_bar": fastest(quiet)}
+
+
 def _by_label_one_threshold(setting: Setting) -> bool:
     return not setting.split and setting.alert_on == ALERT_ON_LABEL
 

@@ -82,6 +82,11 @@ def test_bench_runs_end_to_end_on_fake_models(tmp_path: Path):
     if any(recall is not None and recall < 1 for recall in ours["episodes"]["recall_10db_up"].values()):
         assert missed_episodes > 0, "an episode missed at >= 10 dB is put down to a cause"
     assert {"YAMNet alone", "Wav2Vec2 alone"} <= set(doc["tradeoff"]["det_curves"])
+    ceiling, swept = doc["tradeoff"]["ceiling"], json.loads((out / "tradeoff.json").read_text())
+    assert ceiling["settings"] == len(swept["points"]) + swept["threshold_pairs"]
+    assert ceiling["fastest_latency_p95_s"] <= min(p["latency_p95_s"] for p in swept["points"]
+                                                   if p["latency_p95_s"] is not None)
+    assert "Out of reach of tuning? Of the " in (out / "bench.md").read_text()
     assert (out / "bench.md").read_text().startswith("# Event-level benchmark")
 
     # each tuned sensitivity re-measured on both streams; the row tuned like the live config scores like it

@@ -16,6 +16,7 @@ from bench.tradeoff import (
     SweepPoint,
     Targets,
     concat_records,
+    decision_ceiling,
     det_curves,
     fuse_record,
     pareto_frontier,
@@ -74,6 +75,24 @@ def test_event_log_stamps_messages_with_the_window_that_sent_them():
 def point(fa: float, cry: float, scream: float, enter: float = 0.6, latency: float = 1.0) -> SweepPoint:
     recall = {"Crying": cry, "Screaming": scream}
     return SweepPoint(Setting(YAMNET_ALONE, True, enter, 2, 3), fa, recall, recall, latency)
+
+
+def test_the_ceiling_takes_each_bar_alone_and_says_when_no_setting_reaches_it():
+    points = [point(0.0, 0.70, 0.96, latency=4.0),  # quiet, misses cries
+              point(0.04, 0.80, 0.50, latency=3.0),  # quiet, the best for cries
+              point(2.0, 0.99, 0.90, latency=1.2),  # loud and fast, short of the scream bar
+              point(9.0, 0.99, 0.97, latency=2.5)]  # meets both recall bars, at 9 per hour
+    ceiling = decision_ceiling(points, TARGETS)
+    assert ceiling == {"settings": 4,
+                       "best_recall_10db_up_within_false_alarm_bar": {"Crying": 0.80, "Screaming": 0.96},
+                       "fewest_false_alarms_per_hour_meeting_recall_bars": 9.0,
+                       "fastest_latency_p95_s": 1.2, "fastest_latency_p95_s_within_false_alarm_bar": 3.0}
+    assert recommend(points, TARGETS, None)[0] is points[0], (
+        "the default still weighs both labels together; the ceiling's 0.80 for cries is another setting's")
+    none_meets = decision_ceiling(points[:3], TARGETS)
+    assert none_meets["fewest_false_alarms_per_hour_meeting_recall_bars"] is None
+    assert decision_ceiling([], TARGETS)["best_recall_10db_up_within_false_alarm_bar"] == {"Crying": None,
+                                                                                            "Screaming": None}
 
 
 def test_recommend_prefers_a_setting_that_meets_every_bar():

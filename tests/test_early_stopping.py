@@ -11,6 +11,12 @@ from training.early_stopping import STOP_ON, check_stop_on, normal_alert_share, 
 CRYING, SCREAMING, NORMAL = (LABELS.index(label) for label in ("Crying", "Screaming", "Normal"))
 
 
+def score_of(logits: np.ndarray, labels: np.ndarray, active: np.ndarray, stop_on: str) -> float:
+    """What a fit keeps its epochs by, from the two figures it reports each epoch."""
+    return stopping_score(window_macro_f1(labels, logits.argmax(axis=1)), normal_alert_share(logits, labels, active),
+                          stop_on)
+
+
 def _cries_and_normals() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Four cry windows (the last a pause: inactive) just over Normal, and four clearly Normal windows."""
     labels = np.array([CRYING] * 4 + [NORMAL] * 4)
@@ -25,13 +31,13 @@ def test_the_alert_ranking_prefers_the_head_whose_normal_windows_stay_under_the_
     separated, labels, active = _cries_and_normals()
     tail = separated.copy()
     tail[4] = (1.0, 1.0, 1.1)  # still Normal by argmax, but at 0.64 above every cry: a false alarm at any threshold
-    assert stopping_score(separated, labels, active, "alert_ranking") == 0.0
-    assert stopping_score(tail, labels, active, "alert_ranking") == pytest.approx(-0.25)
+    assert score_of(separated, labels, active, "alert_ranking") == 0.0
+    assert score_of(tail, labels, active, "alert_ranking") == pytest.approx(-0.25)
     assert normal_alert_share(tail, labels, active) == pytest.approx(0.25)
     # Argmax cannot tell the two apart.
-    assert stopping_score(tail, labels, active, "macro_f1") == stopping_score(separated, labels, active, "macro_f1")
+    assert score_of(tail, labels, active, "macro_f1") == score_of(separated, labels, active, "macro_f1")
     # Every window right: F1 1 for Crying and Normal, 0 for Screaming, which has no window here.
-    assert stopping_score(separated, labels, active, "macro_f1") == pytest.approx(2 / 3)
+    assert score_of(separated, labels, active, "macro_f1") == pytest.approx(2 / 3)
 
 
 def test_a_pause_inside_a_cry_sets_no_threshold():
@@ -62,6 +68,5 @@ def test_an_unknown_criterion_is_refused_with_its_owner_and_the_choices():
         check_stop_on(stop_on, "Settings")
     with pytest.raises(ValueError, match=r"Settings\.stop_on must be one of .*'accuracy'"):
         check_stop_on("accuracy", "Settings")
-    logits, labels, active = _cries_and_normals()
     with pytest.raises(ValueError, match="stop_on"):
-        stopping_score(logits, labels, active, "accuracy")
+        stopping_score(0.9, 0.1, "accuracy")

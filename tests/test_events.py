@@ -291,3 +291,18 @@ def test_an_alarms_own_windows_never_count_towards_the_next_one():
     assert phases(alarm)[0] == PHASE_START and phases(alarm)[-1] == PHASE_END
     assert feed(t, [LINGERING] * 2, start_index=38) == []
     assert feed(t, [LINGERING] * 6, start_index=40)[0][1].reason.startswith("sustained"), "8 fresh ones do"
+
+
+def test_with_one_episode_at_a_time_a_sustained_alarm_is_the_episode():
+    """A scream that lingers under the thresholds starts the alarm; the sobbing that follows, loud enough for the
+    cry's own k of n, keeps that alarm alive instead of starting a second one (unless configured otherwise)."""
+    lingering_scream_then_cry = [(0.1, 0.45)] * 8 + [HIT] * 6
+    one_episode = dataclasses.replace(SHORT_SPAN, one_episode_at_a_time=True)
+    assert start_labels(one_episode, lingering_scream_then_cry) == [SCREAM]
+    assert start_labels(SHORT_SPAN, lingering_scream_then_cry) == [SCREAM, CRY]
+    t = tracker(one_episode)
+    events = feed(t, lingering_scream_then_cry + [MISS] * 12)
+    assert [(e.phase, e.label) for _, e in events if e.phase != PHASE_UPDATE] == [(PHASE_START, SCREAM),
+                                                                                 (PHASE_END, SCREAM)]
+    assert end_time(events[-1][0]) >= end_time(len(lingering_scream_then_cry) - 1) + CFG.hold_seconds, (
+        "the cry's windows kept the scream's alarm alive")

@@ -425,7 +425,7 @@ def _fit(model: Wav2Vec2ForSequenceClassification, batches: _Batches, val_inputs
                                    lr, time.monotonic() - epoch_start))
         log.info("epoch %d: loss %.4f, val accuracy %.3f, macro-F1 %.3f, Normal alert share %.3f (%.0f s)", epoch,
                  np.mean(losses), report["accuracy"], report["macro_f1"], share, time.monotonic() - epoch_start)
-        score = stopping_score(val_logits, val_labels, val_active, settings.stop_on, settings.ranking_keeps)
+        score = stopping_score(report["macro_f1"], share, settings.stop_on)
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
         if stopped_by == "time":

@@ -39,7 +39,14 @@ from .augment import AugmentParams, augment_window
 from .cache import save_npz_atomic
 from .calibration import expected_calibration_error, fit_temperature
 from .data import Clip, class_weights, clips_signature
-from .early_stopping import ALERT_COLUMNS, RANKING_KEEPS, check_stop_on, stopping_score, window_macro_f1
+from .early_stopping import (
+    ALERT_COLUMNS,
+    RANKING_KEEPS,
+    check_stop_on,
+    normal_alert_share,
+    stopping_score,
+    window_macro_f1,
+)
 from .metrics import classification_report, confusion_matrix
 from .split import DEFAULT_SPLIT_SEED, dataset_split, split_summary
 from .windows import WindowSet, build_window_set, concat_rows, gate_settings_used
@@ -305,7 +312,8 @@ def _fit(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, x_val: np.ndar
             val_loss = float(nn.functional.cross_entropy(val_logits, val_targets, weight=class_weight))
         logits = val_logits.numpy()
         f1 = window_macro_f1(y_val, logits.argmax(axis=1))
-        score = stopping_score(logits, y_val, val_active, head_cfg.stop_on, head_cfg.ranking_keeps)
+        share = normal_alert_share(logits, y_val, val_active, head_cfg.ranking_keeps)
+        score = stopping_score(f1, share, head_cfg.stop_on)
         history.append({"epoch": epoch, "val_loss": round(val_loss, 5), "val_macro_f1": round(f1, 5),
                         "val_score": round(score, 5)})
         if (score, -val_loss) > (best[0], -best[1]):
