@@ -32,10 +32,10 @@ import numpy as np
 
 from monitor.config import FusionConfig
 from monitor.constants import ALERT_LABELS, AUDIOSET_HEARS_ALERT, WINDOW_SECONDS
-from monitor.fusion import AUDIOSET_ROWS, VETO_OFF, VETOES, audioset_evidence
+from monitor.fusion import VETO_OFF, VETOES
 
 from .score import DetectedEvent, Score, ScoreSpec, TruthEvent, score_events, snr_key
-from .tradeoff import fuse_record, replay_tracker, smoothed_record
+from .tradeoff import fuse_record, record_audioset_evidence, replay_tracker, smoothed_record
 
 OPEN_EVENT, OTHER_LABEL, GATE = "open_event", "other_label", "gate"
 VETO, VOTE, K_OF_N, THRESHOLD = "veto", "vote", "k_of_n", "threshold"
@@ -114,7 +114,7 @@ def miss_causes(record: dict[str, np.ndarray], fusion: FusionConfig, score: Scor
 
 def audioset_alert_scores(record: dict[str, np.ndarray]) -> np.ndarray:
     """(N,) per recorded window: AudioSet's best cry or scream score (0 where the gate skipped the window)."""
-    evidence = audioset_evidence(np.nan_to_num(record["audioset"]), AUDIOSET_ROWS)[:, :len(ALERT_LABELS)]
+    evidence = record_audioset_evidence(record)[:, :len(ALERT_LABELS)]
     return np.where(record["passed"], evidence.max(axis=1), 0.0)
 
 

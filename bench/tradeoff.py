@@ -222,14 +222,22 @@ def smoothed_record(record: dict[str, np.ndarray], windows: int) -> dict[str, np
     return smoothed
 
 
+def record_audioset_evidence(record: dict[str, np.ndarray]) -> np.ndarray:
+    """``audioset_evidence`` of every recorded window (the record keeps only ``AUDIOSET_ROWS``; NaN, where the gate
+    skipped a window, reads as 0)."""
+    from monitor.fusion import AUDIOSET_ROWS, audioset_evidence
+
+    return audioset_evidence(np.nan_to_num(record["audioset"]), AUDIOSET_ROWS)
+
+
 def fuse_record(record: dict[str, np.ndarray], fusion: FusionConfig, smoothed: dict[str, np.ndarray] | None = None):
     """Every recorded window smoothed and fused at once (``trailing_mean`` and ``fuse_batch``: the live code);
     ``smoothed``: the record already smoothed over ``fusion.smooth_windows``."""
-    from monitor.fusion import AUDIOSET_ROWS, audioset_evidence, fuse_batch
+    from monitor.fusion import fuse_batch
 
     smoothed = smoothed_record(record, fusion.smooth_windows) if smoothed is None else smoothed
-    return fuse_batch(np.nan_to_num(smoothed["yamnet"]), smoothed["wav2vec2"],
-                      audioset_evidence(np.nan_to_num(record["audioset"]), AUDIOSET_ROWS), fusion)
+    return fuse_batch(np.nan_to_num(smoothed["yamnet"]), smoothed["wav2vec2"], record_audioset_evidence(record),
+                      fusion)
 
 
 def replay_tracker(record: dict[str, np.ndarray], fusion: FusionConfig, versions: dict[str, str], device_id: str,
